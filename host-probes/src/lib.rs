@@ -1,7 +1,28 @@
-//! Host-side probes. Each module is one probe family; `probes()` is their table.
+//! Host-side probes: the physical floor that every VM figure is compared against.
+//! Each module is one probe family; `probes()` is their table.
+
+pub mod cacheline;
+pub mod memcpy;
+mod partner;
+pub mod perf;
+mod pinning;
+mod sampling;
+pub mod syscall;
+pub mod timer;
+pub mod wake;
+
 use probe_api::Probe;
+
+pub use perf::perf_availability;
 
 /// Every host probe, in the order `ivbench list` shows them.
 pub fn probes() -> Vec<Box<dyn Probe>> {
-    Vec::new()
+    vec![
+        Box::new(timer::TimerOverhead),
+        Box::new(syscall::Getppid),
+        Box::new(cacheline::Roundtrip),
+        Box::new(wake::EventfdRoundtrip),
+        Box::new(wake::FutexRoundtrip),
+        Box::new(memcpy::Memcpy),
+    ]
 }

@@ -1,0 +1,177 @@
+//! The timed loop every host probe shares: warm-up, timer overhead, perf counters, and
+//! per-op or batched timestamp pairs, with the budget's limits honoured in one place.
+
+use std::time::Instant;
+
+use probe_api::tsc::{rdtsc_serialized, serialized_pair_overhead};
+use probe_api::{Budget, Method, Methods, ProbeError, Samples};
+
+use crate::perf::{PerfCounters, PerfReading};
+
+/// How every host per-op sample is bracketed.
+pub const HOST_CLOCK: &str = "host lfence;rdtsc";
+
+/// Rounds of back-to-back pairs behind the overhead figure.
+const OVERHEAD_ROUNDS: usize = 2_000;
+/// The deadline and duration cap are checked once per this many samples, so that the
+/// check (a vDSO clock read) stays out of almost every timed interval.
+const CHECK_EVERY: usize = 64;
+
+/// What the timed loop produced, before it becomes [`Samples`].
+pub struct Recorded {
+    /// Cycles between each timestamp pair: one op (per-op) or `batch` ops (batched),
+    /// timer overhead included.
+    pub totals: Vec<u64>,
+    pub method: Method,
+    pub overhead: u64,
+    pub perf: PerfReading,
+    /// Samples wanted, when the duration cap stopped the loop before that.
+    pub cut_short_of: Option<u64>,
+}
+
+/// The batch size the budget asks for, or an error if this probe cannot honour it.
+pub fn batch_for(budget: &Budget, methods: Methods, probe: &str) -> Result<u32, ProbeError> {
+    match (budget.method, methods) {
+        (Method::PerOp, _) => Ok(1),
+        (Method::Batched { .. }, Methods::PerOpOnly) => Err(ProbeError::Failed(format!(
+            "{probe} measures per operation only; {} was asked for",
+            budget.method.label()
+        ))),
+        (Method::Batched { batch: 0 }, Methods::Both) => {
+            Err(ProbeError::Failed(format!("{probe}: batch size 0 is meaningless")))
+        }
+        (Method::Batched { batch }, Methods::Both) => Ok(batch),
+    }
+}
+
+/// Warm-up operations before anything is recorded: enough to fault in buffers, train
+/// branches and get both threads of a pair running, few enough to stay cheap when each
+/// op is a blocking wake-up.
+fn warmup_ops(samples: u64, batch: u32) -> u64 {
+    (samples.saturating_mul(u64::from(batch)) / 10).clamp(64, 2_000)
+}
+
+/// Runs `op` under the budget on the calling thread (already pinned by the caller).
+///
+/// `op` returns an error when the operation could not complete (a partner was released
+/// by the watchdog); the loop stops at the first one.
+pub fn record<F>(budget: &Budget, methods: Methods, probe: &str, mut op: F) -> Result<Recorded, ProbeError>
+where
+    F: FnMut() -> Result<(), ProbeError>,
+{
+    let batch = batch_for(budget, methods, probe)?;
+    if budget.iterations == 0 {
+        return Err(ProbeError::Failed(format!("{probe}: zero iterations asked for")));
+    }
+    let wanted = usize::try_from(budget.iterations)
+        .map_err(|_| ProbeError::Failed(format!("{probe}: {} iterations do not fit in memory", budget.iterations)))?;
+    let started = Instant::now();
+    let timed_out = || ProbeError::Timeout(budget.timeout, format!("{probe} did not finish"));
+
+    for _ in 0..warmup_ops(budget.iterations, batch) {
+        op()?;
+    }
+    if started.elapsed() > budget.timeout {
+        return Err(timed_out());
+    }
+
+    let mut totals = prefaulted(wanted);
+    let mut perf = PerfCounters::open();
+    let overhead = serialized_pair_overhead(OVERHEAD_ROUNDS);
+    let mut taken = 0usize;
+    let mut cut_short = false;
+
+    perf.start();
+    while taken < wanted {
+        if taken % CHECK_EVERY == 0 {
+            let elapsed = started.elapsed();
+            if elapsed > budget.timeout {
+                perf.stop();
+                return Err(timed_out());
+            }
+            if budget.duration.is_some_and(|d| elapsed > d) && taken > 0 {
+                cut_short = true;
+                break;
+            }
+        }
+        let t0 = rdtsc_serialized();
+        let result = if batch == 1 {
+            op()
+        } else {
+            (0..batch).try_for_each(|_| op())
+        };
+        let t1 = rdtsc_serialized();
+        if let Err(e) = result {
+            perf.stop();
+            return Err(e);
+        }
+        totals[taken] = t1.wrapping_sub(t0);
+        taken += 1;
+    }
+    let perf = perf.stop();
+    totals.truncate(taken);
+
+    Ok(Recorded {
+        totals,
+        method: budget.method,
+        overhead,
+        perf,
+        cut_short_of: cut_short.then_some(budget.iterations),
+    })
+}
+
+impl Recorded {
+    pub fn batch(&self) -> u32 {
+        self.method.batch()
+    }
+
+    /// Median cycles of one operation with the timer pair taken out, as the harness will
+    /// see it: per-op `median - overhead`, batched `(median total - overhead) / batch`.
+    /// `None` when the median does not rise above the overhead.
+    pub fn net_median_per_op(&self) -> Option<f64> {
+        let m = median(&self.totals)?;
+        (m > self.overhead).then(|| (m - self.overhead) as f64 / f64::from(self.batch()))
+    }
+
+    /// The samples as the contract wants them: per-op raw, batched divided by the batch
+    /// (rounded to the nearest cycle), with perf metrics and notes attached.
+    pub fn into_samples(self, clock: &str) -> Samples {
+        let batch = u64::from(self.batch());
+        let ops = self.totals.len() as u64 * batch;
+        let cycles = if batch == 1 {
+            self.totals
+        } else {
+            self.totals.iter().map(|&t| (t + batch / 2) / batch).collect()
+        };
+        let mut s = Samples::new(cycles, self.method, self.overhead, clock);
+        if let Some(wanted) = self.cut_short_of {
+            s.notes.push(format!(
+                "stopped by the duration cap after {} of {wanted} samples",
+                s.cycles.len()
+            ));
+        }
+        self.perf.attach(&mut s, ops);
+        s
+    }
+}
+
+pub fn median(v: &[u64]) -> Option<u64> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut sorted = v.to_vec();
+    sorted.sort_unstable();
+    Some(sorted[sorted.len() / 2])
+}
+
+/// A sample buffer whose pages are already faulted in: a first touch inside the timed
+/// loop would land a page fault in some sample. (`vec![0; n]` is not enough: zeroed
+/// allocations come from untouched, lazily mapped pages.)
+pub fn prefaulted(len: usize) -> Vec<u64> {
+    let mut v = vec![0u64; len];
+    for x in v.iter_mut().step_by(512) {
+        // A volatile write cannot be dropped as "storing zero into zeroed memory".
+        unsafe { std::ptr::write_volatile(x, 0) };
+    }
+    v
+}
