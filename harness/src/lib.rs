@@ -1,1 +1,15 @@
-pub fn x(){}
+//! ivbench: measures what communication between virtual machines on KVM really costs.
+//!
+//! Data flows one way: registry (what to run) -> runner (how) -> samples -> stats
+//! (histogram + summary, overhead subtracted once) -> store (run directory) -> show /
+//! compare / report, which read only the store.
+
+pub mod cmd;
+pub mod config;
+pub mod fingerprint;
+pub mod registry;
+pub mod runner;
+pub mod stats;
+pub mod store;
+pub mod table;
+pub mod timing;

@@ -1,1 +1,137 @@
-fn main(){}
+//! The `ivbench` command line: a clap parser and one function per subcommand.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use ivbench::cmd::{self, UsageError, EXIT_USAGE};
+use probe_api::Method;
+
+#[derive(Parser)]
+#[command(name = "ivbench", version, about = "Measures what communication between virtual machines on KVM really costs.", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum MethodArg {
+    /// Serialized lfence;rdtsc around every operation; the timer's cost is subtracted (default).
+    PerOp,
+    /// --batch operations between one timestamp pair, divided: steady-state cost, no tail.
+    Batched,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List every probe, grouped, with whether this host can run it (and why not).
+    #[command(after_help = "Examples:\n  ivbench list\n  ivbench list --json | jq '.[] | select(.support != \"supported\")'")]
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the environment fingerprint recorded with every run.
+    #[command(after_help = "Examples:\n  ivbench env\n  ivbench env --json > env.json")]
+    Env {
+        #[arg(long)]
+        json: bool,
+        /// CPUs the probes would pin to (recorded as the pinning).
+        #[arg(long, value_delimiter = ',', default_value = "0,1")]
+        cpus: Vec<usize>,
+    },
+    /// Run named probes (exact name, `prefix.*` or dotted prefix) into a new run directory.
+    #[command(after_help = "Examples:\n  ivbench run host.syscall.getppid --iterations 100000\n  ivbench run host.memcpy --params size=1518 --method batched --batch 1000\n  ivbench run 'vm.exit.*' --cpus 1")]
+    Run {
+        #[arg(required = true)]
+        probes: Vec<String>,
+        /// Samples per point (per-op: operations; batched: batches). Default 10000.
+        #[arg(long, conflicts_with = "duration")]
+        iterations: Option<u64>,
+        /// Seconds per point instead of a sample count (probes that honour it stop early).
+        #[arg(long)]
+        duration: Option<f64>,
+        /// CPUs to pin to: the measuring thread first, its partner second.
+        #[arg(long, value_delimiter = ',', default_value = "0,1")]
+        cpus: Vec<usize>,
+        #[arg(long, value_enum, default_value = "per-op")]
+        method: MethodArg,
+        /// Operations per timestamp pair with --method batched.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+        batch: u32,
+        /// One parameter point instead of the probe's own, e.g. `size=64`.
+        #[arg(long)]
+        params: Option<String>,
+        /// Seconds after which a point is abandoned and recorded as failed.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+        /// Parent directory of the run directory.
+        #[arg(long, default_value_os_t = cmd::default_runs_dir())]
+        out: PathBuf,
+    },
+    /// Run a sweep: the embedded default, or --config FILE which replaces it.
+    #[command(after_help = "Examples:\n  ivbench sweep --quick\n  ivbench sweep --print-default > my-sweep.toml && ivbench sweep --config my-sweep.toml")]
+    Sweep {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Each entry's quick_iterations: the short sweep CI runs (under 30 s).
+        #[arg(long)]
+        quick: bool,
+        /// Print the embedded default sweep and exit.
+        #[arg(long)]
+        print_default: bool,
+        /// Do not write report.html at the end.
+        #[arg(long)]
+        no_report: bool,
+        #[arg(long, default_value_os_t = cmd::default_runs_dir())]
+        out: PathBuf,
+    },
+    /// Show a stored run as a table: a run directory, a run id, or `latest`.
+    #[command(after_help = "Examples:\n  ivbench show latest\n  ivbench show results/runs/20261130T120000Z-1a2b3c")]
+    Show {
+        run: String,
+        /// Where run ids and `latest` are looked up.
+        #[arg(long, default_value_os_t = cmd::default_runs_dir())]
+        runs: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::List { json } => cmd::list::list(json),
+        Command::Env { json, cpus } => cmd::env::env(json, &cpus),
+        Command::Run { probes, iterations, duration, cpus, method, batch, params, timeout, out } => cmd::run::run(cmd::run::RunArgs {
+            probes,
+            iterations,
+            duration,
+            cpus,
+            method: match method {
+                MethodArg::PerOp => Method::PerOp,
+                MethodArg::Batched => Method::Batched { batch },
+            },
+            params,
+            out,
+            timeout,
+        }),
+        Command::Sweep { config, quick, print_default, no_report, out } => {
+            if print_default {
+                print!("{}", ivbench::config::DEFAULT_SWEEP);
+                Ok(0)
+            } else {
+                cmd::sweep::sweep(config.as_deref(), quick, &out, !no_report)
+            }
+        }
+        Command::Show { run, runs } => cmd::show::show(&run, &runs),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("ivbench: error: {e:#}");
+            if e.downcast_ref::<UsageError>().is_some() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}

@@ -152,7 +152,11 @@ impl Metric {
 pub struct Samples {
     /// Raw TSC cycles per operation, *including* the timer overhead (per-op) or already
     /// divided by the batch size (batched). The harness subtracts `overhead_cycles` once.
+    /// In units of 1/`scale` cycle, so that batched figures below a few cycles keep their
+    /// fraction (a batched probe may report `total * 1000 / batch` with `scale = 1000`).
     pub cycles: Vec<u64>,
+    /// Sample units per TSC cycle; 1 for plain cycles.
+    pub scale: u64,
     pub method: Method,
     /// Cost of one serialized timestamp pair as measured on the side that took the
     /// samples (host thread or guest vCPU); per-op samples have it subtracted.
@@ -171,6 +175,7 @@ impl Samples {
     pub fn new(cycles: Vec<u64>, method: Method, overhead_cycles: u64, clock: &str) -> Self {
         Samples {
             cycles,
+            scale: 1,
             method,
             overhead_cycles,
             tsc_khz: None,
