@@ -1,7 +1,12 @@
 //! Guest probes: a micro-VMM and one tiny guest payload per probe.
-use probe_api::Probe;
+//!
+//! - [`probes()`]: every VM probe (`vm.*`), for the harness registry.
+//! - [`backend_report()`]: which KVM backend serves `/dev/kvm` and whether (and how) native
+//!   guest execution was verified; the harness records it with every result.
+//! - [`vmm`]: the VMM the probes are built on (documented for multi-vCPU / irqchip probes).
 
-/// Every VM probe, in the order `ivbench list` shows them.
-pub fn probes() -> Vec<Box<dyn Probe>> {
-    Vec::new()
-}
+pub mod payloads;
+pub mod probes;
+pub mod vmm;
+
+pub use probes::{backend_report, probes, BackendReport};

@@ -1,0 +1,50 @@
+//! Test payloads that must NOT finish normally (they exercise the watchdog and the
+//! error paths), plus the smallest possible guest.
+//!
+//! - `done`: reports done at once (VM create/destroy robustness test).
+//! - `hang_vmcall`: a raw `vmcall`, deliberately not patched: on kvm_pvm the emulator
+//!   retries it forever and KVM_RUN never returns on its own.
+//! - `hang_loop`: `jmp .` forever, natively.
+//! - `crash_ud2`: `ud2` with no IDT: ends in KVM_EXIT_SHUTDOWN (or another fatal exit).
+
+use super::{asm_postlude, asm_prelude, guest_payload, sym_addr, Payload};
+
+guest_payload!(
+    r#"
+.globl ivb_hang_start
+.globl ivb_hang_end
+.globl ivb_done
+.globl ivb_hang_vmcall
+.globl ivb_hang_loop
+.globl ivb_crash_ud2
+ivb_hang_start:
+ivb_done:
+    IVB_DONE
+ivb_hang_vmcall:
+    mov $0x7ff, %eax
+    vmcall
+    IVB_DONE
+ivb_hang_loop:
+1:
+    jmp 1b
+ivb_crash_ud2:
+    ud2
+    IVB_DONE
+ivb_hang_end:
+"#
+);
+
+pub fn payload() -> Payload {
+    Payload {
+        name: "hang",
+        start: sym_addr!(ivb_hang_start),
+        end: sym_addr!(ivb_hang_end),
+        entries: vec![
+            ("done", sym_addr!(ivb_done)),
+            ("hang_vmcall", sym_addr!(ivb_hang_vmcall)),
+            ("hang_loop", sym_addr!(ivb_hang_loop)),
+            ("crash_ud2", sym_addr!(ivb_crash_ud2)),
+        ],
+        hypercall_sites: vec![],
+    }
+}

@@ -1,0 +1,268 @@
+//! The VM probes and what they share: the probe table, running one probe point inside a
+//! fresh VM on a pinned thread, and the backend report.
+
+mod exits;
+mod hypercall;
+mod native;
+mod syscall;
+mod view;
+
+use std::fmt;
+use std::time::Instant;
+
+use probe_api::{Budget, Method, Methods, Metric, Point, Probe, ProbeError, Samples, Support};
+
+use crate::vmm::{self, NativeCheck, Vcpu, Vm};
+
+/// The clock every VM probe uses.
+pub const CLOCK: &str = "guest lfence;rdtsc";
+
+/// One row of the probe table.
+pub(crate) struct VmProbe {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub group: &'static str,
+    pub methods: Methods,
+    pub support: fn() -> Support,
+    pub run: fn(&VmProbe, &Point, &Budget) -> Result<Samples, ProbeError>,
+}
+
+impl Probe for VmProbe {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn description(&self) -> &'static str {
+        self.description
+    }
+    fn group(&self) -> &'static str {
+        self.group
+    }
+    fn support(&self) -> Support {
+        (self.support)()
+    }
+    fn methods(&self) -> Methods {
+        self.methods
+    }
+    fn run(&self, point: &Point, budget: &Budget) -> Result<Samples, ProbeError> {
+        (self.run)(self, point, budget)
+    }
+}
+
+/// Every VM probe, in the order `ivbench list` shows them.
+pub fn probes() -> Vec<Box<dyn Probe>> {
+    let mut v: Vec<Box<dyn Probe>> = Vec::new();
+    v.push(Box::new(native::LOOP));
+    v.push(Box::new(hypercall::NULL));
+    v.push(Box::new(exits::PIO));
+    v.push(Box::new(exits::PIO_KERNEL));
+    v.push(Box::new(exits::MMIO));
+    v.push(Box::new(exits::CPUID));
+    v.push(Box::new(syscall::GETPPID));
+    v.push(Box::new(view::VMFUNC));
+    v.push(Box::new(view::HYPERCALL));
+    v
+}
+
+/// Support shared by every VM probe: a usable `/dev/kvm` with a known backend.
+pub(crate) fn vm_support() -> Support {
+    if let Err(e) = vmm::kvm() {
+        return Support::Unsupported(e.to_string().trim_start_matches("unsupported: ").to_string());
+    }
+    match vmm::detected_backend() {
+        Ok(_) => Support::Supported,
+        Err(e) => Support::Unsupported(e.to_string().trim_start_matches("unsupported: ").to_string()),
+    }
+}
+
+/// Pins the calling thread to one CPU.
+pub fn pin_current_thread(cpu: usize) -> Result<(), ProbeError> {
+    // SAFETY: cpu_set_t is plain data; sched_setaffinity reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(ProbeError::last_os(format!("sched_setaffinity(cpu {cpu})")));
+        }
+    }
+    Ok(())
+}
+
+/// Everything a probe body gets: a fresh VM with vCPU 0, verified native, with the guest's
+/// timer overhead and TSC rate measured.
+pub(crate) struct Ctx {
+    pub vm: Vm,
+    pub vcpu: Vcpu,
+    pub deadline: Instant,
+    pub overhead: u64,
+    pub native: NativeCheck,
+    pub tsc_khz: u64,
+    pub cpu: Option<usize>,
+}
+
+impl Ctx {
+    /// Samples from raw per-sample cycles (`batch` operations each).
+    pub fn samples(&self, raw: Vec<u64>, batch: u64, method: Method) -> Samples {
+        let cycles = if batch > 1 { raw.iter().map(|c| (c + batch / 2) / batch).collect() } else { raw };
+        let mut s = Samples::new(cycles, method, self.overhead, CLOCK);
+        s.tsc_khz = Some(self.tsc_khz);
+        s.metrics.push(Metric::new("native_cycles_per_iteration", self.native.cycles_per_iter, "cycles"));
+        s.notes.push(format!(
+            "backend {} (hypercall {}); native execution verified: {:.2} cycles per dec;jnz iteration; {}",
+            self.vm.backend().name(),
+            self.vm.backend().hypercall_name(),
+            self.native.cycles_per_iter,
+            self.vcpu.setup()
+        ));
+        if let Some(cpu) = self.cpu {
+            s.notes.push(format!("vCPU thread pinned to CPU {cpu}"));
+        }
+        s
+    }
+}
+
+/// Operations per sample for the budget's method.
+pub(crate) fn batch_of(budget: &Budget) -> u64 {
+    u64::from(budget.method.batch().max(1))
+}
+
+/// Runs `body` in a fresh VM on a thread pinned to `budget.cpu(0)`. `prepare` runs on the
+/// VM before the vCPU is created (irqchip, memslots, ioeventfds).
+pub(crate) fn in_vm<T: Send>(
+    name: &'static str,
+    budget: &Budget,
+    prepare: impl FnOnce(&Vm) -> Result<(), ProbeError> + Send,
+    body: impl FnOnce(&mut Ctx) -> Result<T, ProbeError> + Send,
+) -> Result<T, ProbeError> {
+    if budget.iterations == 0 {
+        return Err(ProbeError::Failed(format!("{name}: zero iterations requested")));
+    }
+    let deadline = Instant::now() + budget.timeout;
+    let cpu = budget.cpu(0);
+    std::thread::scope(|s| {
+        let h = std::thread::Builder::new()
+            .name(format!("vcpu:{name}"))
+            .spawn_scoped(s, move || {
+                if let Some(c) = cpu {
+                    pin_current_thread(c)?;
+                }
+                let vm = Vm::new(name)?;
+                prepare(&vm)?;
+                let mut vcpu = vm.create_vcpu(0)?;
+                let native = vm.backend().verify_native(&mut vcpu, deadline)?;
+                let overhead = vcpu.timer_overhead(deadline)?;
+                let tsc_khz = vcpu.tsc_khz()?;
+                let mut ctx = Ctx { vm, vcpu, deadline, overhead, native, tsc_khz, cpu };
+                body(&mut ctx)
+            })
+            .map_err(|e| ProbeError::io(format!("{name}: spawn the vCPU thread"), e))?;
+        h.join().unwrap_or_else(|p| {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            Err(ProbeError::Failed(format!("{name}: the vCPU thread panicked: {msg}")))
+        })
+    })
+}
+
+/// A failed validation of a probe's results.
+pub(crate) fn invalid(name: &str, what: impl fmt::Display) -> ProbeError {
+    ProbeError::Failed(format!("{name}: invalid result: {what}"))
+}
+
+/// Which backend serves `/dev/kvm` and how native guest execution was verified.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BackendReport {
+    /// `kvm_pvm`, `kvm_intel`, `kvm_amd`, or `none` when there is no usable /dev/kvm.
+    pub backend: String,
+    /// The native-loop check passed in a real guest on this host.
+    pub native_verified: bool,
+    /// Best TSC cycles per `dec; jnz` iteration measured by the check.
+    pub cycles_per_iter: Option<f64>,
+    /// The hypercall instruction the payloads use.
+    pub hypercall: String,
+    /// KVM_GET_TSC_KHZ of the checking vCPU.
+    pub tsc_khz: Option<u64>,
+    /// How native execution was reached and verified, modules loaded, errors.
+    pub details: Vec<String>,
+}
+
+impl fmt::Display for BackendReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "backend {}: ", self.backend)?;
+        match (self.native_verified, self.cycles_per_iter) {
+            (true, Some(c)) => write!(f, "native execution verified ({c:.2} cycles per dec;jnz iteration)")?,
+            (_, Some(c)) => write!(f, "NOT native ({c:.1} cycles per dec;jnz iteration)")?,
+            _ => write!(f, "native execution not verified")?,
+        }
+        if !self.hypercall.is_empty() {
+            write!(f, ", hypercall {}", self.hypercall)?;
+        }
+        if let Some(k) = self.tsc_khz {
+            write!(f, ", guest TSC {k} kHz")?;
+        }
+        for d in &self.details {
+            write!(f, "; {d}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Detects the backend and verifies native execution in a real guest (creates a VM; takes
+/// a few milliseconds).
+pub fn backend_report() -> BackendReport {
+    let mut r = BackendReport {
+        backend: "none".into(),
+        native_verified: false,
+        cycles_per_iter: None,
+        hypercall: String::new(),
+        tsc_khz: None,
+        details: Vec::new(),
+    };
+    r.details.push(format!("modules loaded: {}", vmm::backend::loaded_modules().join(", ")));
+    if vmm::backend::host_is_guest() {
+        r.details.push("the host itself runs under a hypervisor (CPUID hypervisor bit)".into());
+    }
+    let b = match vmm::detected_backend() {
+        Ok(b) => b,
+        Err(e) => {
+            r.details.push(e.to_string());
+            return r;
+        }
+    };
+    r.backend = b.name().into();
+    r.hypercall = b.hypercall_name().into();
+    let check = (|| -> Result<(NativeCheck, u64, String), ProbeError> {
+        let vm = Vm::new("backend-report")?;
+        let mut vcpu = vm.create_vcpu(0)?;
+        let deadline = Instant::now() + std::time::Duration::from_secs(30);
+        let tsc = vcpu.tsc_khz()?;
+        let setup = vcpu.setup().to_string();
+        match b.verify_native(&mut vcpu, deadline) {
+            Ok(c) => Ok((c, tsc, setup)),
+            Err(e) => {
+                // report the measured figure even when it is too slow
+                let raw = vcpu.run_batched_payload("native_loop", 1, 20_000, deadline).ok();
+                Err(ProbeError::Failed(format!(
+                    "{e}{}",
+                    raw.map(|s| format!(" [{} cycles for 20000 iterations]", s[0])).unwrap_or_default()
+                )))
+            }
+        }
+    })();
+    match check {
+        Ok((c, tsc, setup)) => {
+            r.native_verified = true;
+            r.cycles_per_iter = Some(c.cycles_per_iter);
+            r.tsc_khz = Some(tsc);
+            r.details.push(format!(
+                "verified by running {} dec;jnz iterations per sample in a guest at CPL0 (limit {} cycles/iteration); {setup}",
+                c.iterations,
+                vmm::backend::MAX_NATIVE_CYCLES_PER_ITER
+            ));
+        }
+        Err(e) => r.details.push(format!("native check failed: {e}")),
+    }
+    r
+}

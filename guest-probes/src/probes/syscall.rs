@@ -1,0 +1,58 @@
+//! `vm.syscall.getppid`: guest user SYSCALL -> guest supervisor (LSTAR) -> SYSRETQ.
+
+use probe_api::{Budget, Methods, Point, ProbeError, Samples};
+
+use super::{batch_of, in_vm, invalid, vm_support, VmProbe};
+use crate::vmm::{layout, vm::MSR_LSTAR, Handled};
+
+pub(crate) const GETPPID: VmProbe = VmProbe {
+    name: "vm.syscall.getppid",
+    description: "guest user-mode SYSCALL into a minimal guest getppid handler (LSTAR) and SYSRETQ back, no exit",
+    group: "syscall",
+    methods: Methods::Both,
+    support: vm_support,
+    run,
+};
+
+fn run(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples, ProbeError> {
+    let batch = batch_of(budget);
+    let n = budget.iterations;
+    // The "parent pid" the guest kernel hands out: this process's real parent pid, tagged
+    // so that a stray register value cannot match it by accident.
+    let ppid = 0x5050_0000_0000_0000 | u64::from(std::os::unix::process::parent_id());
+    in_vm(p.name, budget, |_| Ok(()), move |ctx| {
+        let res = layout::results(ctx.vcpu.id());
+        ctx.vm.fill_u64s(res, 4, 0)?;
+        ctx.vm.write_u64(layout::KDATA, ppid)?;
+        ctx.vcpu.set_msrs(&[(MSR_LSTAR, ctx.vm.entry("sys_entry")?)])?;
+        let user_stack = layout::user_stack_top(ctx.vcpu.id());
+        ctx.vcpu.stats.reset();
+        let raw = ctx.vcpu.run_sampling(
+            "syscall",
+            n,
+            batch,
+            ctx.deadline,
+            &|r| {
+                r.rbx = user_stack;
+                r.rbp = ppid;
+            },
+            &mut |_| Handled::No,
+        )?;
+        let w = ctx.vm.read_u64s(res, 4)?;
+        if w[0] != ppid {
+            return Err(invalid(p.name, format!("first getppid in user mode returned {:#x}, the handler returns {ppid:#x}", w[0])));
+        }
+        if w[1] != 0 {
+            return Err(invalid(p.name, format!("{} of {} timed getppid calls returned a wrong value", w[1], n * batch)));
+        }
+        if w[2] != ppid {
+            return Err(invalid(p.name, format!("last getppid returned {:#x}, expected {ppid:#x}", w[2])));
+        }
+        let mut s = ctx.samples(raw, batch, budget.method);
+        s.notes.push(format!(
+            "the handler's value {ppid:#x} arrived in user mode on every call (user CS read as {:#x})",
+            w[3]
+        ));
+        Ok(s)
+    })
+}

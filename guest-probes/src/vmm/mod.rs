@@ -1,0 +1,66 @@
+//! A micro-VMM on the rust-vmm crates (kvm-ioctls, kvm-bindings, vm-memory).
+//!
+//! # Shape
+//!
+//! - [`Vm`] (`vm.rs`): one KVM VM. `Vm::new(label)` creates it with slot 0 =
+//!   [`layout::MEM_SIZE`] bytes of anonymous memory at GPA 0, identity page tables for the
+//!   first GiB (2 MiB pages, U/S at every level) and the guest image (all payloads, with
+//!   hypercall sites patched for the backend) at [`layout::IMAGE`]. `label` is the probe
+//!   name: every error the VM or its vCPUs produce starts with it. `Vm` is a cheap shared
+//!   handle (`Clone`, `Send + Sync`).
+//! - [`Vcpu`] (`vm.rs`): `vm.create_vcpu(id)` returns a vCPU in native 64-bit CPL0 (CPUID
+//!   table with APIC id = `id`, long-mode sregs with CS 0x10 / SS 0x18, STAR / SFMASK, and
+//!   the backend's `prepare_vcpu`: on kvm_pvm its own VIF page at [`layout::vif_page`]).
+//!   A `Vcpu` is `Send`: create it on any thread, move it to the thread that runs it.
+//! - [`Vcpu::run`]: the run loop. Every call arms the [`watchdog`] for the calling thread
+//!   with a deadline; exits go to a `FnMut(Exit) -> Handled` closure; the done port,
+//!   fatal exits and timeouts are handled in one place and produce `ProbeError`s naming the
+//!   probe, the exit and the RIP. [`Vcpu::run_sampling`] wraps it for the common
+//!   "payload writes one TSC sample per operation" shape (chunked, count-checked).
+//! - [`backend`]: what differs between kvm_pvm, kvm_intel and kvm_amd.
+//! - [`layout`]: the guest physical map every payload relies on.
+//!
+//! # Adding interrupt / IPI / notify probes (multi-vCPU, irqchip, shared memory)
+//!
+//! Everything needed is additive; nothing in the existing run loop has to change:
+//!
+//! 1. **In-kernel irqchip**: call `vm.fd().create_irq_chip()` (or `enable_cap` with
+//!    KVM_CAP_SPLIT_IRQCHIP) right after `Vm::new` and *before* `create_vcpu`. MSI routing
+//!    and irqfds are plain `VmFd` calls too: `vm.fd().set_gsi_routing(..)`,
+//!    `vm.fd().register_irqfd(&eventfd, gsi)`, `vm.fd().signal_msi(..)`, ioeventfds with
+//!    `vm.fd().register_ioevent(..)` (see `probes::exits` for one).
+//! 2. **GDT / IDT**: kvm_pvm delivers interrupts through the guest IDT only when a GDT is
+//!    set too. Write the descriptors at [`layout::GDT`] / [`layout::IDT`] with
+//!    `vm.write_bytes` / `vm.write_u64`, then per vCPU `let mut s = vcpu.fd().get_sregs()`,
+//!    set `s.gdt` / `s.idt` (base + limit) and `vcpu.fd().set_sregs(&s)`. Handlers are
+//!    payload entries (`vm.entry("name")` gives their GPA). `Exit::IrqWindowOpen` and
+//!    `Exit::Hlt` already reach the handler closure (return `Handled::Continue` to keep
+//!    running); KVM_EXIT_INTR / EINTR are absorbed and counted in `stats.intr`.
+//! 3. **LAPIC**: `vcpu.fd().get_lapic()` / `set_lapic()` (SVR 0x1ff), x2APIC through
+//!    `vcpu.set_msrs(&[(0x1b, base)])`; GiB 3 of the identity map already has a page
+//!    directory ([`layout::PD3`]) for an uncached xAPIC page at 0xfee00000 (add the PDE).
+//!    Secondary vCPUs on the in-kernel irqchip need `vcpu.fd().set_mp_state(RUNNABLE)`.
+//! 4. **A second vCPU thread**: `let v1 = vm.create_vcpu(1)?;` then move `v1` into a
+//!    `std::thread::scope` thread, pin it (`crate::probes::pin_current_thread`), set its
+//!    entry with `v1.set_entry(vm.entry("..")?, |r| ..)` (its stack, results and sample
+//!    buffer are [`layout::stack_top`], [`layout::results`], [`layout::samples`] for its
+//!    id) and call `v1.run(deadline, &mut handler)` there. Each thread arms its own
+//!    watchdog, so a hung peer is stopped too. To stop a vCPU that spins on purpose, have
+//!    it poll a flag in guest memory that the host sets with `vm.write_u64`.
+//! 5. **Several VMs sharing memory**: `let shm = SharedMemory::new(2 << 20)?;` (a memfd,
+//!    mapped once, MAP_SHARED) and `vm_a.add_shared(1, layout::SHARED_GPA, &shm)?;
+//!    vm_b.add_shared(1, layout::SHARED_GPA, &shm)?;` — both VMs and the host see the
+//!    same bytes; the identity map already covers [`layout::SHARED_GPA`].
+//! 6. **Memory views**: `vm.add_private_slot(slot, gpa, size)` +
+//!    `vm.set_slot_mapped(slot, bool)` (used by `vm.view.hypercall`).
+//!
+//! The payload register convention and the sample-loop macros are documented in
+//! `crate::payloads`.
+
+pub mod backend;
+pub mod layout;
+pub mod vm;
+pub mod watchdog;
+
+pub use backend::{Backend, BackendKind, NativeCheck};
+pub use vm::{detected_backend, kvm, Exit, ExitStats, Handled, SharedMemory, Vcpu, Vm};

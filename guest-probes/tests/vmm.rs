@@ -1,0 +1,167 @@
+//! VMM core: native execution, timer overhead, watchdog, fatal exits, shared memory,
+//! VM create/destroy robustness. Needs /dev/kvm (prints SKIPPED otherwise).
+
+use std::time::{Duration, Instant};
+
+use guest_probes::vmm::{self, layout, Handled, SharedMemory, Vm};
+use probe_api::ProbeError;
+
+fn have_kvm() -> bool {
+    if std::path::Path::new("/dev/kvm").exists() {
+        return true;
+    }
+    println!("SKIPPED: no /dev/kvm");
+    eprintln!("SKIPPED: no /dev/kvm");
+    false
+}
+
+#[test]
+fn native_execution_is_verified() {
+    if !have_kvm() {
+        return;
+    }
+    let vm = Vm::new("test.native").unwrap();
+    let mut vcpu = vm.create_vcpu(0).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let check = vm.backend().verify_native(&mut vcpu, deadline).unwrap();
+    println!("backend {} native: {:.3} cycles/iteration ({})", vm.backend().name(), check.cycles_per_iter, vcpu.setup());
+    assert!(check.cycles_per_iter < 10.0, "{} cycles/iteration", check.cycles_per_iter);
+    let ovh = vcpu.timer_overhead(deadline).unwrap();
+    println!("guest lfence;rdtsc pair: {ovh} cycles");
+    assert!(ovh > 0 && ovh < 5_000, "timer overhead {ovh}");
+    assert!(vcpu.tsc_khz().unwrap() > 100_000);
+}
+
+fn expect_timeout(entry: &str) -> String {
+    let vm = Vm::new("test.watchdog").unwrap();
+    let mut vcpu = vm.create_vcpu(0).unwrap();
+    let rip = vm.entry(entry).unwrap();
+    vcpu.set_entry(rip, |_| {}).unwrap();
+    let t0 = Instant::now();
+    let err = vcpu.run(Instant::now() + Duration::from_millis(300), &mut |_| Handled::No).unwrap_err();
+    let took = t0.elapsed();
+    let msg = err.to_string();
+    println!("{entry}: {msg} (stopped after {took:?})");
+    assert!(matches!(err, ProbeError::Timeout(..)), "{msg}");
+    assert!(took < Duration::from_secs(10), "watchdog took {took:?}");
+    assert!(msg.contains("test.watchdog"), "{msg}");
+    assert!(msg.contains("RIP 0x"), "{msg}");
+    assert!(msg.contains("last exit"), "{msg}");
+    msg
+}
+
+#[test]
+fn watchdog_stops_an_endless_loop() {
+    if !have_kvm() {
+        return;
+    }
+    let msg = expect_timeout("hang_loop");
+    assert!(msg.contains("jmp ."), "{msg}");
+}
+
+#[test]
+fn watchdog_stops_vmcall_on_pvm() {
+    if !have_kvm() {
+        return;
+    }
+    let b = vmm::detected_backend().unwrap();
+    if b.kind() != vmm::BackendKind::Pvm {
+        println!("vmcall is a real hypercall on {}: not a hang there", b.name());
+        return;
+    }
+    // shared/docs/kvm-backends.md says the kvm_pvm emulator retries `vmcall` forever. On
+    // some kvm_pvm builds it returns an error in RAX instead. Either way the VMM must not
+    // hang: a hang is stopped by the watchdog with an error naming RIP and the vmcall, a
+    // return must carry a negative error code.
+    let vm = Vm::new("test.watchdog").unwrap();
+    let mut vcpu = vm.create_vcpu(0).unwrap();
+    vcpu.set_entry(vm.entry("hang_vmcall").unwrap(), |_| {}).unwrap();
+    let t0 = Instant::now();
+    match vcpu.run(Instant::now() + Duration::from_millis(300), &mut |_| Handled::No) {
+        Err(err) => {
+            let msg = err.to_string();
+            println!("vmcall: {msg} (stopped after {:?})", t0.elapsed());
+            assert!(matches!(err, ProbeError::Timeout(..)), "{msg}");
+            assert!(msg.contains("RIP 0x") && msg.contains("vmcall") && msg.contains("test.watchdog"), "{msg}");
+        }
+        Ok(()) => {
+            let rax = vcpu.regs().unwrap().rax as i64;
+            println!("vmcall returned RAX = {rax} on this kvm_pvm (it did not hang)");
+            assert!(rax < 0, "vmcall returned {rax}, expected a negative error");
+        }
+    }
+}
+
+#[test]
+fn fatal_exit_names_exit_and_rip() {
+    if !have_kvm() {
+        return;
+    }
+    let vm = Vm::new("test.ud2").unwrap();
+    let mut vcpu = vm.create_vcpu(0).unwrap();
+    vcpu.set_entry(vm.entry("crash_ud2").unwrap(), |_| {}).unwrap();
+    let err = vcpu.run(Instant::now() + Duration::from_secs(10), &mut |_| Handled::No).unwrap_err();
+    let msg = err.to_string();
+    println!("ud2 without IDT: {msg}");
+    assert!(matches!(err, ProbeError::Failed(_)), "{msg}");
+    assert!(msg.contains("test.ud2") && msg.contains("RIP 0x") && msg.contains("KVM_EXIT"), "{msg}");
+}
+
+#[test]
+fn shared_memory_is_shared_between_vms() {
+    if !have_kvm() {
+        return;
+    }
+    let shm = SharedMemory::new(2 << 20).unwrap();
+    let a = Vm::new("test.shm.a").unwrap();
+    let b = Vm::new("test.shm.b").unwrap();
+    a.add_shared(1, layout::SHARED_GPA, &shm).unwrap();
+    b.add_shared(1, layout::SHARED_GPA, &shm).unwrap();
+    a.slot_write(1, 64, &0x1234_5678_9abc_def0u64.to_le_bytes()).unwrap();
+    // SAFETY: the shared mapping is 2 MiB and alive.
+    let seen = unsafe { std::ptr::read_volatile(shm.host_addr().add(64) as *const u64) };
+    assert_eq!(seen, 0x1234_5678_9abc_def0);
+    // both VMs run their own vCPU at the same time on the same memory
+    std::thread::scope(|s| {
+        for vm in [&a, &b] {
+            s.spawn(move || {
+                let mut v = vm.create_vcpu(0).unwrap();
+                vm.backend().verify_native(&mut v, Instant::now() + Duration::from_secs(30)).unwrap();
+            });
+        }
+    });
+}
+
+fn fd_count() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+fn rss_kib() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    s.lines().find(|l| l.starts_with("VmRSS:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn thousand_vms_leak_nothing() {
+    if !have_kvm() {
+        return;
+    }
+    let cycle = || {
+        let vm = Vm::new("test.robust").unwrap();
+        let mut v = vm.create_vcpu(0).unwrap();
+        v.set_entry(vm.entry("done").unwrap(), |_| {}).unwrap();
+        v.run(Instant::now() + Duration::from_secs(10), &mut |_| Handled::No).unwrap();
+    };
+    for _ in 0..20 {
+        cycle();
+    }
+    let (fd0, rss0) = (fd_count(), rss_kib());
+    for _ in 0..1000 {
+        cycle();
+    }
+    let (fd1, rss1) = (fd_count(), rss_kib());
+    println!("1000 VMs: fds {fd0} -> {fd1}, RSS {rss0} -> {rss1} KiB");
+    // other tests run in parallel threads of this process and open fds of their own
+    assert!(fd1 <= fd0 + 16, "fd count grew from {fd0} to {fd1}");
+    assert!(rss1 <= rss0 + 64 * 1024, "RSS grew from {rss0} to {rss1} KiB");
+}
+
