@@ -39,12 +39,12 @@ ivb_sys_user:
     IVB_LOOP_BEGIN
     mov $39, %eax
     syscall
+    mov %rax, 16(%r9)
     cmp %rbp, %rax
     je 1f
     incq 8(%r9)
 1:
     IVB_LOOP_END
-    mov %rax, 16(%r9)
     mov $0xffff, %eax
     syscall
 ivb_sys_back:
