@@ -34,13 +34,15 @@ fn main() {
                         let mut v = s.cycles.clone();
                         v.sort_unstable();
                         let net = s.overhead_cycles / u64::from(method.batch());
+                        let mean = v.iter().sum::<u64>() as f64 / v.len() as f64;
                         println!(
-                            "{} [{point}] {}: n={} raw p50={} p99={} | net p50={} p99={} (overhead {} per pair)",
+                            "{} [{point}] {}: n={} raw p50={} p99={} mean={:.1} | net p50={} p99={} (overhead {} per pair)",
                             probe.name(),
                             method.label(),
                             v.len(),
                             pct(&v, 0.5),
                             pct(&v, 0.99),
+                            mean,
                             pct(&v, 0.5).saturating_sub(net),
                             pct(&v, 0.99).saturating_sub(net),
                             s.overhead_cycles

@@ -16,6 +16,7 @@ const OVERHEAD_ROUNDS: usize = 2_000;
 /// The deadline and duration cap are checked once per this many samples, so that the
 /// check (a vDSO clock read) stays out of almost every timed interval.
 const CHECK_EVERY: usize = 64;
+const _: () = assert!(CHECK_EVERY.is_power_of_two());
 
 /// What the timed loop produced, before it becomes [`Samples`].
 pub struct Recorded {
@@ -37,9 +38,9 @@ pub fn batch_for(budget: &Budget, methods: Methods, probe: &str) -> Result<u32, 
             "{probe} measures per operation only; {} was asked for",
             budget.method.label()
         ))),
-        (Method::Batched { batch: 0 }, Methods::Both) => {
-            Err(ProbeError::Failed(format!("{probe}: batch size 0 is meaningless")))
-        }
+        (Method::Batched { batch: 0 }, Methods::Both) => Err(ProbeError::Failed(format!(
+            "{probe}: batch size 0 is meaningless"
+        ))),
         (Method::Batched { batch }, Methods::Both) => Ok(batch),
     }
 }
@@ -55,16 +56,27 @@ fn warmup_ops(samples: u64, batch: u32) -> u64 {
 ///
 /// `op` returns an error when the operation could not complete (a partner was released
 /// by the watchdog); the loop stops at the first one.
-pub fn record<F>(budget: &Budget, methods: Methods, probe: &str, mut op: F) -> Result<Recorded, ProbeError>
+pub fn record<F>(
+    budget: &Budget,
+    methods: Methods,
+    probe: &str,
+    mut op: F,
+) -> Result<Recorded, ProbeError>
 where
     F: FnMut() -> Result<(), ProbeError>,
 {
     let batch = batch_for(budget, methods, probe)?;
     if budget.iterations == 0 {
-        return Err(ProbeError::Failed(format!("{probe}: zero iterations asked for")));
+        return Err(ProbeError::Failed(format!(
+            "{probe}: zero iterations asked for"
+        )));
     }
-    let wanted = usize::try_from(budget.iterations)
-        .map_err(|_| ProbeError::Failed(format!("{probe}: {} iterations do not fit in memory", budget.iterations)))?;
+    let wanted = usize::try_from(budget.iterations).map_err(|_| {
+        ProbeError::Failed(format!(
+            "{probe}: {} iterations do not fit in memory",
+            budget.iterations
+        ))
+    })?;
     let started = Instant::now();
     let timed_out = || ProbeError::Timeout(budget.timeout, format!("{probe} did not finish"));
 
@@ -83,7 +95,7 @@ where
 
     perf.start();
     while taken < wanted {
-        if taken % CHECK_EVERY == 0 {
+        if taken & (CHECK_EVERY - 1) == 0 {
             let elapsed = started.elapsed();
             if elapsed > budget.timeout {
                 perf.stop();
@@ -141,7 +153,10 @@ impl Recorded {
         let cycles = if batch == 1 {
             self.totals
         } else {
-            self.totals.iter().map(|&t| (t + batch / 2) / batch).collect()
+            self.totals
+                .iter()
+                .map(|&t| (t + batch / 2) / batch)
+                .collect()
         };
         let mut s = Samples::new(cycles, self.method, self.overhead, clock);
         if let Some(wanted) = self.cut_short_of {
@@ -174,4 +189,73 @@ pub fn prefaulted(len: usize) -> Vec<u64> {
         unsafe { std::ptr::write_volatile(x, 0) };
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_sizes_follow_method_and_capability() {
+        let mut b = Budget::quick(10);
+        assert_eq!(batch_for(&b, Methods::PerOpOnly, "t").unwrap(), 1);
+        b.method = Method::Batched { batch: 32 };
+        assert_eq!(batch_for(&b, Methods::Both, "t").unwrap(), 32);
+        assert!(batch_for(&b, Methods::PerOpOnly, "t").is_err());
+        b.method = Method::Batched { batch: 0 };
+        assert!(batch_for(&b, Methods::Both, "t").is_err());
+    }
+
+    fn recorded(totals: Vec<u64>, method: Method, overhead: u64) -> Recorded {
+        Recorded {
+            totals,
+            method,
+            overhead,
+            perf: PerfReading::default(),
+            cut_short_of: None,
+        }
+    }
+
+    #[test]
+    fn batched_samples_are_rounded_per_op_values() {
+        let s = recorded(vec![100, 103, 96], Method::Batched { batch: 4 }, 40).into_samples("t");
+        assert_eq!(s.cycles, vec![25, 26, 24]);
+        assert_eq!(s.overhead_cycles, 40);
+    }
+
+    #[test]
+    fn net_median_takes_the_overhead_out_once() {
+        assert_eq!(
+            recorded(vec![50, 70, 60], Method::PerOp, 40).net_median_per_op(),
+            Some(20.0)
+        );
+        let batched = recorded(vec![140, 140, 140], Method::Batched { batch: 10 }, 40);
+        assert_eq!(batched.net_median_per_op(), Some(10.0));
+        assert_eq!(
+            recorded(vec![30, 40], Method::PerOp, 40).net_median_per_op(),
+            None
+        );
+    }
+
+    #[test]
+    fn zero_iterations_is_an_error() {
+        let b = Budget::quick(0);
+        assert!(record(&b, Methods::Both, "t", || Ok(())).is_err());
+    }
+
+    #[test]
+    fn op_errors_stop_the_loop() {
+        let b = Budget::quick(1_000);
+        let mut calls = 0;
+        let r = record(&b, Methods::Both, "t", || {
+            calls += 1;
+            if calls > 100 {
+                Err(ProbeError::Failed("stop".into()))
+            } else {
+                Ok(())
+            }
+        });
+        assert!(matches!(r, Err(ProbeError::Failed(_))));
+        assert_eq!(calls, 101);
+    }
 }

@@ -80,7 +80,8 @@ impl Clock {
 fn has_rdtscp() -> bool {
     // SAFETY: cpuid is always available on x86-64.
     let max_ext = unsafe { std::arch::x86_64::__cpuid(0x8000_0000) }.eax;
-    max_ext >= 0x8000_0001 && unsafe { std::arch::x86_64::__cpuid(0x8000_0001) }.edx & (1 << 27) != 0
+    max_ext >= 0x8000_0001
+        && unsafe { std::arch::x86_64::__cpuid(0x8000_0001) }.edx & (1 << 27) != 0
 }
 
 fn clocksource() -> String {
@@ -104,12 +105,17 @@ impl Probe for TimerOverhead {
         Support::Supported
     }
     fn points(&self) -> Vec<Point> {
-        CLOCKS.iter().map(|c| Point::none().with("clock", c)).collect()
+        CLOCKS
+            .iter()
+            .map(|c| Point::none().with("clock", c))
+            .collect()
     }
     fn run(&self, point: &Point, budget: &Budget) -> Result<Samples, ProbeError> {
         let clock = Clock::parse(point)?;
         if matches!(clock, Clock::Rdtscp) && !has_rdtscp() {
-            return Err(ProbeError::Unsupported("CPUID 0x80000001 EDX[27]: this CPU has no rdtscp".into()));
+            return Err(ProbeError::Unsupported(
+                "CPUID 0x80000001 EDX[27]: this CPU has no rdtscp".into(),
+            ));
         }
         if budget.method != Method::PerOp {
             return Err(ProbeError::Failed(format!(
@@ -118,7 +124,9 @@ impl Probe for TimerOverhead {
             )));
         }
         if budget.iterations == 0 {
-            return Err(ProbeError::Failed(format!("{NAME}: zero iterations asked for")));
+            return Err(ProbeError::Failed(format!(
+                "{NAME}: zero iterations asked for"
+            )));
         }
         let _pin = PinnedHere::measuring_thread(budget)?;
         let wanted = budget.iterations as usize;
@@ -130,28 +138,49 @@ impl Probe for TimerOverhead {
         let mut perf = PerfCounters::open();
         perf.start();
         // One sample is a few dozen cycles: a deadline check per 4096 costs nothing.
+        let mut taken = 0;
         for chunk in cycles.chunks_mut(4096) {
-            if started.elapsed() > budget.timeout {
+            let elapsed = started.elapsed();
+            if elapsed > budget.timeout {
                 perf.stop();
-                return Err(ProbeError::Timeout(budget.timeout, format!("{NAME} did not finish")));
+                return Err(ProbeError::Timeout(
+                    budget.timeout,
+                    format!("{NAME} did not finish"),
+                ));
+            }
+            if taken > 0 && budget.duration.is_some_and(|d| elapsed > d) {
+                break;
             }
             for c in chunk.iter_mut() {
                 *c = clock.one_sample();
             }
+            taken += chunk.len();
         }
         let reading = perf.stop();
+        cycles.truncate(taken);
+        let cut_short = taken < wanted;
 
         let mut s = Samples::new(cycles, Method::PerOp, 0, clock.description());
-        s.notes.push("overhead_cycles = 0: these samples are the timer overhead itself".into());
+        s.notes
+            .push("overhead_cycles = 0: these samples are the timer overhead itself".into());
+        if cut_short {
+            s.notes.push(format!(
+                "stopped by the duration cap after {taken} of {wanted} samples"
+            ));
+        }
         if let Clock::Instant = clock {
             let pair = serialized_pair_overhead(2_000);
-            s.metrics.push(Metric::new("lfence_rdtsc_pair_cycles", pair as f64, "cycles"));
+            s.metrics.push(Metric::new(
+                "lfence_rdtsc_pair_cycles",
+                pair as f64,
+                "cycles",
+            ));
             s.notes.push(format!(
                 "samples include one lfence;rdtsc pair ({pair} cycles, metric lfence_rdtsc_pair_cycles); kernel clocksource: {}",
                 clocksource()
             ));
         }
-        reading.attach(&mut s, budget.iterations);
+        reading.attach(&mut s, taken as u64);
         Ok(s)
     }
 }

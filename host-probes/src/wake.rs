@@ -175,7 +175,12 @@ fn futex_wait(word: &AtomicU32, expected: u32) -> io::Result<()> {
 
 fn futex_wake(word: &AtomicU32, count: i32) {
     unsafe {
-        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, count);
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            count,
+        );
     }
 }
 
@@ -279,5 +284,42 @@ impl Probe for FutexRoundtrip {
             "measuring thread on cpu {main_cpu}, partner on cpu {partner_cpu}; FUTEX_WAIT/FUTEX_WAKE (private) on two words; main_slept_fraction = rounds (warm-up included) in which the measuring thread actually slept"
         ));
         Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    // No partner at all: only the watchdog can get the blocked thread out.
+
+    #[test]
+    fn watchdog_releases_a_blocked_eventfd_read() {
+        let pair = Arc::new(EventfdPair {
+            to_partner: new_eventfd().unwrap(),
+            to_main: new_eventfd().unwrap(),
+            stop: AtomicBool::new(false),
+        });
+        let kick = Arc::clone(&pair);
+        let t = Instant::now();
+        let _w = Watchdog::arm(Duration::from_millis(50), move || kick.release()).unwrap();
+        eventfd_wait(&pair.to_main).unwrap();
+        assert!(pair.stop.load(Ordering::SeqCst));
+        assert!(t.elapsed() >= Duration::from_millis(50));
+    }
+
+    #[test]
+    fn watchdog_releases_a_blocked_futex_wait() {
+        let pair = Arc::new(FutexPair {
+            to_partner: Word(AtomicU32::new(0)),
+            to_main: Word(AtomicU32::new(0)),
+            stop: AtomicBool::new(false),
+        });
+        let kick = Arc::clone(&pair);
+        let _w = Watchdog::arm(Duration::from_millis(50), move || kick.release()).unwrap();
+        // Either outcome is a release: the word moved, or stop was seen first.
+        let _ = futex_wait_change(&pair.to_main.0, 0, &pair.stop);
+        assert!(pair.stop.load(Ordering::SeqCst));
     }
 }
