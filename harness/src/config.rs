@@ -42,8 +42,27 @@ pub struct Entry {
     pub name: String,
     #[serde(default)]
     pub params: Option<Vec<String>>,
-    #[serde(flatten)]
-    pub settings: Settings,
+    // Spelled out rather than a flattened `Settings`: serde's flatten loses the toml
+    // spans, and errors must point at the offending line.
+    pub iterations: Option<u64>,
+    pub quick_iterations: Option<u64>,
+    pub methods: Option<Vec<MethodName>>,
+    pub batch: Option<u32>,
+    pub cpus: Option<Vec<usize>>,
+    pub timeout_s: Option<u64>,
+}
+
+impl Entry {
+    fn settings(&self) -> Settings {
+        Settings {
+            iterations: self.iterations,
+            quick_iterations: self.quick_iterations,
+            methods: self.methods.clone(),
+            batch: self.batch,
+            cpus: self.cpus.clone(),
+            timeout_s: self.timeout_s,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,7 +90,7 @@ impl SweepConfig {
         })?;
         let invalid = |message: String| ConfigError::Invalid { file: file.into(), message };
         for (i, e) in cfg.probes.iter().enumerate() {
-            let s = cfg.defaults.merged(&e.settings);
+            let s = cfg.defaults.merged(&e.settings());
             if s.iterations.unwrap_or(1) == 0 || s.quick_iterations.unwrap_or(1) == 0 {
                 return Err(invalid(format!("probe entry {} (`{}`): iterations must be at least 1", i + 1, e.name)));
             }
@@ -107,7 +126,7 @@ impl SweepConfig {
                 let near = registry::closest(probes, &e.name, 3).join(", ");
                 return Err(ConfigError::Invalid { file: file.into(), message: format!("unknown probe `{}`; closest: {near}", e.name) });
             }
-            let s = self.defaults.merged(&e.settings);
+            let s = self.defaults.merged(&e.settings());
             for probe in selected {
                 let points = match &e.params {
                     Some(list) => list.iter().map(|p| Point::parse(p).expect("validated in parse")).collect(),

@@ -1,0 +1,49 @@
+//! `ivbench sweep --quick` end to end: every probe of the default sweep leaves a row
+//! (ok, unsupported with a reason, or failed with a reason), and the files are complete.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::process::Command;
+
+use ivbench::config::SweepConfig;
+use ivbench::registry;
+use ivbench::store::run_dir::load_run;
+use ivbench::store::Status;
+
+#[test]
+fn quick_default_sweep_writes_every_file_and_a_row_per_point() {
+    let d = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_ivbench"))
+        .args(["sweep", "--quick", "--out", d.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    let all = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.status.code(), Some(0), "{all}");
+    let run_dir = fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().path()).find(|p| p.is_dir()).expect("a run directory");
+    let run = load_run(&run_dir).unwrap();
+    assert_eq!(run.manifest.status, ivbench::store::RunStatus::Complete);
+
+    // The rows are exactly the jobs the default sweep expands to.
+    let probes = registry::all();
+    let jobs = SweepConfig::default_sweep().jobs(&probes, true, "<default>").unwrap();
+    assert_eq!(run.rows.len(), jobs.len(), "one row per probe x point x method");
+    let names: BTreeSet<&str> = run.rows.iter().map(|r| r.probe.as_str()).collect();
+    for j in &jobs {
+        assert!(names.contains(j.probe.name()), "{} has no row", j.probe.name());
+    }
+    for r in &run.rows {
+        match &r.status {
+            Status::Ok => {
+                assert!(r.count > 0, "{}", r.key());
+                let h = run.histogram(r).unwrap_or_else(|| panic!("{} has no histogram in its .hlog", r.key()));
+                assert_eq!(h.len(), r.count, "{}", r.key());
+                assert!(r.tsc_khz > 0 && r.p50_ns.unwrap() > 0.0 || r.probe == "host.timer.overhead", "{}: {:?}", r.key(), r.p50_ns);
+            }
+            Status::Unsupported(reason) | Status::Failed(reason) => assert!(reason.len() > 5, "{}: reason too thin: {reason}", r.key()),
+        }
+    }
+    // The host floor must actually have been measured here.
+    for p in ["host.syscall.getppid", "host.cacheline.roundtrip", "host.memcpy", "host.timer.overhead"] {
+        assert!(run.rows.iter().any(|r| r.probe == p && r.status.is_ok()), "{p} not ok: {all}");
+    }
+}
