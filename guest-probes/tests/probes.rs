@@ -7,12 +7,17 @@ use guest_probes::{backend_report, probes};
 use probe_api::{Budget, Method, Point, Probe, ProbeError, Samples, Support};
 
 fn have_kvm() -> bool {
-    if std::path::Path::new("/dev/kvm").exists() {
-        return true;
+    if !std::path::Path::new("/dev/kvm").exists() {
+        println!("SKIPPED: no /dev/kvm");
+        eprintln!("SKIPPED: no /dev/kvm");
+        return false;
     }
-    println!("SKIPPED: no /dev/kvm");
-    eprintln!("SKIPPED: no /dev/kvm");
-    false
+    if let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+        println!("SKIPPED: /dev/kvm cannot be opened ({e})");
+        eprintln!("SKIPPED: /dev/kvm cannot be opened ({e})");
+        return false;
+    }
+    true
 }
 
 fn probe(name: &str) -> Box<dyn Probe> {

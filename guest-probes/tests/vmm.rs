@@ -7,12 +7,17 @@ use guest_probes::vmm::{self, layout, Handled, SharedMemory, Vm};
 use probe_api::ProbeError;
 
 fn have_kvm() -> bool {
-    if std::path::Path::new("/dev/kvm").exists() {
-        return true;
+    if !std::path::Path::new("/dev/kvm").exists() {
+        println!("SKIPPED: no /dev/kvm");
+        eprintln!("SKIPPED: no /dev/kvm");
+        return false;
     }
-    println!("SKIPPED: no /dev/kvm");
-    eprintln!("SKIPPED: no /dev/kvm");
-    false
+    if let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+        println!("SKIPPED: /dev/kvm cannot be opened ({e})");
+        eprintln!("SKIPPED: /dev/kvm cannot be opened ({e})");
+        return false;
+    }
+    true
 }
 
 #[test]
@@ -121,15 +126,61 @@ fn shared_memory_is_shared_between_vms() {
     // SAFETY: the shared mapping is 2 MiB and alive.
     let seen = unsafe { std::ptr::read_volatile(shm.host_addr().add(64) as *const u64) };
     assert_eq!(seen, 0x1234_5678_9abc_def0);
-    // both VMs run their own vCPU at the same time on the same memory
+    // guest A reads what the host wrote and writes a word; guest B reads A's word
+    let peek = |vm: &Vm, gpa: u64, value: u64| -> u64 {
+        let mut v = vm.create_vcpu(0).unwrap();
+        v.set_entry(vm.entry("peek").unwrap(), |r| {
+            r.r9 = layout::results(0);
+            r.r15 = gpa;
+            r.rbp = value;
+        })
+        .unwrap();
+        v.run(Instant::now() + Duration::from_secs(10), &mut |_| Handled::No).unwrap();
+        vm.read_u64(layout::results(0)).unwrap()
+    };
+    assert_eq!(peek(&a, layout::SHARED_GPA + 64, 0xaaaa_5555), 0x1234_5678_9abc_def0);
+    assert_eq!(peek(&b, layout::SHARED_GPA + 72, 0), 0xaaaa_5555);
+    // both VMs run a vCPU at the same time on the same memory, natively
     std::thread::scope(|s| {
         for vm in [&a, &b] {
             s.spawn(move || {
-                let mut v = vm.create_vcpu(0).unwrap();
+                let mut v = vm.create_vcpu(1).unwrap();
                 vm.backend().verify_native(&mut v, Instant::now() + Duration::from_secs(30)).unwrap();
             });
         }
     });
+}
+
+#[test]
+fn probe_timeout_names_the_probe() {
+    if !have_kvm() {
+        return;
+    }
+    use probe_api::{Budget, Method, Point};
+    let p = guest_probes::probes().into_iter().find(|p| p.name() == "vm.exit.pio").unwrap();
+    let budget = Budget {
+        iterations: 1_000_000,
+        duration: None,
+        cpus: vec![0],
+        method: Method::PerOp,
+        timeout: Duration::from_millis(400),
+    };
+    let t0 = Instant::now();
+    let err = p.run(&Point::none(), &budget).unwrap_err();
+    let msg = err.to_string();
+    println!("{msg} after {:?}", t0.elapsed());
+    assert!(matches!(err, ProbeError::Timeout(..)), "{msg}");
+    assert!(msg.contains("vm.exit.pio") && msg.contains("RIP 0x") && msg.contains("KVM_EXIT_IO"), "{msg}");
+    assert!(t0.elapsed() < Duration::from_secs(20));
+}
+
+#[test]
+fn vm_and_vcpu_can_move_between_threads() {
+    fn send<T: Send>() {}
+    fn sync<T: Send + Sync>() {}
+    send::<guest_probes::vmm::Vcpu>();
+    sync::<Vm>();
+    sync::<SharedMemory>();
 }
 
 fn fd_count() -> usize {

@@ -6,6 +6,8 @@
 //!   retries it forever and KVM_RUN never returns on its own.
 //! - `hang_loop`: `jmp .` forever, natively.
 //! - `crash_ud2`: `ud2` with no IDT: ends in KVM_EXIT_SHUTDOWN (or another fatal exit).
+//! - `peek`: res[0] = the word at r15, then stores rbp at r15 + 8 (shared-memory test:
+//!   in: r9 = result words, r15 = a GPA, rbp = a value).
 
 use super::{asm_postlude, asm_prelude, guest_payload, sym_addr, Payload};
 
@@ -17,6 +19,7 @@ guest_payload!(
 .globl ivb_hang_vmcall
 .globl ivb_hang_loop
 .globl ivb_crash_ud2
+.globl ivb_peek
 ivb_hang_start:
 ivb_done:
     IVB_DONE
@@ -29,6 +32,11 @@ ivb_hang_loop:
     jmp 1b
 ivb_crash_ud2:
     ud2
+    IVB_DONE
+ivb_peek:
+    mov (%r15), %rax
+    mov %rax, (%r9)
+    mov %rbp, 8(%r15)
     IVB_DONE
 ivb_hang_end:
 "#
@@ -44,6 +52,7 @@ pub fn payload() -> Payload {
             ("hang_vmcall", sym_addr!(ivb_hang_vmcall)),
             ("hang_loop", sym_addr!(ivb_hang_loop)),
             ("crash_ud2", sym_addr!(ivb_crash_ud2)),
+            ("peek", sym_addr!(ivb_peek)),
         ],
         hypercall_sites: vec![],
     }
