@@ -216,3 +216,22 @@ fn thousand_vms_leak_nothing() {
     assert!(rss1 <= rss0 + 64 * 1024, "RSS grew from {rss0} to {rss1} KiB");
 }
 
+
+#[test]
+fn emulated_guest_is_refused() {
+    if !have_kvm() {
+        return;
+    }
+    let b = vmm::detected_backend().unwrap();
+    if b.kind() != vmm::BackendKind::Pvm {
+        println!("only kvm_pvm has a way to run a guest emulated on purpose (no VIF page)");
+        return;
+    }
+    let vm = Vm::new("test.emulated").unwrap();
+    let mut vcpu = vm.create_vcpu_without_backend_setup(0).unwrap();
+    let t0 = Instant::now();
+    let err = b.verify_native(&mut vcpu, Instant::now() + Duration::from_secs(60)).unwrap_err();
+    let msg = err.to_string();
+    println!("{msg} ({:?})", t0.elapsed());
+    assert!(msg.contains("guest is being emulated") && msg.contains("test.emulated"), "{msg}");
+}

@@ -50,17 +50,17 @@ impl Probe for VmProbe {
 
 /// Every VM probe, in the order `ivbench list` shows them.
 pub fn probes() -> Vec<Box<dyn Probe>> {
-    let mut v: Vec<Box<dyn Probe>> = Vec::new();
-    v.push(Box::new(native::LOOP));
-    v.push(Box::new(hypercall::NULL));
-    v.push(Box::new(exits::PIO));
-    v.push(Box::new(exits::PIO_KERNEL));
-    v.push(Box::new(exits::MMIO));
-    v.push(Box::new(exits::CPUID));
-    v.push(Box::new(syscall::GETPPID));
-    v.push(Box::new(view::VMFUNC));
-    v.push(Box::new(view::HYPERCALL));
-    v
+    vec![
+        Box::new(native::LOOP),
+        Box::new(hypercall::NULL),
+        Box::new(exits::PIO),
+        Box::new(exits::PIO_KERNEL),
+        Box::new(exits::MMIO),
+        Box::new(exits::CPUID),
+        Box::new(syscall::GETPPID),
+        Box::new(view::VMFUNC),
+        Box::new(view::HYPERCALL),
+    ]
 }
 
 /// Support shared by every VM probe: a usable `/dev/kvm` with a known backend.

@@ -274,6 +274,16 @@ impl Vm {
     /// Creates vCPU `id` in native 64-bit CPL0: CPUID (supported table, APIC id = `id`),
     /// long-mode sregs, STAR/SFMASK, and the backend's `prepare_vcpu` (kvm_pvm: VIF page).
     pub fn create_vcpu(&self, id: u32) -> Result<Vcpu, ProbeError> {
+        self.create_vcpu_inner(id, true)
+    }
+
+    /// Like [`Vm::create_vcpu`] but without the backend's `prepare_vcpu` (on kvm_pvm: no VIF
+    /// page, so the guest is emulated). For tests of the native check only.
+    pub fn create_vcpu_without_backend_setup(&self, id: u32) -> Result<Vcpu, ProbeError> {
+        self.create_vcpu_inner(id, false)
+    }
+
+    fn create_vcpu_inner(&self, id: u32, backend_setup: bool) -> Result<Vcpu, ProbeError> {
         let label = self.label();
         let kvm = kvm()?;
         let fd = self.inner.fd.create_vcpu(u64::from(id)).map_err(|e| kvm_err(label, "KVM_CREATE_VCPU", e))?;
@@ -322,10 +332,13 @@ impl Vm {
             created: Instant::now(),
         };
         vcpu.set_msrs(&[(MSR_STAR, 0x0023_0010_0000_0000), (MSR_SFMASK, 0x700)])?;
-        vcpu.setup = self
-            .backend()
-            .prepare_vcpu(&vcpu.fd, id)
-            .map_err(|e| ProbeError::Failed(format!("{label}: vCPU {id}: {}: {e}", self.backend().name())))?;
+        vcpu.setup = if backend_setup {
+            self.backend()
+                .prepare_vcpu(&vcpu.fd, id)
+                .map_err(|e| ProbeError::Failed(format!("{label}: vCPU {id}: {}: {e}", self.backend().name())))?
+        } else {
+            "backend setup skipped".into()
+        };
         vcpu.set_entry(self.entry("done")?, |_| {})?;
         Ok(vcpu)
     }

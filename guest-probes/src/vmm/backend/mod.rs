@@ -90,10 +90,18 @@ fn verify_native(vcpu: &mut Vcpu, deadline: Instant) -> Result<NativeCheck, Prob
     // instruction is emulated (still well inside any timeout).
     const ITERS: u64 = 20_000;
     const SAMPLES: u64 = 5;
-    let samples = vcpu.run_batched_payload("native_loop", SAMPLES, ITERS, deadline)?;
-    let best = samples.iter().copied().min().unwrap_or(u64::MAX);
+    // Up to SAMPLES tries: a try that shared its CPU with a host thread can be slow, an
+    // emulated guest is slow every time.
+    let mut best = u64::MAX;
+    for _ in 0..SAMPLES {
+        let s = vcpu.run_batched_payload("native_loop", 1, ITERS, deadline)?;
+        best = best.min(s[0]);
+        if best as f64 / ITERS as f64 <= MAX_NATIVE_CYCLES_PER_ITER {
+            break;
+        }
+    }
     let cpi = best as f64 / ITERS as f64;
-    if !(cpi <= MAX_NATIVE_CYCLES_PER_ITER) {
+    if cpi.is_nan() || cpi > MAX_NATIVE_CYCLES_PER_ITER {
         return Err(ProbeError::Failed(format!(
             "{}: guest is being emulated ({cpi:.1} cycles/iteration of dec;jnz, limit {MAX_NATIVE_CYCLES_PER_ITER}): \
              refusing VM latencies (backend {}; on kvm_pvm each vCPU needs its VIF page MSR 0x4b564d10)",

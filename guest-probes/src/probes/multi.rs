@@ -1,0 +1,430 @@
+//! What the multi-vCPU probes (`probes::irq`, `probes::notify`) share: a probe-table row
+//! with parameter points, two pinned vCPU threads that always both end, vCPU preparation
+//! (native check, timer cost), guest-status access and sample assembly.
+
+use std::fmt::Write as _;
+use std::sync::atomic::AtomicU64;
+use std::time::Instant;
+
+use kvm_ioctls::Cap;
+use probe_api::{Budget, Method, Methods, Point, Probe, ProbeError, Samples, Support};
+use vm_memory::{GuestAddress, GuestMemoryBackend};
+
+use super::{pin_current_thread, vm_support, CLOCK};
+use crate::vmm::irqchip::{self, st};
+use crate::vmm::{self, layout, NativeCheck, SharedMemory, Vcpu, Vm};
+
+/// A probe-table row like `VmProbe`, plus parameter points.
+pub(crate) struct MultiProbe {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub group: &'static str,
+    pub methods: Methods,
+    pub support: fn() -> Support,
+    pub points: fn() -> Vec<Point>,
+    pub run: fn(&MultiProbe, &Point, &Budget) -> Result<Samples, ProbeError>,
+}
+
+impl Probe for MultiProbe {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn description(&self) -> &'static str {
+        self.description
+    }
+    fn group(&self) -> &'static str {
+        self.group
+    }
+    fn support(&self) -> Support {
+        (self.support)()
+    }
+    fn points(&self) -> Vec<Point> {
+        (self.points)()
+    }
+    fn methods(&self) -> Methods {
+        self.methods
+    }
+    fn run(&self, point: &Point, budget: &Budget) -> Result<Samples, ProbeError> {
+        if let Support::Unsupported(r) = (self.support)() {
+            return Err(ProbeError::Unsupported(r));
+        }
+        if self.methods == Methods::PerOpOnly && budget.method != Method::PerOp {
+            return Err(ProbeError::Failed(format!(
+                "{}: only per-op samples make sense for one delivery; {} requested",
+                self.name,
+                budget.method.label()
+            )));
+        }
+        (self.run)(self, point, budget)
+    }
+}
+
+pub(crate) fn no_points() -> Vec<Point> {
+    vec![Point::none()]
+}
+
+/// How a receiver waits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Wait {
+    /// Spins with interrupts enabled.
+    Spin,
+    /// Halts (HLT with interrupts enabled; the interrupt wakes it).
+    Hlt,
+}
+
+impl Wait {
+    pub fn reg(self) -> u64 {
+        match self {
+            Wait::Spin => 0,
+            Wait::Hlt => 1,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Wait::Spin => "spin",
+            Wait::Hlt => "hlt",
+        }
+    }
+}
+
+pub(crate) fn wait_points() -> Vec<Point> {
+    vec![Point::none().with("wait", "spin"), Point::none().with("wait", "hlt")]
+}
+
+/// `wait=spin|hlt` (absent: spin).
+pub(crate) fn wait_of(name: &str, point: &Point) -> Result<Wait, ProbeError> {
+    match point.get("wait") {
+        None | Some("spin") => Ok(Wait::Spin),
+        Some("hlt") => Ok(Wait::Hlt),
+        Some(w) => Err(ProbeError::Failed(format!("{name}: wait={w}: expected wait=spin or wait=hlt"))),
+    }
+}
+
+/// The CPUs of the two threads: `budget.cpu(0)` and `budget.cpu(1)`, which must differ
+/// (two spinning threads on one CPU would measure the scheduler).
+pub(crate) fn two_cpus(name: &str, budget: &Budget) -> Result<[Option<usize>; 2], ProbeError> {
+    let c = [budget.cpu(0), budget.cpu(1)];
+    if let [Some(a), Some(b)] = c {
+        if a == b {
+            return Err(ProbeError::Failed(format!(
+                "{name}: needs two distinct CPUs for its two spinning threads; budget.cpus = {:?}",
+                budget.cpus
+            )));
+        }
+    }
+    Ok(c)
+}
+
+/// Iteration count check: the whole run's samples must fit one vCPU sample buffer.
+pub(crate) fn check_iterations(name: &str, n: u64) -> Result<(), ProbeError> {
+    let cap = layout::samples(0).1;
+    if n == 0 || n > cap {
+        return Err(ProbeError::Failed(format!("{name}: {n} iterations requested; 1..={cap} fit the guest sample buffer")));
+    }
+    Ok(())
+}
+
+fn host_cpus() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// Support of every probe with two vCPUs (or two VMs): a VM probe host with 2 CPUs and
+/// KVM allowing 2 vCPUs.
+pub(crate) fn two_vcpu_support() -> Support {
+    match vm_support() {
+        Support::Supported => {}
+        u => return u,
+    }
+    let cpus = host_cpus();
+    if cpus < 2 {
+        return Support::Unsupported(format!("needs 2 host CPUs for two pinned vCPU threads; this process may use {cpus}"));
+    }
+    match vmm::kvm() {
+        Ok(k) if k.get_max_vcpus() < 2 => Support::Unsupported(format!("KVM allows {} vCPU per VM", k.get_max_vcpus())),
+        Ok(_) => Support::Supported,
+        Err(e) => Support::Unsupported(e.to_string()),
+    }
+}
+
+/// `two_vcpu_support` plus the in-kernel irqchip, irqfd and MSI routing.
+pub(crate) fn irqchip_support() -> Support {
+    match two_vcpu_support() {
+        Support::Supported => {}
+        u => return u,
+    }
+    let k = match vmm::kvm() {
+        Ok(k) => k,
+        Err(e) => return Support::Unsupported(e.to_string()),
+    };
+    let missing: Vec<&str> = [
+        (Cap::Irqchip, "KVM_CAP_IRQCHIP"),
+        (Cap::Irqfd, "KVM_CAP_IRQFD"),
+        (Cap::IrqRouting, "KVM_CAP_IRQ_ROUTING"),
+        (Cap::SignalMsi, "KVM_CAP_SIGNAL_MSI"),
+    ]
+    .into_iter()
+    .filter(|(c, _)| !k.check_extension(*c))
+    .map(|(_, n)| n)
+    .collect();
+    if missing.is_empty() {
+        Support::Supported
+    } else {
+        Support::Unsupported(format!("KVM lacks {}", missing.join(", ")))
+    }
+}
+
+/// Host view of a u64 in a VM's main memory, for spinning on it from a host thread.
+pub(crate) fn guest_atomic(vm: &Vm, gpa: u64) -> Result<&AtomicU64, ProbeError> {
+    if gpa % 8 != 0 || gpa + 8 > layout::MEM_SIZE as u64 {
+        return Err(ProbeError::Failed(format!("{}: {gpa:#x} is not an aligned u64 of main memory", vm.label())));
+    }
+    let p = vm
+        .memory()
+        .get_host_address(GuestAddress(gpa))
+        .map_err(|e| ProbeError::Failed(format!("{}: host address of {gpa:#x}: {e}", vm.label())))?;
+    // SAFETY: p is an 8-aligned address inside guest memory, which lives as long as `vm`;
+    // the guest and host only access it with naturally aligned 8-byte loads and stores.
+    Ok(unsafe { &*(p as *const AtomicU64) })
+}
+
+/// Host view of a u64 of a shared memfd region.
+pub(crate) fn shared_atomic(shm: &SharedMemory, off: usize) -> &AtomicU64 {
+    assert!(off % 8 == 0 && off + 8 <= shm.size());
+    // SAFETY: aligned, inside the mapping, which lives as long as `shm`.
+    unsafe { &*(shm.host_addr().add(off) as *const AtomicU64) }
+}
+
+/// Zeroes vCPU `id`'s status area.
+pub(crate) fn clear_status(vm: &Vm, id: u32) -> Result<(), ProbeError> {
+    vm.write_bytes(layout::params(id), &[0u8; st::SIZE])
+}
+
+/// One status word of vCPU `id`.
+pub(crate) fn status(vm: &Vm, id: u32, off: u64) -> Result<u64, ProbeError> {
+    vm.read_u64(layout::params(id) + off)
+}
+
+/// What a vCPU thread measured before its payload ran.
+#[derive(Clone, Debug)]
+pub(crate) struct Prepared {
+    pub native: NativeCheck,
+    pub overhead: u64,
+    pub tsc_khz: u64,
+    pub setup: String,
+}
+
+/// Verifies that `vcpu` runs natively and measures its timer cost and TSC rate (on the
+/// thread that will run it).
+pub(crate) fn prepare(vcpu: &mut Vcpu, deadline: Instant) -> Result<Prepared, ProbeError> {
+    let native = vcpu.backend().verify_native(vcpu, deadline)?;
+    let overhead = vcpu.timer_overhead(deadline)?;
+    let tsc_khz = vcpu.tsc_khz()?;
+    Ok(Prepared { native, overhead, tsc_khz, setup: vcpu.setup().to_string() })
+}
+
+fn panic_msg(p: Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
+}
+
+/// Runs `a` and `b` on two threads pinned to `cpus`. When either fails, `abort` runs at
+/// once (it sets the guest stop flags and kicks halted vCPUs) so that the other one ends
+/// too; both threads are always joined. Every KVM_RUN inside is guarded by the watchdog.
+pub(crate) fn run_pair<A: Send, B: Send>(
+    name: &str,
+    cpus: [Option<usize>; 2],
+    a: impl FnOnce() -> Result<A, ProbeError> + Send,
+    b: impl FnOnce() -> Result<B, ProbeError> + Send,
+    abort: &(dyn Fn() + Sync),
+) -> Result<(A, B), ProbeError> {
+    // Each side aborts the other itself when it fails (or panics), so neither waits for a
+    // peer that is gone; joining both is then bounded by the watchdog deadline.
+    fn side<T>(name: &str, who: &str, cpu: Option<usize>, f: impl FnOnce() -> Result<T, ProbeError>, abort: &(dyn Fn() + Sync)) -> Result<T, ProbeError> {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if let Some(c) = cpu {
+                pin_current_thread(c)?;
+            }
+            f()
+        }))
+        .unwrap_or_else(|p| Err(ProbeError::Failed(format!("{name}: thread {who} panicked: {}", panic_msg(p)))));
+        if r.is_err() {
+            abort();
+        }
+        r
+    }
+    let (ra, rb) = std::thread::scope(|s| {
+        let ha = std::thread::Builder::new().name(format!("{name}:a")).spawn_scoped(s, move || side(name, "a", cpus[0], a, abort));
+        let hb = std::thread::Builder::new().name(format!("{name}:b")).spawn_scoped(s, move || side(name, "b", cpus[1], b, abort));
+        let join = |who: &str, p: Box<dyn std::any::Any + Send>| ProbeError::Failed(format!("{name}: thread {who} panicked: {}", panic_msg(p)));
+        let ra = match ha {
+            Ok(h) => h.join().unwrap_or_else(|p| Err(join("a", p))),
+            Err(e) => {
+                abort();
+                Err(ProbeError::io(format!("{name}: spawn thread a"), e))
+            }
+        };
+        let rb = match hb {
+            Ok(h) => h.join().unwrap_or_else(|p| Err(join("b", p))),
+            Err(e) => {
+                abort();
+                Err(ProbeError::io(format!("{name}: spawn thread b"), e))
+            }
+        };
+        (ra, rb)
+    });
+    match (ra, rb) {
+        (Ok(a), Ok(b)) => Ok((a, b)),
+        (Err(e), Ok(_)) | (Ok(_), Err(e)) => Err(e),
+        (Err(ea), Err(eb)) => {
+            // Report the cause, not the consequence: the side that was aborted usually
+            // ends with a short sample count or a timeout.
+            let (first, second) = match (&ea, &eb) {
+                (ProbeError::Unsupported(_), _) => (ea, eb),
+                (_, ProbeError::Unsupported(_)) => (eb, ea),
+                (ProbeError::Timeout(..), ProbeError::Failed(_)) => (eb, ea),
+                _ => (ea, eb),
+            };
+            match first {
+                ProbeError::Unsupported(r) => Err(ProbeError::Unsupported(r)),
+                ProbeError::Timeout(d, m) => Err(ProbeError::Timeout(d, format!("{m}; other thread: {second}"))),
+                other => Err(ProbeError::Failed(format!("{other}; other thread: {second}"))),
+            }
+        }
+    }
+}
+
+/// Reads vCPU `id`'s sample buffer after a payload that was to write `n` samples and
+/// checks that it wrote exactly `n` (final rdi).
+pub(crate) fn read_samples(vcpu: &Vcpu, n: u64, entry: &str) -> Result<Vec<u64>, ProbeError> {
+    let (buf, _) = layout::samples(vcpu.id());
+    let end = vcpu.regs()?.rdi;
+    if end != buf + 8 * n {
+        return Err(ProbeError::Failed(format!(
+            "{}: payload {entry} on vCPU {} wrote {} samples, expected {n}",
+            vcpu.label(),
+            vcpu.id(),
+            end.wrapping_sub(buf) as i64 / 8
+        )));
+    }
+    vcpu.vm().read_u64s(buf, n as usize)
+}
+
+/// Fails when a one-way sample is "negative" (the two clocks are not comparable).
+pub(crate) fn check_one_way(name: &str, s: &[u64]) -> Result<(), ProbeError> {
+    if let Some(i) = s.iter().position(|&c| c > 1 << 62) {
+        return Err(super::invalid(
+            name,
+            format!("sample {i} is negative ({} cycles): sender and receiver TSCs are not comparable", s[i] as i64),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn median(v: &[u64]) -> u64 {
+    let mut c = v.to_vec();
+    c.sort_unstable();
+    c.get(c.len() / 2).copied().unwrap_or(0)
+}
+
+/// Samples with the facts every multi-vCPU probe reports.
+pub(crate) fn samples(cycles: Vec<u64>, method: Method, prep: &Prepared, others: &[(&str, &Prepared)], cpus: &[(&str, Option<usize>)], backend: &str) -> Samples {
+    let mut s = Samples::new(cycles, method, prep.overhead, CLOCK);
+    s.tsc_khz = Some(prep.tsc_khz);
+    s.metrics.push(probe_api::Metric::new("native_cycles_per_iteration", prep.native.cycles_per_iter, "cycles"));
+    let mut native = format!(
+        "backend {backend}; native execution verified on the timing vCPU: {:.2} cycles per dec;jnz iteration ({})",
+        prep.native.cycles_per_iter, prep.setup
+    );
+    for (who, p) in others {
+        let _ = write!(native, "; {who}: {:.2} cycles per iteration ({})", p.native.cycles_per_iter, p.setup);
+    }
+    s.notes.push(native);
+    let pins: Vec<String> = cpus
+        .iter()
+        .map(|(who, c)| match c {
+            Some(c) => format!("{who} on CPU {c}"),
+            None => format!("{who} unpinned"),
+        })
+        .collect();
+    s.notes.push(format!("threads pinned: {}", pins.join(", ")));
+    s
+}
+
+/// Builds one VM for interrupt probes: in-kernel irqchip, GDT + IDT, `n` vCPUs with the
+/// tables installed, x2APIC enabled and (secondaries) runnable, status areas cleared.
+pub(crate) fn irq_vm(name: &str, n: u32) -> Result<(Vm, Vec<Vcpu>, Vec<String>), ProbeError> {
+    let vm = Vm::new(name)?;
+    irqchip::create_irqchip(&vm)?;
+    irqchip::write_tables(&vm)?;
+    let mut vcpus = Vec::new();
+    let mut setup = Vec::new();
+    for id in 0..n {
+        let v = vm.create_vcpu(id)?;
+        irqchip::install_tables(&v)?;
+        setup.push(irqchip::enable_x2apic(&v)?);
+        clear_status(&vm, id)?;
+        vcpus.push(v);
+    }
+    Ok((vm, vcpus, setup))
+}
+
+/// Writes STOP into vCPU `id`'s status area (ignoring errors: used on abort paths).
+pub(crate) fn set_stop(vm: &Vm, id: u32) {
+    let _ = vm.write_u64(layout::params(id) + st::STOP, 1);
+}
+
+/// Abort for interrupt probes: STOP every vCPU and kick it out of HLT.
+pub(crate) fn stop_and_kick(vm: &Vm, ids: &[u32]) {
+    for &id in ids {
+        set_stop(vm, id);
+    }
+    for &id in ids {
+        let _ = irqchip::signal_msi(vm, id, irqchip::VEC_KICK);
+    }
+}
+
+/// Wait-loop counters of one vCPU for notes and validation.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Counters {
+    pub handler: u64,
+    pub hlts: u64,
+    pub early: u64,
+    pub fixups: u64,
+    pub kicks: u64,
+    pub spurious: u64,
+    pub sent: u64,
+}
+
+pub(crate) fn counters(vm: &Vm, id: u32) -> Result<Counters, ProbeError> {
+    Ok(Counters {
+        handler: status(vm, id, st::COUNT)?,
+        hlts: status(vm, id, st::HLTS)?,
+        early: status(vm, id, st::EARLY)?,
+        fixups: status(vm, id, st::FIXUPS)?,
+        kicks: status(vm, id, st::KICKS)?,
+        spurious: status(vm, id, st::SPURIOUS)?,
+        sent: status(vm, id, st::SENT)?,
+    })
+}
+
+impl Counters {
+    /// "12 early HLT wakes (1.20% of 1000 HLTs), 3 interrupts taken just before a HLT"
+    pub fn hlt_note(&self, who: &str) -> String {
+        let pct = if self.hlts > 0 { 100.0 * self.early as f64 / self.hlts as f64 } else { 0.0 };
+        format!(
+            "{who}: {} early HLT wakes ({pct:.2}% of {} HLTs; the wait loops on its condition), \
+             {} interrupts arrived between enabling interrupts and HLT (handler stepped over the HLT)",
+            self.early, self.hlts, self.fixups
+        )
+    }
+}
+
+/// Userspace exits of a run beyond the expected `done` exits, as text; None when clean.
+pub(crate) fn unexpected_exits(v: &Vcpu, done_exits: u64) -> Option<String> {
+    let s = &v.stats;
+    let done = s.io_out_on(layout::PORT_DONE);
+    if s.total == done_exits && done == done_exits {
+        None
+    } else {
+        Some(format!("vCPU {}: {} userspace exits ({} done): {:?}", v.id(), s.total, done, s))
+    }
+}

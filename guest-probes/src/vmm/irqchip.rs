@@ -1,0 +1,263 @@
+//! Interrupt plumbing for the multi-vCPU probes (`vm.irq.*`, `vm.ipi.*`, `vm.notify.*`):
+//! in-kernel irqchip, GDT + IDT, x2APIC, MSI routes, and the host/guest TSC relation.
+//!
+//! Everything here is additive to [`Vm`] / [`Vcpu`]: the probes call these helpers between
+//! `Vm::new` and the first `Vcpu::run`.
+//!
+//! - The IDT written by [`write_tables`] sends vector [`VEC_IRQ`] to the `irq_handler`
+//!   payload (stamps `lfence; rdtsc` into the vCPU's status area), [`VEC_KICK`] to
+//!   `irq_kick` (host "wake up and look at the stop flag"), [`VEC_SPURIOUS`] to
+//!   `irq_spurious`, exceptions 0..31 to stubs that report the vector on
+//!   [`layout::PORT_ERROR`], and every other vector to `irq_unexpected` (reports 0xfe).
+//! - kvm_pvm delivers through the guest IDT only when a GDT is set too (0x10 code, 0x18
+//!   data, the selectors the VMM's long-mode sregs already use).
+
+use std::time::Instant;
+
+use kvm_bindings::{
+    kvm_enable_cap, kvm_irq_routing_entry, kvm_mp_state, kvm_msi, kvm_msr_entry, KvmIrqRouting, Msrs, KVM_IRQ_ROUTING_MSI,
+    KVM_MP_STATE_RUNNABLE,
+};
+use probe_api::ProbeError;
+
+use super::backend::BackendKind;
+use super::layout;
+use super::vm::{Vcpu, Vm};
+
+/// Status area offsets of a vCPU's status area at `layout::params(id)` (documented in `payloads::irq`).
+pub mod st {
+    pub const STAMP: u64 = 0x00;
+    pub const COUNT: u64 = 0x08;
+    pub const READY: u64 = 0x10;
+    pub const SRC: u64 = 0x18;
+    pub const STOP: u64 = 0x20;
+    pub const EARLY: u64 = 0x28;
+    pub const HLTS: u64 = 0x30;
+    pub const FIXUPS: u64 = 0x38;
+    pub const KICKS: u64 = 0x40;
+    pub const SPURIOUS: u64 = 0x48;
+    pub const MWAITS: u64 = 0x50;
+    pub const SENT: u64 = 0x58;
+    /// Bytes of the status area the probes clear before a run.
+    pub const SIZE: usize = 0x60;
+}
+
+/// The measured interrupt vector (irqfd MSI, IPIs).
+pub const VEC_IRQ: u8 = 0x40;
+/// Host "kick": wakes a halted vCPU so that it sees its stop flag (abort paths only).
+pub const VEC_KICK: u8 = 0x41;
+/// The LAPIC spurious vector (SVR = 0x1ff).
+pub const VEC_SPURIOUS: u8 = 0xff;
+/// Error code `irq_unexpected` reports on PORT_ERROR.
+pub const UNEXPECTED_VECTOR_CODE: u8 = 0xfe;
+
+/// x2APIC MSRs.
+pub const MSR_APIC_BASE: u32 = 0x1b;
+pub const MSR_X2APIC_ICR: u32 = 0x830;
+pub const MSR_X2APIC_EOI: u32 = 0x80b;
+pub const MSR_IA32_TSC: u32 = 0x10;
+
+/// GDT limit: null, null, 0x10 code, 0x18 data.
+const GDT_LIMIT: u16 = 4 * 8 - 1;
+const IDT_LIMIT: u16 = 256 * 16 - 1;
+/// Size of one exception stub in the `irq_exc_stubs` payload table.
+pub const EXC_STUB_SIZE: u64 = 8;
+
+/// KVM_CREATE_IRQCHIP (PIC + IOAPIC + in-kernel LAPICs). Call before any vCPU exists.
+pub fn create_irqchip(vm: &Vm) -> Result<(), ProbeError> {
+    vm.fd()
+        .create_irq_chip()
+        .map_err(|e| ProbeError::Unsupported(format!("KVM_CREATE_IRQCHIP refused: {e}")))
+}
+
+fn gate(handler: u64) -> (u64, u64) {
+    // 64-bit interrupt gate: selector 0x10, type 0xE, present, DPL 0.
+    let lo = (handler & 0xffff) | (0x10 << 16) | (0x8e << 40) | (((handler >> 16) & 0xffff) << 48);
+    (lo, handler >> 32)
+}
+
+/// Writes the GDT at [`layout::GDT`] and the IDT at [`layout::IDT`] (see the module docs).
+pub fn write_tables(vm: &Vm) -> Result<(), ProbeError> {
+    let gdt: [u64; 4] = [0, 0, 0x00af_9a00_0000_ffff, 0x00cf_9200_0000_ffff];
+    vm.write_bytes(layout::GDT, &gdt.iter().flat_map(|d| d.to_le_bytes()).collect::<Vec<u8>>())?;
+    let stubs = vm.entry("irq_exc_stubs")?;
+    let handler = vm.entry("irq_handler")?;
+    let kick = vm.entry("irq_kick")?;
+    let spurious = vm.entry("irq_spurious")?;
+    let unexpected = vm.entry("irq_unexpected")?;
+    let mut idt = Vec::with_capacity(256 * 16);
+    for v in 0..256u64 {
+        let h = match v {
+            0..=31 => stubs + v * EXC_STUB_SIZE,
+            x if x == u64::from(VEC_IRQ) => handler,
+            x if x == u64::from(VEC_KICK) => kick,
+            x if x == u64::from(VEC_SPURIOUS) => spurious,
+            _ => unexpected,
+        };
+        let (lo, hi) = gate(h);
+        idt.extend_from_slice(&lo.to_le_bytes());
+        idt.extend_from_slice(&hi.to_le_bytes());
+    }
+    vm.write_bytes(layout::IDT, &idt)
+}
+
+/// Points the vCPU's GDTR / IDTR at the tables of [`write_tables`].
+pub fn install_tables(vcpu: &Vcpu) -> Result<(), ProbeError> {
+    let mut s = vcpu.fd().get_sregs().map_err(|e| fail(vcpu, "KVM_GET_SREGS", e))?;
+    s.gdt.base = layout::GDT;
+    s.gdt.limit = GDT_LIMIT;
+    s.idt.base = layout::IDT;
+    s.idt.limit = IDT_LIMIT;
+    vcpu.fd().set_sregs(&s).map_err(|e| fail(vcpu, "KVM_SET_SREGS (GDT/IDT)", e))
+}
+
+fn fail(vcpu: &Vcpu, what: &str, e: impl std::fmt::Display) -> ProbeError {
+    ProbeError::Failed(format!("{}: vCPU {}: {what}: {e}", vcpu.label(), vcpu.id()))
+}
+
+/// Puts the vCPU's in-kernel LAPIC in x2APIC mode (APIC base MSR: enable | x2APIC | BSP for
+/// vCPU 0), software-enables it (SVR = 0x1ff, spurious vector 0xff), TPR 0, and makes a
+/// secondary vCPU runnable (on the in-kernel irqchip an AP otherwise waits for INIT/SIPI).
+/// Returns a one-line description.
+pub fn enable_x2apic(vcpu: &Vcpu) -> Result<String, ProbeError> {
+    let base = 0xfee0_0000u64 | 0x800 | 0x400 | if vcpu.id() == 0 { 0x100 } else { 0 };
+    vcpu.set_msrs(&[(MSR_APIC_BASE, base)])?;
+    let mut la = vcpu.fd().get_lapic().map_err(|e| fail(vcpu, "KVM_GET_LAPIC", e))?;
+    let put = |la: &mut kvm_bindings::kvm_lapic_state, off: usize, v: u32| {
+        for (i, b) in v.to_le_bytes().iter().enumerate() {
+            la.regs[off + i] = *b as _;
+        }
+    };
+    put(&mut la, 0xf0, 0x1ff); // SVR: APIC software enable, spurious vector 0xff
+    put(&mut la, 0x80, 0); // TPR
+    vcpu.fd().set_lapic(&la).map_err(|e| fail(vcpu, "KVM_SET_LAPIC", e))?;
+    if vcpu.id() != 0 {
+        vcpu.fd()
+            .set_mp_state(kvm_mp_state { mp_state: KVM_MP_STATE_RUNNABLE })
+            .map_err(|e| fail(vcpu, "KVM_SET_MP_STATE(RUNNABLE)", e))?;
+    }
+    Ok(format!("vCPU {}: x2APIC (APIC base {base:#x}), SVR 0x1ff", vcpu.id()))
+}
+
+/// x2APIC ICR value for a fixed, physical-destination interrupt `vector` to APIC id `dest`.
+pub fn x2apic_icr(dest: u32, vector: u8) -> u64 {
+    (u64::from(dest) << 32) | u64::from(vector)
+}
+
+fn msi_address(dest: u32) -> u32 {
+    0xfee0_0000 | ((dest & 0xff) << 12)
+}
+
+/// KVM_SET_GSI_ROUTING with one MSI route: `gsi` -> fixed `vector` at APIC id `dest`.
+pub fn route_msi(vm: &Vm, gsi: u32, dest: u32, vector: u8) -> Result<(), ProbeError> {
+    let mut e = kvm_irq_routing_entry { gsi, type_: KVM_IRQ_ROUTING_MSI, ..Default::default() };
+    e.u.msi.address_lo = msi_address(dest);
+    e.u.msi.address_hi = 0;
+    e.u.msi.data = u32::from(vector);
+    let r = KvmIrqRouting::from_entries(&[e]).map_err(|e| ProbeError::Failed(format!("{}: routing table: {e:?}", vm.label())))?;
+    vm.fd()
+        .set_gsi_routing(&r)
+        .map_err(|e| ProbeError::Unsupported(format!("KVM_SET_GSI_ROUTING (MSI route) refused: {e}")))
+}
+
+/// KVM_SIGNAL_MSI: one fixed interrupt `vector` to APIC id `dest` (used for kicks).
+pub fn signal_msi(vm: &Vm, dest: u32, vector: u8) -> Result<(), ProbeError> {
+    let m = kvm_msi { address_lo: msi_address(dest), data: u32::from(vector), ..Default::default() };
+    vm.fd()
+        .signal_msi(m)
+        .map(|_| ())
+        .map_err(|e| ProbeError::Failed(format!("{}: KVM_SIGNAL_MSI: {e}", vm.label())))
+}
+
+/// KVM_ENABLE_CAP(KVM_CAP_X86_DISABLE_EXITS, `flags`) on the VM (before any vCPU exists).
+pub fn disable_exits(vm: &Vm, flags: u32) -> Result<(), ProbeError> {
+    let cap = kvm_enable_cap {
+        cap: kvm_bindings::KVM_CAP_X86_DISABLE_EXITS,
+        args: [u64::from(flags), 0, 0, 0],
+        ..Default::default()
+    };
+    vm.fd()
+        .enable_cap(&cap)
+        .map_err(|e| ProbeError::Unsupported(format!("KVM_ENABLE_CAP(KVM_CAP_X86_DISABLE_EXITS, {flags:#x}) refused: {e}")))
+}
+
+/// Address the payloads use to switch the guest's interrupt flag: the vCPU's VIF page on
+/// kvm_pvm (byte 0 is `vif.if`), 0 elsewhere (the payloads then use `sti` / `cli`).
+pub fn irq_flag_addr(vcpu: &Vcpu) -> u64 {
+    if vcpu.backend().kind() == BackendKind::Pvm {
+        layout::vif_page(vcpu.id())
+    } else {
+        0
+    }
+}
+
+#[inline]
+pub fn host_tsc() -> u64 {
+    // SAFETY: lfence and rdtsc have no preconditions on x86-64.
+    unsafe {
+        core::arch::x86_64::_mm_lfence();
+        core::arch::x86_64::_rdtsc()
+    }
+}
+
+/// Guest TSC minus host TSC, measured by reading the guest's IA32_TSC (KVM_GET_MSRS)
+/// between two host `rdtsc`s; the tightest of 32 brackets. Returns (offset, half width of
+/// the bracket).
+pub fn tsc_offset(vcpu: &Vcpu) -> Result<(i64, u64), ProbeError> {
+    let mut best: Option<(i64, u64)> = None;
+    for _ in 0..32 {
+        let mut msrs = Msrs::from_entries(&[kvm_msr_entry { index: MSR_IA32_TSC, ..Default::default() }])
+            .map_err(|e| ProbeError::Failed(format!("{}: MSR list: {e:?}", vcpu.label())))?;
+        let t0 = host_tsc();
+        let n = vcpu.fd().get_msrs(&mut msrs).map_err(|e| fail(vcpu, "KVM_GET_MSRS(IA32_TSC)", e))?;
+        let t1 = host_tsc();
+        if n != 1 {
+            return Err(fail(vcpu, "KVM_GET_MSRS(IA32_TSC)", "not returned"));
+        }
+        let g = msrs.as_slice()[0].data;
+        let half = (t1 - t0) / 2;
+        let off = g.wrapping_sub(t0 + half) as i64;
+        if best.map_or(true, |(_, h)| half < h) {
+            best = Some((off, half));
+        }
+    }
+    Ok(best.expect("32 tries"))
+}
+
+/// What the host says about posted interrupts (APICv / AVIC), for notes.
+pub fn apicv_note(kind: BackendKind) -> String {
+    let read = |p: &str| std::fs::read_to_string(p).map(|s| s.trim().to_string());
+    match kind {
+        BackendKind::Pvm => "no APICv: kvm_pvm (interrupts are injected by PVM in software; no posted interrupts)".into(),
+        BackendKind::Intel => match read("/sys/module/kvm_intel/parameters/enable_apicv") {
+            Ok(v) if v == "Y" || v == "1" => {
+                "APICv on (kvm_intel enable_apicv=Y): posted-interrupt delivery path".into()
+            }
+            Ok(v) => format!("APICv off (kvm_intel enable_apicv={v}): interrupts injected on VM entry"),
+            Err(e) => format!("APICv unknown (/sys/module/kvm_intel/parameters/enable_apicv: {e})"),
+        },
+        BackendKind::Amd => match read("/sys/module/kvm_amd/parameters/avic") {
+            Ok(v) => format!("no APICv on AMD; AVIC parameter avic={v}"),
+            Err(e) => format!("no APICv on AMD; AVIC unknown ({e})"),
+        },
+    }
+}
+
+/// Cycles to busy-wait so that a peer that announced it is about to HLT really is halted:
+/// 20 µs at the guest's TSC rate.
+pub fn settle_cycles(tsc_khz: u64) -> u64 {
+    tsc_khz * 20 / 1000
+}
+
+/// Busy-waits `cycles` TSC cycles on the host.
+pub fn host_delay(cycles: u64) {
+    let t = host_tsc();
+    while host_tsc().wrapping_sub(t) < cycles {
+        std::hint::spin_loop();
+    }
+}
+
+/// A deadline check usable in host spin loops.
+pub fn past(deadline: Instant) -> bool {
+    Instant::now() >= deadline
+}
