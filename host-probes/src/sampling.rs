@@ -145,20 +145,25 @@ impl Recorded {
         (m > self.overhead).then(|| (m - self.overhead) as f64 / f64::from(self.batch()))
     }
 
-    /// The samples as the contract wants them: per-op raw, batched divided by the batch
-    /// (rounded to the nearest cycle), with perf metrics and notes attached.
+    /// The samples as the contract wants them: per-op raw cycles; batched divided by the
+    /// batch in thousandths of a cycle (`scale` 1000), so that a 6.5-cycle copy is not
+    /// rounded to 7. Perf metrics and notes attached.
     pub fn into_samples(self, clock: &str) -> Samples {
+        const BATCHED_SCALE: u64 = 1000;
         let batch = u64::from(self.batch());
         let ops = self.totals.len() as u64 * batch;
-        let cycles = if batch == 1 {
-            self.totals
+        let (cycles, scale) = if batch == 1 {
+            (self.totals, 1)
         } else {
-            self.totals
+            let scaled = self
+                .totals
                 .iter()
-                .map(|&t| (t + batch / 2) / batch)
-                .collect()
+                .map(|&t| ((u128::from(t) * u128::from(BATCHED_SCALE) + u128::from(batch / 2)) / u128::from(batch)) as u64)
+                .collect();
+            (scaled, BATCHED_SCALE)
         };
         let mut s = Samples::new(cycles, self.method, self.overhead, clock);
+        s.scale = scale;
         if let Some(wanted) = self.cut_short_of {
             s.notes.push(format!(
                 "stopped by the duration cap after {} of {wanted} samples",
@@ -217,9 +222,10 @@ mod tests {
     }
 
     #[test]
-    fn batched_samples_are_rounded_per_op_values() {
+    fn batched_samples_are_per_op_values_in_thousandths() {
         let s = recorded(vec![100, 103, 96], Method::Batched { batch: 4 }, 40).into_samples("t");
-        assert_eq!(s.cycles, vec![25, 26, 24]);
+        assert_eq!(s.scale, 1000);
+        assert_eq!(s.cycles, vec![25_000, 25_750, 24_000]);
         assert_eq!(s.overhead_cycles, 40);
     }
 
