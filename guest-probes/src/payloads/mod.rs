@@ -24,8 +24,10 @@
 mod cpuid;
 mod hang;
 mod hypercall;
+mod irq;
 mod mmio;
 mod native_loop;
+mod notify;
 mod pio;
 mod syscall;
 mod tsc;
@@ -154,6 +156,8 @@ fn all() -> Vec<Payload> {
         syscall::payload(),
         view::payload(),
         hang::payload(),
+        irq::payload(),
+        notify::payload(),
     ]
 }
 

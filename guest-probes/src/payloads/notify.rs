@@ -73,7 +73,7 @@ ivb_mwait_recv:
     mov %r11, %rax
     xor %ecx, %ecx
     xor %edx, %edx
-    monitor %rax, %ecx, %edx
+    monitor                     # address rax, extensions ecx, hints edx
     cmpq $0, (%r11)             # stored before the monitor was armed?
     jne 4f
     cmpq $0, 0x20(%r15)
@@ -81,7 +81,7 @@ ivb_mwait_recv:
     incq 0x50(%r15)             # MWAITS
     xor %eax, %eax              # C1, no extensions
     xor %ecx, %ecx
-    mwait %eax, %ecx
+    mwait                       # hints eax, extensions ecx
     cmpq $0, (%r11)
     jne 4f
     incq 0x28(%r15)             # EARLY: woke with nothing stored

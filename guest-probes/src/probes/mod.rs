@@ -3,7 +3,10 @@
 
 mod exits;
 mod hypercall;
+mod irq;
+mod multi;
 mod native;
+mod notify;
 mod syscall;
 mod view;
 
@@ -60,6 +63,12 @@ pub fn probes() -> Vec<Box<dyn Probe>> {
         Box::new(syscall::GETPPID),
         Box::new(view::VMFUNC),
         Box::new(view::HYPERCALL),
+        Box::new(irq::INJECT),
+        Box::new(irq::IPI_ROUNDTRIP),
+        Box::new(notify::POLL),
+        Box::new(notify::POLL_INTERVM),
+        Box::new(notify::MWAIT),
+        Box::new(notify::HALT),
     ]
 }
 

@@ -3,7 +3,7 @@
 //! (native check, timer cost), guest-status access and sample assembly.
 
 use std::fmt::Write as _;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::time::Instant;
 
 use kvm_ioctls::Cap;
@@ -238,22 +238,32 @@ pub(crate) fn run_pair<A: Send, B: Send>(
 ) -> Result<(A, B), ProbeError> {
     // Each side aborts the other itself when it fails (or panics), so neither waits for a
     // peer that is gone; joining both is then bounded by the watchdog deadline.
-    fn side<T>(name: &str, who: &str, cpu: Option<usize>, f: impl FnOnce() -> Result<T, ProbeError>, abort: &(dyn Fn() + Sync)) -> Result<T, ProbeError> {
+    fn side<T>(
+        name: &str,
+        who: u8,
+        cpu: Option<usize>,
+        f: impl FnOnce() -> Result<T, ProbeError>,
+        abort: &(dyn Fn() + Sync),
+        first: &AtomicU8,
+    ) -> Result<T, ProbeError> {
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             if let Some(c) = cpu {
                 pin_current_thread(c)?;
             }
             f()
         }))
-        .unwrap_or_else(|p| Err(ProbeError::Failed(format!("{name}: thread {who} panicked: {}", panic_msg(p)))));
+        .unwrap_or_else(|p| Err(ProbeError::Failed(format!("{name}: thread {} panicked: {}", who as char, panic_msg(p)))));
         if r.is_err() {
+            let _ = first.compare_exchange(0, who, Ordering::SeqCst, Ordering::SeqCst);
             abort();
         }
         r
     }
+    let first = AtomicU8::new(0);
+    let first = &first;
     let (ra, rb) = std::thread::scope(|s| {
-        let ha = std::thread::Builder::new().name(format!("{name}:a")).spawn_scoped(s, move || side(name, "a", cpus[0], a, abort));
-        let hb = std::thread::Builder::new().name(format!("{name}:b")).spawn_scoped(s, move || side(name, "b", cpus[1], b, abort));
+        let ha = std::thread::Builder::new().name(format!("{name}:a")).spawn_scoped(s, move || side(name, b'a', cpus[0], a, abort, first));
+        let hb = std::thread::Builder::new().name(format!("{name}:b")).spawn_scoped(s, move || side(name, b'b', cpus[1], b, abort, first));
         let join = |who: &str, p: Box<dyn std::any::Any + Send>| ProbeError::Failed(format!("{name}: thread {who} panicked: {}", panic_msg(p)));
         let ra = match ha {
             Ok(h) => h.join().unwrap_or_else(|p| Err(join("a", p))),
@@ -275,18 +285,13 @@ pub(crate) fn run_pair<A: Send, B: Send>(
         (Ok(a), Ok(b)) => Ok((a, b)),
         (Err(e), Ok(_)) | (Ok(_), Err(e)) => Err(e),
         (Err(ea), Err(eb)) => {
-            // Report the cause, not the consequence: the side that was aborted usually
-            // ends with a short sample count or a timeout.
-            let (first, second) = match (&ea, &eb) {
-                (ProbeError::Unsupported(_), _) => (ea, eb),
-                (_, ProbeError::Unsupported(_)) => (eb, ea),
-                (ProbeError::Timeout(..), ProbeError::Failed(_)) => (eb, ea),
-                _ => (ea, eb),
-            };
-            match first {
+            // Report the cause, not the consequence: the side that failed first, then the
+            // other (usually a short sample count or "stopped" after the abort).
+            let (cause, other) = if first.load(Ordering::SeqCst) == b'b' { (eb, ea) } else { (ea, eb) };
+            match cause {
                 ProbeError::Unsupported(r) => Err(ProbeError::Unsupported(r)),
-                ProbeError::Timeout(d, m) => Err(ProbeError::Timeout(d, format!("{m}; other thread: {second}"))),
-                other => Err(ProbeError::Failed(format!("{other}; other thread: {second}"))),
+                ProbeError::Timeout(d, m) => Err(ProbeError::Timeout(d, format!("{m}; then the other thread: {other}"))),
+                c => Err(ProbeError::Failed(format!("{c}; then the other thread: {other}"))),
             }
         }
     }
@@ -408,6 +413,13 @@ pub(crate) fn counters(vm: &Vm, id: u32) -> Result<Counters, ProbeError> {
 
 impl Counters {
     /// "12 early HLT wakes (1.20% of 1000 HLTs), 3 interrupts taken just before a HLT"
+    /// Fails when the host had to kick this vCPU (only abort paths do).
+    pub fn check_no_kicks(&self, name: &str, who: &str) -> Result<(), ProbeError> {
+        if self.kicks != 0 {
+            return Err(super::invalid(name, format!("{who} took {} host kicks (vector 0x41) in a run that was not aborted", self.kicks)));
+        }
+        Ok(())
+    }
     pub fn hlt_note(&self, who: &str) -> String {
         let pct = if self.hlts > 0 { 100.0 * self.early as f64 / self.hlts as f64 } else { 0.0 };
         format!(

@@ -58,6 +58,7 @@
 //! `crate::payloads`.
 
 pub mod backend;
+pub mod irqchip;
 pub mod layout;
 pub mod vm;
 pub mod watchdog;

@@ -1,0 +1,202 @@
+//! Multi-vCPU probes (interrupts, IPIs, notification), run for real with small iteration
+//! counts. Bounds are generous sanity limits, not speed targets (the development machine
+//! is a noisy nested 2-CPU VM). Needs /dev/kvm (prints SKIPPED otherwise).
+
+use std::time::Duration;
+
+use guest_probes::probes;
+use probe_api::{Budget, Method, Point, Probe, Samples, Support};
+
+fn have_kvm() -> bool {
+    if std::path::Path::new("/dev/kvm").exists() {
+        return true;
+    }
+    println!("SKIPPED: no /dev/kvm");
+    eprintln!("SKIPPED: no /dev/kvm");
+    false
+}
+
+fn probe(name: &str) -> Box<dyn Probe> {
+    probes().into_iter().find(|p| p.name() == name).unwrap_or_else(|| panic!("no probe {name}"))
+}
+
+fn budget(iterations: u64, method: Method) -> Budget {
+    Budget { iterations, duration: None, cpus: vec![0, 1], method, timeout: Duration::from_secs(120) }
+}
+
+fn pct(s: &Samples, q: f64) -> u64 {
+    let mut c = s.cycles.clone();
+    c.sort_unstable();
+    c[((c.len() as f64 * q) as usize).min(c.len() - 1)]
+}
+
+fn metric(s: &Samples, name: &str) -> f64 {
+    s.metrics.iter().find(|m| m.name == name).unwrap_or_else(|| panic!("no metric {name} in {:?}", s.metrics)).value
+}
+
+/// Runs one point and checks the common contract.
+fn run(name: &str, point: &Point, n: u64, method: Method) -> Samples {
+    let p = probe(name);
+    assert_eq!(p.support(), Support::Supported, "{name}");
+    let s = p.run(point, &budget(n, method)).unwrap_or_else(|e| panic!("{name} {point}: {e}"));
+    assert_eq!(s.cycles.len() as u64, n, "{name} {point}: samples != iterations");
+    assert_eq!(s.method, method);
+    assert_eq!(s.clock, "guest lfence;rdtsc");
+    assert!(s.tsc_khz.unwrap_or(0) > 100_000, "{name}: tsc_khz {:?}", s.tsc_khz);
+    assert!(s.overhead_cycles > 0 && s.overhead_cycles < 5_000, "{name}: overhead {}", s.overhead_cycles);
+    assert!(s.cycles.iter().all(|&c| c > 0 && c < 1 << 62), "{name}: a zero or negative sample");
+    println!("{name} {point} {}: median {} p99 {} cycles (overhead {}); notes:", method.label(), pct(&s, 0.5), pct(&s, 0.99), s.overhead_cycles);
+    for n in &s.notes {
+        println!("    {n}");
+    }
+    s
+}
+
+fn wait(w: &str) -> Point {
+    Point::none().with("wait", w)
+}
+
+#[test]
+fn points_and_table() {
+    let names: Vec<&str> = probes().iter().map(|p| p.name()).collect();
+    for n in ["vm.irq.inject", "vm.ipi.roundtrip", "vm.notify.poll", "vm.notify.poll-intervm", "vm.notify.mwait", "vm.notify.halt"] {
+        assert!(names.contains(&n), "{n} missing from the probe table");
+    }
+    let pts: Vec<String> = probe("vm.irq.inject").points().iter().map(|p| p.to_string()).collect();
+    assert_eq!(pts, ["wait=spin", "wait=hlt"]);
+    let pts: Vec<String> = probe("vm.ipi.roundtrip").points().iter().map(|p| p.to_string()).collect();
+    assert_eq!(pts, ["wait=spin", "wait=hlt"]);
+}
+
+#[test]
+fn bad_point_and_same_cpu_are_refused() {
+    if !have_kvm() {
+        return;
+    }
+    let p = probe("vm.irq.inject");
+    let e = p.run(&wait("doze"), &budget(10, Method::PerOp)).unwrap_err().to_string();
+    assert!(e.contains("wait=doze"), "{e}");
+    let mut b = budget(10, Method::PerOp);
+    b.cpus = vec![0, 0];
+    let e = probe("vm.notify.poll").run(&Point::none(), &b).unwrap_err().to_string();
+    assert!(e.contains("two distinct CPUs"), "{e}");
+    let e = probe("vm.notify.halt").run(&Point::none(), &budget(10, Method::Batched { batch: 4 })).unwrap_err().to_string();
+    assert!(e.contains("per-op"), "{e}");
+}
+
+#[test]
+fn irq_inject_spin_and_hlt() {
+    if !have_kvm() {
+        return;
+    }
+    for w in ["spin", "hlt"] {
+        let n = 1000;
+        let s = run("vm.irq.inject", &wait(w), n, Method::PerOp);
+        assert_eq!(metric(&s, "handler_entries") as u64, n, "handler count");
+        assert_eq!(metric(&s, "userspace_exits"), 0.0);
+        let m = pct(&s, 0.5);
+        assert!(m > 100 && m < 50_000_000, "vm.irq.inject wait={w}: median {m} cycles");
+        assert!(s.notes.iter().any(|n| n.contains("APICv")), "APICv note missing");
+        if w == "hlt" {
+            let hlts = metric(&s, "hlts") as u64;
+            let early = metric(&s, "early_hlt_wakes") as u64;
+            assert!(hlts >= n - early && hlts >= n / 2, "only {hlts} HLTs for {n} halted waits");
+            assert!(s.notes.iter().any(|n| n.contains("early HLT wakes")));
+        }
+    }
+}
+
+#[test]
+fn ipi_roundtrip_spin_and_hlt() {
+    if !have_kvm() {
+        return;
+    }
+    for w in ["spin", "hlt"] {
+        let n = 1000;
+        let s = run("vm.ipi.roundtrip", &wait(w), n, Method::PerOp);
+        assert_eq!(metric(&s, "handler_entries_a") as u64, n);
+        assert_eq!(metric(&s, "handler_entries_b") as u64, n);
+        let m = pct(&s, 0.5);
+        let ow = metric(&s, "one_way_median") as u64;
+        assert!(m > 100 && m < 50_000_000, "round trip median {m}");
+        assert!(ow > 50 && ow < m, "one-way median {ow} vs round trip {m}");
+        assert!(s.notes.iter().any(|n| n.contains("wrmsr 0x830")));
+    }
+}
+
+#[test]
+fn notify_poll_one_vm() {
+    if !have_kvm() {
+        return;
+    }
+    let n = 2000;
+    let s = run("vm.notify.poll", &Point::none(), n, Method::PerOp);
+    assert_eq!(metric(&s, "echoes") as u64, n);
+    let m = pct(&s, 0.5);
+    assert!(m > 20 && m < 100_000, "poll round trip median {m}");
+    let b = run("vm.notify.poll", &Point::none(), 200, Method::Batched { batch: 16 });
+    assert_eq!(metric(&b, "echoes") as u64, 200 * 16);
+    assert!(pct(&b, 0.5) < 100_000);
+}
+
+#[test]
+fn notify_poll_between_vms() {
+    if !have_kvm() {
+        return;
+    }
+    let n = 2000;
+    let s = run("vm.notify.poll-intervm", &Point::none(), n, Method::PerOp);
+    assert_eq!(metric(&s, "echoes") as u64, n);
+    assert_eq!(metric(&s, "userspace_exits"), 0.0);
+    let m = pct(&s, 0.5);
+    assert!(m > 20 && m < 100_000, "inter-VM poll round trip median {m}");
+    assert!(s.notes.iter().any(|n| n.contains("memfd")));
+}
+
+#[test]
+fn notify_halt() {
+    if !have_kvm() {
+        return;
+    }
+    let n = 1000;
+    let s = run("vm.notify.halt", &Point::none(), n, Method::PerOp);
+    assert_eq!(metric(&s, "handler_entries") as u64, n);
+    let m = pct(&s, 0.5);
+    assert!(m > 100 && m < 50_000_000, "halt wake median {m}");
+}
+
+/// CPUID.1:ECX bit 3 (MONITOR/MWAIT) of this host, read directly.
+fn host_has_monitor() -> bool {
+    // SAFETY: CPUID leaf 1 exists on every x86-64 CPU.
+    let r = unsafe { core::arch::x86_64::__cpuid(1) };
+    r.ecx & (1 << 3) != 0
+}
+
+#[test]
+fn notify_mwait_support_matches_this_host() {
+    if !have_kvm() {
+        return;
+    }
+    let p = probe("vm.notify.mwait");
+    let support = p.support();
+    if host_has_monitor() {
+        println!("host has MONITOR: {support}");
+        if support == Support::Supported {
+            let s = run("vm.notify.mwait", &Point::none(), 500, Method::PerOp);
+            assert!(pct(&s, 0.5) < 50_000_000);
+        } else {
+            // KVM must then be what lacks it
+            assert!(support.to_string().contains("KVM_X86_DISABLE_EXITS_MWAIT"), "{support}");
+        }
+    } else {
+        let Support::Unsupported(reason) = &support else { panic!("no MONITOR on this host, yet {support}") };
+        println!("vm.notify.mwait: unsupported: {reason}");
+        assert!(reason.contains("MONITOR"), "{reason}");
+        assert!(reason.contains("CPUID.1:ECX bit 3 = 0"), "{reason}");
+        assert!(reason.contains("KVM_CAP_X86_DISABLE_EXITS"), "{reason}");
+        // running it anyway reports the same reason, no number
+        let e = p.run(&Point::none(), &budget(10, Method::PerOp)).unwrap_err();
+        assert!(e.to_string().starts_with("unsupported: "), "{e}");
+        assert!(e.to_string().contains("MONITOR"), "{e}");
+    }
+}
