@@ -322,12 +322,15 @@ impl Vm {
         s.gs = data;
         fd.set_sregs(&s).map_err(|e| kvm_err(label, "KVM_SET_SREGS", e))?;
 
+        let mut fd = fd;
+        let run_addr = fd.get_kvm_run() as *mut kvm_bindings::kvm_run as usize;
         let mut vcpu = Vcpu {
             vm: self.clone(),
+            run_addr,
             fd,
             id,
             stats: ExitStats::default(),
-            last_exit: "none yet".into(),
+            last_exit: LastExit::None,
             setup: String::new(),
             created: Instant::now(),
         };
@@ -374,6 +377,43 @@ impl ExitStats {
     }
 }
 
+/// The last exit of a vCPU, kept cheaply (no allocation per exit) for error messages.
+#[derive(Clone, Copy, Debug)]
+enum LastExit {
+    None,
+    IoOut(u16),
+    IoIn(u16),
+    MmioRead(u64),
+    MmioWrite(u64),
+    Hlt,
+    IrqWindowOpen,
+    Intr,
+    Shutdown,
+    InternalError,
+    FailEntry(u64, u32),
+    /// Any other KVM exit reason (number).
+    Other(u32),
+}
+
+impl fmt::Display for LastExit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            LastExit::None => f.write_str("none yet"),
+            LastExit::IoOut(p) => write!(f, "KVM_EXIT_IO out port {p:#x}"),
+            LastExit::IoIn(p) => write!(f, "KVM_EXIT_IO in port {p:#x}"),
+            LastExit::MmioRead(a) => write!(f, "KVM_EXIT_MMIO read {a:#x}"),
+            LastExit::MmioWrite(a) => write!(f, "KVM_EXIT_MMIO write {a:#x}"),
+            LastExit::Hlt => f.write_str("KVM_EXIT_HLT"),
+            LastExit::IrqWindowOpen => f.write_str("KVM_EXIT_IRQ_WINDOW_OPEN"),
+            LastExit::Intr => f.write_str("KVM_EXIT_INTR"),
+            LastExit::Shutdown => f.write_str("KVM_EXIT_SHUTDOWN (triple fault)"),
+            LastExit::InternalError => f.write_str("KVM_EXIT_INTERNAL_ERROR"),
+            LastExit::FailEntry(r, cpu) => write!(f, "KVM_EXIT_FAIL_ENTRY reason {r:#x} on host CPU {cpu}"),
+            LastExit::Other(n) => write!(f, "KVM exit reason {n}"),
+        }
+    }
+}
+
 /// An exit handed to a probe's handler. Exits not listed here are always errors.
 #[derive(Debug)]
 pub enum Exit<'a> {
@@ -402,9 +442,11 @@ pub struct Vcpu {
     fd: VcpuFd,
     id: u32,
     pub stats: ExitStats,
-    last_exit: String,
+    last_exit: LastExit,
     setup: String,
     created: Instant,
+    /// Address of the vCPU's kvm_run mapping (lives as long as `fd`).
+    run_addr: usize,
 }
 
 impl Vcpu {
@@ -489,13 +531,32 @@ impl Vcpu {
         }
     }
 
+    /// The last exit, with KVM's details for an internal error.
+    fn describe_last_exit(&self) -> String {
+        match self.last_exit {
+            LastExit::InternalError => {
+                // SAFETY: read-only copy of the union member that the last exit reason selects;
+                // `last_exit` is only InternalError right after such an exit.
+                let run = unsafe { &*(self.fd_run_ptr()) };
+                let i = unsafe { run.__bindgen_anon_1.internal };
+                let n = (i.ndata as usize).min(i.data.len());
+                format!("KVM_EXIT_INTERNAL_ERROR suberror {} data {:x?}", i.suberror, &i.data[..n])
+            }
+            l => l.to_string(),
+        }
+    }
+
+    fn fd_run_ptr(&self) -> *const kvm_bindings::kvm_run {
+        self.run_addr as *const kvm_bindings::kvm_run
+    }
+
     fn fail(&self, what: &str) -> ProbeError {
         ProbeError::Failed(format!(
             "{}: {what} at RIP {} (vCPU {}, last exit: {}){}",
             self.label(),
             self.rip(),
             self.id,
-            self.last_exit,
+            self.describe_last_exit(),
             self.hint_at_rip()
         ))
     }
@@ -533,43 +594,40 @@ impl Vcpu {
                 Err(e) => Next::Error(format!("KVM_RUN failed: {e}")),
                 Ok(exit) => {
                     self.stats.total += 1;
-                    let (name, exit) = match exit {
+                    let (last, exit) = match exit {
                         VcpuExit::IoOut(port, data) => {
                             *self.stats.io_out.entry(port).or_default() += 1;
-                            (format!("KVM_EXIT_IO out port {port:#x}"), Some(Exit::IoOut { port, data }))
+                            (LastExit::IoOut(port), Some(Exit::IoOut { port, data }))
                         }
                         VcpuExit::IoIn(port, data) => {
                             *self.stats.io_in.entry(port).or_default() += 1;
-                            (format!("KVM_EXIT_IO in port {port:#x}"), Some(Exit::IoIn { port, data }))
+                            (LastExit::IoIn(port), Some(Exit::IoIn { port, data }))
                         }
                         VcpuExit::MmioRead(addr, data) => {
                             self.stats.mmio_read += 1;
-                            (format!("KVM_EXIT_MMIO read {addr:#x}"), Some(Exit::MmioRead { addr, data }))
+                            (LastExit::MmioRead(addr), Some(Exit::MmioRead { addr, data }))
                         }
                         VcpuExit::MmioWrite(addr, data) => {
                             self.stats.mmio_write += 1;
-                            (format!("KVM_EXIT_MMIO write {addr:#x}"), Some(Exit::MmioWrite { addr, data }))
+                            (LastExit::MmioWrite(addr), Some(Exit::MmioWrite { addr, data }))
                         }
                         VcpuExit::Hlt => {
                             self.stats.hlt += 1;
-                            ("KVM_EXIT_HLT".into(), Some(Exit::Hlt))
+                            (LastExit::Hlt, Some(Exit::Hlt))
                         }
                         VcpuExit::IrqWindowOpen => {
                             self.stats.irq_window += 1;
-                            ("KVM_EXIT_IRQ_WINDOW_OPEN".into(), Some(Exit::IrqWindowOpen))
+                            (LastExit::IrqWindowOpen, Some(Exit::IrqWindowOpen))
                         }
                         VcpuExit::Intr => {
                             self.stats.intr += 1;
-                            ("KVM_EXIT_INTR".into(), None)
+                            (LastExit::Intr, None)
                         }
-                        VcpuExit::Shutdown => ("KVM_EXIT_SHUTDOWN (triple fault)".into(), None),
-                        VcpuExit::InternalError => ("KVM_EXIT_INTERNAL_ERROR".into(), None),
-                        VcpuExit::FailEntry(reason, cpu) => {
-                            (format!("KVM_EXIT_FAIL_ENTRY reason {reason:#x} on host CPU {cpu}"), None)
-                        }
-                        other => (format!("{other:?}"), None),
+                        VcpuExit::Shutdown => (LastExit::Shutdown, None),
+                        VcpuExit::InternalError => (LastExit::InternalError, None),
+                        VcpuExit::FailEntry(reason, cpu) => (LastExit::FailEntry(reason, cpu), None),
+                        _ => (LastExit::Other(0), None),
                     };
-                    let intr = name == "KVM_EXIT_INTR";
                     let next = match exit {
                         Some(Exit::IoOut { port: layout::PORT_DONE, .. }) => Next::Stop,
                         Some(Exit::IoOut { port: layout::PORT_ERROR, data }) => {
@@ -578,26 +636,19 @@ impl Vcpu {
                         Some(e) => match handler(e) {
                             Handled::Continue => Next::Continue,
                             Handled::Stop => Next::Stop,
-                            Handled::No => Next::Error(format!("unexpected exit {name}")),
+                            Handled::No => Next::Error(format!("unexpected exit {last}")),
                         },
-                        None if intr => Next::Continue,
-                        None => Next::Error(format!("fatal exit {name}")),
+                        None if matches!(last, LastExit::Intr) => Next::Continue,
+                        None => Next::Error(String::new()),
                     };
-                    let name = if name == "KVM_EXIT_INTERNAL_ERROR" {
-                        // SAFETY: exit_reason is KVM_EXIT_INTERNAL_ERROR, so `internal` is the
-                        // valid union member.
-                        let i = unsafe { self.fd.get_kvm_run().__bindgen_anon_1.internal };
-                        let n = (i.ndata as usize).min(i.data.len());
-                        format!("{name} suberror {} data {:x?}", i.suberror, &i.data[..n])
-                    } else {
-                        name
+                    self.last_exit = match last {
+                        LastExit::Other(_) => LastExit::Other(self.fd.get_kvm_run().exit_reason),
+                        l => l,
                     };
-                    let next = match next {
-                        Next::Error(_) if name.starts_with("KVM_EXIT_INTERNAL_ERROR") => Next::Error(format!("fatal exit {name}")),
+                    match next {
+                        Next::Error(e) if e.is_empty() => Next::Error(format!("fatal exit {}", self.describe_last_exit())),
                         n => n,
-                    };
-                    self.last_exit = name;
-                    next
+                    }
                 }
             };
             match next {
@@ -623,7 +674,7 @@ impl Vcpu {
                 self.id,
                 self.rip(),
                 guard.elapsed(),
-                self.last_exit,
+                self.describe_last_exit(),
                 self.stats.total,
                 self.hint_at_rip()
             ),
