@@ -35,6 +35,18 @@ fn install_ctrlc() {
     });
 }
 
+/// The guest backend report as JSON for the manifest.
+pub fn backend_json(r: &guest_probes::BackendReport) -> serde_json::Value {
+    serde_json::json!({
+        "backend": r.backend,
+        "native_verified": r.native_verified,
+        "cycles_per_iteration": r.cycles_per_iter,
+        "hypercall": r.hypercall,
+        "tsc_khz": r.tsc_khz,
+        "details": r.details,
+    })
+}
+
 pub struct Executed {
     pub dir: PathBuf,
     pub interrupted: bool,
@@ -55,6 +67,11 @@ pub fn execute(jobs: Vec<Job<'_>>, out: &Path, kind: &str, config_text: &str) ->
     let fp = fingerprint::collect(&pinning);
     let host_khz = timing::detect_tsc().khz;
     let mut run = RunDir::create(out, kind, config_text, serde_json::to_value(&fp)?)?;
+    if jobs.iter().any(|j| j.probe.name().starts_with("vm.")) {
+        // Which backend served the VM probes and how native execution was verified:
+        // without it a VM figure cannot be read.
+        run.discovered("guest_backend", backend_json(&guest_probes::backend_report()))?;
+    }
     let terminal = std::io::stdout().is_terminal();
     eprintln!("ivbench: {} point(s) -> {}", jobs.len(), run.path.display());
 
