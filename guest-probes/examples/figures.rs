@@ -1,7 +1,8 @@
 //! Runs every VM probe once and prints median / p99 cycles (raw, timer cost included, as
 //! the probes return them; the harness subtracts `overhead_cycles`).
 //!
-//! `cargo run --release -p guest-probes --example figures -- [iterations] [per-op|batched/N]`
+//! `cargo run --release -p guest-probes --example figures -- [iterations] [per-op|batched/N] [probe-prefix]`
+//! (env CPU=n pins the vCPU thread to CPU n, default 0)
 
 use std::time::{Duration, Instant};
 
@@ -14,9 +15,11 @@ fn main() {
         Some(m) if m.starts_with("batched/") => Method::Batched { batch: m[8..].parse().expect("batched/N") },
         _ => Method::PerOp,
     };
+    let filter = args.get(3).cloned().unwrap_or_default();
+    let cpu: usize = std::env::var("CPU").ok().and_then(|c| c.parse().ok()).unwrap_or(0);
     println!("{}", guest_probes::backend_report());
-    for p in guest_probes::probes() {
-        let budget = Budget { iterations: n, duration: None, cpus: vec![0], method, timeout: Duration::from_secs(300) };
+    for p in guest_probes::probes().into_iter().filter(|p| p.name().starts_with(&filter)) {
+        let budget = Budget { iterations: n, duration: None, cpus: vec![cpu], method, timeout: Duration::from_secs(300) };
         let t0 = Instant::now();
         match p.run(&Point::none(), &budget) {
             Ok(s) => {
