@@ -167,7 +167,8 @@ fn notify_halt() {
 
 /// CPUID.1:ECX bit 3 (MONITOR/MWAIT) of this host, read directly.
 fn host_has_monitor() -> bool {
-    // SAFETY: CPUID leaf 1 exists on every x86-64 CPU.
+    // SAFETY: CPUID leaf 1 exists on every x86-64 CPU (the intrinsic is safe on newer Rust).
+    #[allow(unused_unsafe)]
     let r = unsafe { core::arch::x86_64::__cpuid(1) };
     r.ecx & (1 << 3) != 0
 }
@@ -198,5 +199,77 @@ fn notify_mwait_support_matches_this_host() {
         let e = p.run(&Point::none(), &budget(10, Method::PerOp)).unwrap_err();
         assert!(e.to_string().starts_with("unsupported: "), "{e}");
         assert!(e.to_string().contains("MONITOR"), "{e}");
+    }
+}
+
+/// A run that cannot finish before its deadline ends with a timeout, and promptly: the
+/// watchdog stops the timing side, the abort stops (and kicks out of HLT) the other side.
+#[test]
+fn deadline_stops_both_sides() {
+    if !have_kvm() {
+        return;
+    }
+    for (name, point) in [
+        ("vm.irq.inject", wait("hlt")),
+        ("vm.ipi.roundtrip", wait("hlt")),
+        ("vm.notify.halt", Point::none()),
+        ("vm.notify.poll-intervm", Point::none()),
+    ] {
+        let p = probe(name);
+        let mut b = budget(1_000_000, Method::PerOp);
+        b.timeout = Duration::from_millis(if name.contains("poll") { 150 } else { 1500 });
+        let t0 = std::time::Instant::now();
+        let r = p.run(&point, &b);
+        let took = t0.elapsed();
+        println!("{name} {point}: {:?} after {took:?}", r.as_ref().map(|s| s.cycles.len()).map_err(|e| e.to_string()));
+        match r {
+            Err(probe_api::ProbeError::Timeout(..)) => {}
+            // a very fast poll may still finish; then it must be complete
+            Ok(s) if name.contains("poll") => assert_eq!(s.cycles.len(), 1_000_000),
+            other => panic!("{name}: expected a timeout, got {:?}", other.map(|s| s.cycles.len())),
+        }
+        assert!(took < b.timeout + Duration::from_secs(10), "{name}: took {took:?} to stop");
+    }
+}
+
+/// Release figures: `cargo test --release -p guest-probes --test multi -- --ignored figures --nocapture`
+/// (IVB_FIGURES_N iterations, default 20000).
+#[test]
+#[ignore]
+fn figures() {
+    if !have_kvm() {
+        return;
+    }
+    let n: u64 = std::env::var("IVB_FIGURES_N").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+    let runs: [(&str, Point); 8] = [
+        ("vm.notify.poll", Point::none()),
+        ("vm.notify.poll-intervm", Point::none()),
+        ("vm.irq.inject", wait("spin")),
+        ("vm.irq.inject", wait("hlt")),
+        ("vm.ipi.roundtrip", wait("spin")),
+        ("vm.ipi.roundtrip", wait("hlt")),
+        ("vm.notify.halt", Point::none()),
+        ("vm.notify.mwait", Point::none()),
+    ];
+    for (name, point) in runs {
+        match probe(name).run(&point, &budget(n, Method::PerOp)) {
+            Ok(s) => {
+                let extra = s
+                    .metrics
+                    .iter()
+                    .filter(|m| m.name == "one_way_median" || m.name.starts_with("early"))
+                    .map(|m| format!(" {}={}", m.name, m.value))
+                    .collect::<String>();
+                println!(
+                    "FIG {name:<24} {:<10} n={} median {} p99 {} (raw, timer cost {} included){extra}",
+                    point.to_string(),
+                    s.cycles.len(),
+                    pct(&s, 0.5),
+                    pct(&s, 0.99),
+                    s.overhead_cycles
+                );
+            }
+            Err(e) => println!("FIG {name:<24} {:<10} {e}", point.to_string()),
+        }
     }
 }

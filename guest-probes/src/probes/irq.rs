@@ -70,6 +70,7 @@ fn run_inject(p: &MultiProbe, point: &Point, budget: &Budget) -> Result<Samples,
         .register_irqfd(&evt, IRQFD_GSI)
         .map_err(|e| ProbeError::Unsupported(format!("KVM_IRQFD (GSI {IRQFD_GSI}) refused: {e}")))?;
     // Host stamps are compared with guest stamps: measure guest TSC - host TSC.
+    let tsc_attr = irqchip::zero_tsc_offset(&v0);
     let (tsc_off, tsc_err) = irqchip::tsc_offset(&v0)?;
     let same_clock = tsc_off.unsigned_abs() <= tsc_err.max(1000);
     let host_off = if same_clock { 0 } else { tsc_off };
@@ -160,9 +161,12 @@ fn run_inject(p: &MultiProbe, point: &Point, budget: &Budget) -> Result<Samples,
     }
     s.notes.push(irqchip::apicv_note(vm.backend().kind()));
     s.notes.push(if same_clock {
-        format!("host and guest TSC compared directly: guest - host = {tsc_off} cycles, within the +-{tsc_err} cycles of the KVM_GET_MSRS bracket")
+        format!(
+            "host and guest TSC compared directly ({tsc_attr}): measured guest - host = {tsc_off} cycles, within the \
+             +-{tsc_err} cycles of the KVM_GET_MSRS(IA32_TSC) bracket"
+        )
     } else {
-        format!("guest TSC - host TSC = {tsc_off} +- {tsc_err} cycles: host stamps corrected by it")
+        format!("{tsc_attr}; measured guest TSC - host TSC = {tsc_off} +- {tsc_err} cycles: host stamps corrected by it")
     });
     s.notes.push(format!(
         "handler ran {} times for {n} interrupts; {} spurious (0xff); 0 userspace exits during the loop; {} KVM_RUN interruptions (EINTR)",
@@ -249,6 +253,11 @@ fn run_ipi_roundtrip(p: &MultiProbe, point: &Point, budget: &Budget) -> Result<S
         return Err(invalid(name, format!("unexpected userspace exits during the loop: {e}")));
     }
     let ow = median(&one_way);
+    let ow99 = {
+        let mut c = one_way.clone();
+        c.sort_unstable();
+        c[(c.len() * 99 / 100).min(c.len() - 1)]
+    };
     let mut s = samples(
         rt,
         Method::PerOp,
@@ -270,7 +279,7 @@ fn run_ipi_roundtrip(p: &MultiProbe, point: &Point, budget: &Budget) -> Result<S
         s.notes.push(ca.hlt_note("A"));
         s.notes.push(cb.hlt_note("B"));
     }
-    s.notes.push(format!("one-way A stamp -> B handler entry: median {ow} cycles (metric one_way_median)"));
+    s.notes.push(format!("one-way A stamp -> B handler entry: median {ow} cycles, p99 {ow99} (metrics one_way_median, one_way_p99)"));
     s.notes.push(irqchip::apicv_note(vm.backend().kind()));
     s.notes.push(format!(
         "handlers: A {} B {}; IPIs sent: A {} B {}; spurious: A {} B {}; 0 userspace exits during the loop; EINTR: A {} B {}",
@@ -278,6 +287,7 @@ fn run_ipi_roundtrip(p: &MultiProbe, point: &Point, budget: &Budget) -> Result<S
     ));
     s.notes.push(setup.join("; "));
     s.metrics.push(Metric::new("one_way_median", ow as f64, "cycles"));
+    s.metrics.push(Metric::new("one_way_p99", ow99 as f64, "cycles"));
     s.metrics.push(Metric::new("handler_entries_a", ca.handler as f64, "interrupts"));
     s.metrics.push(Metric::new("handler_entries_b", cb.handler as f64, "interrupts"));
     s.metrics.push(Metric::new("early_hlt_wakes", (ca.early + cb.early) as f64, "wakes"));

@@ -175,7 +175,7 @@ pub(crate) fn irqchip_support() -> Support {
 
 /// Host view of a u64 in a VM's main memory, for spinning on it from a host thread.
 pub(crate) fn guest_atomic(vm: &Vm, gpa: u64) -> Result<&AtomicU64, ProbeError> {
-    if gpa % 8 != 0 || gpa + 8 > layout::MEM_SIZE as u64 {
+    if gpa & 7 != 0 || gpa + 8 > layout::MEM_SIZE as u64 {
         return Err(ProbeError::Failed(format!("{}: {gpa:#x} is not an aligned u64 of main memory", vm.label())));
     }
     let p = vm
@@ -189,7 +189,7 @@ pub(crate) fn guest_atomic(vm: &Vm, gpa: u64) -> Result<&AtomicU64, ProbeError> 
 
 /// Host view of a u64 of a shared memfd region.
 pub(crate) fn shared_atomic(shm: &SharedMemory, off: usize) -> &AtomicU64 {
-    assert!(off % 8 == 0 && off + 8 <= shm.size());
+    assert!(off & 7 == 0 && off + 8 <= shm.size());
     // SAFETY: aligned, inside the mapping, which lives as long as `shm`.
     unsafe { &*(shm.host_addr().add(off) as *const AtomicU64) }
 }

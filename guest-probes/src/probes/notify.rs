@@ -85,11 +85,7 @@ fn per_op(raw: Vec<u64>, batch: u64) -> Vec<u64> {
 
 /// The initiator side of a ping-pong: run_sampling of `poll_ping`, then STOP the responder.
 fn ping(vcpu: &mut Vcpu, n: u64, batch: u64, lines: u64, deadline: Instant, stop_peer: &dyn Fn()) -> Result<(Vec<u64>, Prepared), ProbeError> {
-    let prep = prepare(vcpu, deadline);
-    let prep = match prep {
-        Ok(p) => p,
-        Err(e) => return Err(e),
-    };
+    let prep = prepare(vcpu, deadline)?;
     vcpu.stats.reset();
     let status_area = layout::params(vcpu.id());
     let r = vcpu.run_sampling(

@@ -217,11 +217,52 @@ pub fn tsc_offset(vcpu: &Vcpu) -> Result<(i64, u64), ProbeError> {
         let g = msrs.as_slice()[0].data;
         let half = (t1 - t0) / 2;
         let off = g.wrapping_sub(t0 + half) as i64;
-        if best.map_or(true, |(_, h)| half < h) {
-            best = Some((off, half));
+        match best {
+            Some((_, h)) if h <= half => {}
+            _ => best = Some((off, half)),
         }
     }
     Ok(best.expect("32 tries"))
+}
+
+/// KVM_GET_DEVICE_ATTR / KVM_SET_DEVICE_ATTR on a vCPU fd (`_IOW(KVMIO, 0xe2 / 0xe1,
+/// struct kvm_device_attr)`; kvm-ioctls wraps them for aarch64 only).
+const KVM_SET_DEVICE_ATTR: libc::c_ulong = 0x4018_aee1;
+const KVM_GET_DEVICE_ATTR: libc::c_ulong = 0x4018_aee2;
+
+fn tsc_offset_attr(vcpu: &Vcpu, request: libc::c_ulong, value: &mut u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let attr = kvm_bindings::kvm_device_attr {
+        flags: 0,
+        group: kvm_bindings::KVM_VCPU_TSC_CTRL,
+        attr: u64::from(kvm_bindings::KVM_VCPU_TSC_OFFSET),
+        addr: value as *mut u64 as u64,
+    };
+    // SAFETY: attr points at a live u64 the kernel reads (SET) or writes (GET).
+    let r = unsafe { libc::ioctl(vcpu.fd().as_raw_fd(), request, &attr) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Makes the guest TSC equal the host TSC where KVM lets the VMM set the vCPU's TSC offset
+/// (KVM_VCPU_TSC_CTRL / KVM_VCPU_TSC_OFFSET): reads it and sets it to 0 when it is not.
+/// Returns a note; never fails (the measured offset of [`tsc_offset`] is the check).
+pub fn zero_tsc_offset(vcpu: &Vcpu) -> String {
+    let mut prev = 0u64;
+    if let Err(e) = tsc_offset_attr(vcpu, KVM_GET_DEVICE_ATTR, &mut prev) {
+        return format!("KVM_VCPU_TSC_OFFSET not readable ({e})");
+    }
+    if prev == 0 {
+        return "KVM_VCPU_TSC_OFFSET is 0".into();
+    }
+    let mut zero = 0u64;
+    match tsc_offset_attr(vcpu, KVM_SET_DEVICE_ATTR, &mut zero) {
+        Ok(()) => format!("KVM_VCPU_TSC_OFFSET was {} cycles, set to 0", prev as i64),
+        Err(e) => format!("KVM_VCPU_TSC_OFFSET is {} cycles and could not be set to 0 ({e})", prev as i64),
+    }
 }
 
 /// What the host says about posted interrupts (APICv / AVIC), for notes.
