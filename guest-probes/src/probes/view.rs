@@ -139,7 +139,8 @@ fn run_hypercall(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples
             s.metrics.push(Metric::new("view_switches", switches.get() as f64, "switches"));
             s.notes.push(format!(
                 "one op = map the protected memslot (KVM_SET_USER_MEMORY_REGION on a PIO exit), read it, unmap it; \
-                 the default view's reads of {:#x} exited as KVM_EXIT_MMIO ({} times) and never saw the secret",
+                 the default view's reads of {:#x} exited as KVM_EXIT_MMIO ({} times) and never saw the secret; \
+                 each memslot update waits for KVM's SRCU grace period, hence the long tail",
                 layout::PROTECTED_GPA,
                 hidden_reads.get()
             ));

@@ -4,7 +4,9 @@
 //! hardware ring 3, natively, only once the VMM has registered a zeroed 4 KiB VIF page per
 //! vCPU through MSR 0x4b564d10 (`gpa | 0x400`; bit 9 is refused). Page tables need the U/S
 //! bit at every level (the common identity map sets it for every backend). The hypercall
-//! is `int $0x1b` (number in RAX); `vmcall` is retried forever by the emulator.
+//! is `int $0x1b` (number in RAX). shared/docs says `vmcall` is retried forever by the
+//! emulator; on the machine this was written on it returned -1 (-KVM_EPERM) for every
+//! number instead (tests/vmm.rs accepts either, and the watchdog covers the hang).
 
 use kvm_bindings::{kvm_msr_entry, Msrs};
 use kvm_ioctls::VcpuFd;
