@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# usage: emulated/check.sh [amd|intel|all]          (default: all)
+#
+# Runs ivbench's VM probes on kvm_amd (QEMU TCG playing an AMD host with SVM) and/or
+# kvm_intel (Bochs playing an Intel host with VMX+EPT+VMFUNC), and checks the console:
+#   - the vendor's KVM module (kvm_amd / kvm_intel) is loaded and /dev/kvm exists,
+#   - ivbench env reports that backend, and ivbench list shows the vm.* probes supported,
+#   - every vm.* probe's row in `ivbench show` is `ok` or `unsupported: <reason>`, never
+#     `failed`, and the core probes (vm.native.loop, vm.hypercall.null, vm.exit.pio,
+#     vm.exit.mmio, vm.exit.cpuid, vm.syscall.getppid) are `ok`.
+# Ends with one line per host: `emulated-amd: N passed, M failed`; exits 1 if any failed.
+#
+# Functional only: timings inside an emulator mean nothing.
+#
+# Environment:
+#   IVBENCH_EMU_CACHE        cache of packages, kernel, images (default /var/cache/ivbench-emulated)
+#   IVBENCH_EMU_LOGS         where console logs go (default $IVBENCH_EMU_CACHE/logs)
+#   IVBENCH_BINARY           a statically linked ivbench to use instead of building one
+#   IVBENCH_EMU_AMD_TIMEOUT  seconds for the whole QEMU boot+run (default 900)
+#   IVBENCH_EMU_INTEL_TIMEOUT seconds for the whole Bochs boot+run (default 2700)
+#   IVBENCH_EMU_AMD_ITERATIONS / IVBENCH_EMU_INTEL_ITERATIONS  samples per probe (50 / 5)
+#   IVBENCH_EMU_ECHO=1       also stream the console to stdout while it runs
+set -uo pipefail
+. "$(dirname "$0")/lib.sh"
+
+WHICH=${1:-all}
+case "$WHICH" in amd|intel|all) ;; *) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;; esac
+
+LOGS=${IVBENCH_EMU_LOGS:-$EMU_CACHE/logs}
+IMG="$EMU_CACHE/image"
+mkdir -p "$LOGS" "$IMG"
+
+# Probes whose row must be `ok` (anything else the run lists must be ok or unsupported).
+CORE_PROBES="vm.native.loop vm.hypercall.null vm.exit.pio vm.exit.mmio vm.exit.cpuid vm.syscall.getppid"
+
+T0=$(date +%s)
+if [ -n "${IVBENCH_BINARY:-}" ]; then
+    BIN=$IVBENCH_BINARY
+    emu_check_static "$BIN"
+else
+    BIN=$(emu_static_ivbench) || exit 1
+fi
+emu_log "ivbench binary: $BIN ($(du -h "$BIN" | cut -f1))"
+"$EMU_DIR/build-initramfs.sh" "$IMG" "$BIN" || emu_die "build-initramfs.sh failed"
+emu_log "build done in $(( $(date +%s) - T0 ))s"
+
+# section LOG NAME : prints the lines between `@@@ BEGIN NAME` and `@@@ END NAME rc=..`.
+section() {
+    awk -v n="$2" '
+        { sub(/\r$/, "") }
+        $0 == "@@@ BEGIN " n { on = 1; next }
+        index($0, "@@@ END " n " rc=") == 1 { on = 0 }
+        on' "$1"
+}
+# section_rc LOG NAME : the exit code printed on the section's END line (empty if none).
+section_rc() {
+    tr -d '\r' < "$1" | sed -n "s/^@@@ END $2 rc=\([0-9]*\).*/\1/p" | tail -n1
+}
+
+# check_log HOST LOG MODULE BACKEND_WORD : runs the checks, prints one line per check and
+# the closing `emulated-HOST: N passed, M failed` line. Returns 1 if any check failed.
+check_log() {
+    local host=$1 log=$2 module=$3 pass=0 fail=0
+    ok()  { pass=$((pass + 1)); printf '  PASS %s\n' "$*"; }
+    bad() { fail=$((fail + 1)); printf '  FAIL %s\n' "$*"; }
+    echo "emulated-$host checks ($log):"
+
+    if tr -d '\r' < "$log" | grep -q '^@@@ IVBENCH-EMU BEGIN'; then ok "init started"; else bad "init never started (no '@@@ IVBENCH-EMU BEGIN'; see $log)"; fi
+    if tr -d '\r' < "$log" | grep -q '^@@@ IVBENCH-EMU END'; then ok "init finished"; else bad "init did not finish (no '@@@ IVBENCH-EMU END')"; fi
+
+    local mods
+    mods=$(section "$log" kvm-modules)
+    if echo "$mods" | grep -qx "$module"; then ok "module $module loaded (/sys/module: $(echo "$mods" | tr '\n' ' '))"
+    else bad "module $module not in /sys/module (saw: $(echo "$mods" | tr '\n' ' '); insmod: $(section "$log" modules | tr '\n' ';'))"; fi
+
+    if section "$log" dev-kvm | grep -q '/dev/kvm'; then ok "/dev/kvm exists"; else bad "/dev/kvm missing"; fi
+
+    local be
+    be=$(section "$log" env | awk '$1 == "backend" { print $2; exit }')
+    if [ "$be" = "$module" ]; then ok "ivbench env: backend $be"; else bad "ivbench env: backend '${be:-?}', expected $module"; fi
+
+    # ivbench list: the vm.* probes are listed and supported (vm.view.vmfunc excepted: it is
+    # unsupported on every stock KVM, with a reason naming what this backend lacks), and
+    # nothing in the list mentions kvm_pvm.
+    local list listed unsup vmfunc
+    list=$(section "$log" list)
+    listed=$(echo "$list" | awk '$1 ~ /^vm\./ { print $1 }' | sort -u)
+    unsup=$(echo "$list" | awk '$1 ~ /^vm\./ && $1 != "vm.view.vmfunc" && $0 ~ /unsupported/ { print $1 }' | tr '\n' ' ')
+    vmfunc=$(echo "$list" | awk '$1 == "vm.view.vmfunc" { $1 = ""; $2 = ""; print; exit }' | sed 's/^ *//')
+    if [ -n "$listed" ] && [ -z "$unsup" ]; then ok "ivbench list: $(echo "$listed" | wc -l) vm.* probes, all but vm.view.vmfunc supported"
+    else bad "ivbench list: vm.* probes listed: $(echo "$listed" | tr '\n' ' '); unsupported: ${unsup:-none}"; fi
+    case "$module:$vmfunc" in
+        *kvm_pvm*) bad "ivbench list: vm.view.vmfunc speaks of kvm_pvm: $vmfunc" ;;
+        kvm_amd:*kvm_amd*|kvm_intel:*VMFUNC*) ok "ivbench list: vm.view.vmfunc names the $module reason: $vmfunc" ;;
+        *) bad "ivbench list: vm.view.vmfunc reason does not match $module: '${vmfunc:-no row}'" ;;
+    esac
+
+    local rc
+    rc=$(section_rc "$log" run)
+    if [ "$rc" = 0 ]; then ok "ivbench run exited 0"; else bad "ivbench run exited ${rc:-?(never finished)}"; fi
+
+    # The `ivbench show` table: rows `│ probe │ params │ method │ status │ ...`.
+    local rows
+    rows=$(section "$log" show | sed 's/┆/│/g' | awk -F'│' 'NF > 5 { p = $2; s = $5; gsub(/^ +| +$/, "", p); gsub(/^ +| +$/, "", s); if (p ~ /^vm\./) print p "\t" s }')
+    if [ -z "$rows" ]; then
+        bad "ivbench show printed no vm.* rows (rc $(section_rc "$log" show))"
+    fi
+    local p s seen
+    for p in $CORE_PROBES; do
+        s=$(echo "$rows" | awk -F'\t' -v p="$p" '$1 == p { print $2 }' | head -n1)
+        if [ "$s" = ok ]; then ok "$p: ok"; else bad "$p: '${s:-no row}' (expected ok)"; fi
+    done
+    # Every other vm.* row: ok or unsupported with a reason.
+    while IFS=$'\t' read -r p s; do
+        [ -n "$p" ] || continue
+        case " $CORE_PROBES " in *" $p "*) continue ;; esac
+        case "$s" in
+            ok) ok "$p: ok" ;;
+            "unsupported: "?*) ok "$p: $s" ;;
+            *) bad "$p: '$s' (expected ok or unsupported: <reason>)" ;;
+        esac
+    done <<< "$rows"
+    # Any probe listed by `ivbench list` but missing from the run is a failure too.
+    for p in $listed; do
+        seen=$(echo "$rows" | awk -F'\t' -v p="$p" '$1 == p' | head -n1)
+        [ -n "$seen" ] || bad "$p: listed but has no row in ivbench show"
+    done
+
+    # summary.csv notes: the backend every VM probe ran on and what the null hypercall
+    # returned (KVM answers an unknown hypercall number with -KVM_ENOSYS = -1000).
+    local csv hc want_hc backends
+    csv=$(section "$log" summary-csv)
+    case "$module" in kvm_amd) want_hc=vmmcall ;; *) want_hc=vmcall ;; esac
+    hc=$(echo "$csv" | grep '^vm\.hypercall\.null,' | grep -o 'hypercall [a-z$0-9x ]* nr 0x[0-9a-f]* returned -\{0,1\}[0-9]* every time' | head -n1)
+    if [ -n "$hc" ] && echo "$hc" | grep -q "^hypercall $want_hc nr .* returned -1000 every time"; then ok "vm.hypercall.null: $hc (-KVM_ENOSYS)"
+    else bad "vm.hypercall.null: expected '$want_hc ... returned -1000', notes say: '${hc:-nothing}'"; fi
+    backends=$(echo "$csv" | grep '^vm\.' | grep -o 'backend kvm_[a-z]* (hypercall [^)]*)' | sort | uniq -c | sed 's/^ *//')
+    if [ -z "$backends" ]; then bad "summary.csv: no VM probe notes naming a backend"
+    elif echo "$backends" | grep -v -q "backend $module (hypercall $want_hc)"; then bad "summary.csv notes name other backends: $(echo "$backends" | tr '\n' ';')"
+    else ok "summary.csv notes: $(echo "$backends" | tr '\n' ';')"; fi
+
+    # Full statuses (the table truncates them) of every VM probe that is not ok.
+    local full
+    full=$(section "$log" run | grep -E '^  vm\.[^ ]+ +\[[^]]*\]: ' | grep -v -E '\]: ok( |$)')
+    if [ -n "$full" ]; then echo "  VM probe statuses other than ok, in full:"; echo "$full" | sed 's/^/    /'; fi
+
+    echo "emulated-$host: $pass passed, $fail failed"
+    TOTAL_PASS=$((TOTAL_PASS + pass)); TOTAL_FAIL=$((TOTAL_FAIL + fail))
+    [ "$fail" = 0 ]
+}
+
+TOTAL_PASS=0; TOTAL_FAIL=0
+SUMMARY=()
+run_amd() {
+    local log="$LOGS/amd-console.log" s=$(date +%s) rc
+    "$EMU_DIR/run-qemu-amd.sh" "$IMG" "$log" "${IVBENCH_EMU_AMD_TIMEOUT:-900}" \
+        "ivbench.iterations=${IVBENCH_EMU_AMD_ITERATIONS:-50} ivbench.timeout=60"
+    rc=$?
+    emu_log "amd: qemu rc=$rc, wall $(( $(date +%s) - s ))s"
+    SUMMARY+=("emulated-amd: wall $(( $(date +%s) - s ))s (emulator exit $rc)")
+    check_log amd "$log" kvm_amd
+}
+run_intel() {
+    local log="$LOGS/intel-console.log" s=$(date +%s) rc
+    "$EMU_DIR/run-bochs-intel.sh" "$IMG" "$log" "${IVBENCH_EMU_INTEL_TIMEOUT:-2700}" \
+        "ivbench.iterations=${IVBENCH_EMU_INTEL_ITERATIONS:-5} ivbench.timeout=600"
+    rc=$?
+    emu_log "intel: bochs rc=$rc, wall $(( $(date +%s) - s ))s"
+    SUMMARY+=("emulated-intel: wall $(( $(date +%s) - s ))s (emulator exit $rc)")
+    check_log intel "$log" kvm_intel
+}
+
+RESULT=0
+case "$WHICH" in
+    amd) run_amd || RESULT=1 ;;
+    intel) run_intel || RESULT=1 ;;
+    all) run_amd || RESULT=1; run_intel || RESULT=1 ;;
+esac
+for l in "${SUMMARY[@]}"; do emu_log "$l"; done
+emu_log "total wall $(( $(date +%s) - T0 ))s; console logs in $LOGS"
+if [ "$WHICH" = all ]; then echo "emulated: $TOTAL_PASS passed, $TOTAL_FAIL failed"; fi
+exit $RESULT

@@ -1,0 +1,141 @@
+# shellcheck shell=bash
+# Helpers shared by the emulated-host scripts (sourced, not run).
+#
+# Environment:
+#   IVBENCH_EMU_CACHE   where downloaded packages, the extracted kernel, the static ivbench
+#                       build and the boot images live (default /var/cache/ivbench-emulated).
+#                       Nothing downloaded or built here ever goes into the repository.
+#   IVBENCH_EMU_KVER    a Debian kernel release to use, e.g. 6.1.0-57-amd64. Default: the
+#                       newest one already in the cache, else the newest 6.1.0-*-amd64 that
+#                       apt knows about.
+
+EMU_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_DIR=$(cd "$EMU_DIR/.." && pwd)
+EMU_CACHE=${IVBENCH_EMU_CACHE:-/var/cache/ivbench-emulated}
+
+emu_log() { printf '[emulated %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+emu_die() { emu_log "ERROR: $*"; exit 1; }
+
+# apt-get update at most once per script run.
+_EMU_APT_UPDATED=
+emu_apt_update() {
+    if [ -z "$_EMU_APT_UPDATED" ]; then
+        emu_log "apt-get update"
+        apt-get update -qq >&2 || emu_die "apt-get update failed"
+        _EMU_APT_UPDATED=1
+    fi
+}
+
+# emu_need_cmds "cmd:package" ... : installs the Debian packages whose commands are missing.
+emu_need_cmds() {
+    local missing=() spec cmd pkg
+    for spec in "$@"; do
+        cmd=${spec%%:*}; pkg=${spec#*:}
+        command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    # shellcheck disable=SC2207
+    missing=($(printf '%s\n' "${missing[@]}" | sort -u))
+    [ "$(id -u)" = 0 ] || emu_die "missing packages ${missing[*]} (run as root to install them)"
+    emu_apt_update
+    emu_log "installing ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 \
+        || emu_die "apt-get install ${missing[*]} failed"
+}
+
+# emu_need_files "path:package" ... : same for files that are not commands (BIOS images).
+emu_need_files() {
+    local missing=() spec f pkg
+    for spec in "$@"; do
+        f=${spec%%:*}; pkg=${spec#*:}
+        [ -e "$f" ] || missing+=("$pkg")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    emu_apt_update
+    emu_log "installing ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 \
+        || emu_die "apt-get install ${missing[*]} failed"
+}
+
+# emu_download_deb PACKAGE : prints the path of PACKAGE's .deb in the cache, downloading it
+# (apt-get download, no install) when it is not there yet.
+emu_download_deb() {
+    local pkg=$1 d="$EMU_CACHE/debs" f
+    mkdir -p "$d"
+    f=$(ls "$d/${pkg}_"*.deb 2>/dev/null | sort -V | tail -n1)
+    if [ -z "$f" ]; then
+        emu_apt_update
+        emu_log "apt-get download $pkg"
+        # _apt cannot write into a root-owned cache: download as root without the sandbox.
+        (cd "$d" && apt-get download -o APT::Sandbox::User=root "$pkg" >&2) || emu_die "apt-get download $pkg failed"
+        f=$(ls "$d/${pkg}_"*.deb 2>/dev/null | sort -V | tail -n1)
+    fi
+    [ -n "$f" ] || emu_die "no .deb for $pkg in $d"
+    echo "$f"
+}
+
+# emu_kernel_release : prints the Debian kernel release to use (see IVBENCH_EMU_KVER).
+emu_kernel_release() {
+    if [ -n "${IVBENCH_EMU_KVER:-}" ]; then echo "$IVBENCH_EMU_KVER"; return; fi
+    local cached
+    cached=$(ls -d "$EMU_CACHE"/kernel/6.1.0-*-amd64 2>/dev/null | sed 's|.*/||' | sort -V | tail -n1)
+    if [ -n "$cached" ]; then echo "$cached"; return; fi
+    emu_apt_update
+    local k
+    k=$(apt-cache search --names-only '^linux-image-6\.1\.0-[0-9]+-amd64$' | awk '{print $1}' \
+        | sed 's/^linux-image-//' | sort -V | tail -n1)
+    [ -n "$k" ] || emu_die "apt knows no linux-image-6.1.0-*-amd64 package"
+    echo "$k"
+}
+
+# emu_kernel_tree KVER : prints a directory holding the extracted package (boot/vmlinuz-KVER,
+# lib/modules/KVER/...), extracting it into the cache on first use.
+emu_kernel_tree() {
+    local kver=$1 dest="$EMU_CACHE/kernel/$1"
+    if [ ! -e "$dest/.complete" ]; then
+        local deb
+        deb=$(emu_download_deb "linux-image-$kver")
+        emu_log "extracting $(basename "$deb")"
+        rm -rf "$dest"; mkdir -p "$dest"
+        dpkg -x "$deb" "$dest" || emu_die "dpkg -x $deb failed"
+        [ -f "$dest/boot/vmlinuz-$kver" ] || emu_die "$deb has no boot/vmlinuz-$kver"
+        touch "$dest/.complete"
+    fi
+    echo "$dest"
+}
+
+# emu_static_ivbench : builds ivbench statically linked (separate target dir, so the
+# workspace's own target/ is untouched) and prints the binary's path.
+# IVBENCH_STATIC_TARGET_DIR overrides the target dir (default /work/target-static when
+# /work exists, else $EMU_CACHE/target-static).
+emu_static_ivbench() {
+    local tdir=${IVBENCH_STATIC_TARGET_DIR:-}
+    if [ -z "$tdir" ]; then
+        if [ -d /work ]; then tdir=/work/target-static; else tdir="$EMU_CACHE/target-static"; fi
+    fi
+    emu_need_cmds file:file
+    emu_log "cargo build --release -p ivbench (static, target dir $tdir)"
+    (cd "$REPO_DIR" && RUSTFLAGS='-C target-feature=+crt-static' \
+        cargo build --release -p ivbench --target x86_64-unknown-linux-gnu --target-dir "$tdir" >&2) \
+        || emu_die "static build of ivbench failed"
+    local bin="$tdir/x86_64-unknown-linux-gnu/release/ivbench"
+    emu_check_static "$bin"
+    echo "$bin"
+}
+
+# emu_check_static BINARY : dies unless BINARY is a statically linked executable.
+emu_check_static() {
+    local bin=$1 desc
+    [ -x "$bin" ] || emu_die "$bin: not an executable"
+    desc=$(file -L "$bin")
+    case "$desc" in
+        *"statically linked"*|*"static-pie linked"*) ;;
+        *) emu_die "$bin is not statically linked: $desc" ;;
+    esac
+    local l
+    l=$(ldd "$bin" 2>&1 || true)
+    case "$l" in
+        *"not a dynamic executable"*|*"statically linked"*) ;;
+        *) emu_die "$bin: ldd lists shared libraries: $(echo "$l" | tr '\n' ' ')" ;;
+    esac
+}
