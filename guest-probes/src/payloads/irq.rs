@@ -104,6 +104,7 @@ guest_payload!(
 .globl ivb_irq_unexpected
 .globl ivb_irq_recv
 .globl ivb_ipi_send
+.globl ivb_irq_fixup_selftest
 ivb_irq_start:
 
 # ---- IDT targets -------------------------------------------------------------------
@@ -258,6 +259,16 @@ ivb_ipi_send:
     jnz 1b
 9:
     IVB_DONE
+
+# ---- irq_fixup_selftest: checks the handler's HLT step-over ------------------------
+# The VMM enters here with interrupts enabled and vector 0x40 already pending: it is
+# delivered before the HLT executes, with the saved RIP pointing at the HLT, exactly like
+# an interrupt that lands between enabling interrupts and HLT in a wait loop. The handler
+# must step over it (FIXUPS = 1) and the payload reach DONE.
+# In: r15 = status area.
+ivb_irq_fixup_selftest:
+    hlt
+    IVB_DONE
 ivb_irq_end:
 
 .purgem IVB_IRQ_ON
@@ -282,6 +293,7 @@ pub fn payload() -> Payload {
             ("irq_unexpected", sym_addr!(ivb_irq_unexpected)),
             ("irq_recv", sym_addr!(ivb_irq_recv)),
             ("ipi_send", sym_addr!(ivb_ipi_send)),
+            ("irq_fixup_selftest", sym_addr!(ivb_irq_fixup_selftest)),
         ],
         hypercall_sites: vec![],
     }
