@@ -18,7 +18,7 @@
 #   IVBENCH_BINARY           a statically linked ivbench to use instead of building one
 #   IVBENCH_EMU_AMD_TIMEOUT  seconds for the whole QEMU boot+run (default 900)
 #   IVBENCH_EMU_INTEL_TIMEOUT seconds for the whole Bochs boot+run (default 2700)
-#   IVBENCH_EMU_AMD_ITERATIONS / IVBENCH_EMU_INTEL_ITERATIONS  samples per probe (50 / 5)
+#   IVBENCH_EMU_AMD_ITERATIONS / IVBENCH_EMU_INTEL_ITERATIONS  samples per probe (50 / 20)
 #   IVBENCH_EMU_ECHO=1       also stream the console to stdout while it runs
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -163,7 +163,7 @@ run_amd() {
 run_intel() {
     local log="$LOGS/intel-console.log" s=$(date +%s) rc
     "$EMU_DIR/run-bochs-intel.sh" "$IMG" "$log" "${IVBENCH_EMU_INTEL_TIMEOUT:-2700}" \
-        "ivbench.iterations=${IVBENCH_EMU_INTEL_ITERATIONS:-5} ivbench.timeout=600"
+        "ivbench.iterations=${IVBENCH_EMU_INTEL_ITERATIONS:-20} ivbench.timeout=600"
     rc=$?
     emu_log "intel: bochs rc=$rc, wall $(( $(date +%s) - s ))s"
     SUMMARY+=("emulated-intel: wall $(( $(date +%s) - s ))s (emulator exit $rc)")
