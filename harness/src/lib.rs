@@ -8,6 +8,7 @@ pub mod cmd;
 pub mod config;
 pub mod fingerprint;
 pub mod registry;
+pub mod report;
 pub mod runner;
 pub mod stats;
 pub mod store;

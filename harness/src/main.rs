@@ -93,6 +93,63 @@ enum Command {
         #[arg(long, default_value_os_t = cmd::default_runs_dir())]
         runs: PathBuf,
     },
+    /// Render a stored run as one self-contained HTML page (inline SVG, no network assets).
+    ///
+    /// Reads only the run directory: summary table, latency histogram and percentile plot per
+    /// point, the per-packet budget chart, the 2014 seed figures beside this run's, and the
+    /// environment fingerprint. Writes report.html into the run directory unless --out.
+    #[command(after_help = "Examples:\n  ivbench report latest\n  ivbench report results/runs/20261130T120000Z-1a2b3c --out /tmp/r.html")]
+    Report {
+        /// A run directory, a run id, or `latest`.
+        run: String,
+        /// Where to write the page (default: RUN/report.html).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Where run ids and `latest` are looked up.
+        #[arg(long, default_value_os_t = cmd::default_runs_dir())]
+        runs: PathBuf,
+    },
+    /// Compare two stored runs point by point; exit 1 when a regression is flagged.
+    ///
+    /// Rows are matched by probe + params + method. p50 and p99 are compared as the factor
+    /// NEW/BASE of their ns figures. A change is flagged only when the factor (or BASE/NEW
+    /// for an improvement) exceeds BOTH 1 + --threshold AND the runs' own noise, read from
+    /// their stored histograms:
+    ///   p50 noise = the larger of the two runs' p75/p25 (interquartile factor);
+    ///   p99 noise = the larger of the two runs' p99.9/p90 (tail factor, a wider band).
+    /// A row is a regression when p50 or p99 regressed. Verdicts: regression, improvement,
+    /// same (within noise), missing in base/new, not comparable (a side is not ok).
+    /// Points without a stored histogram are judged by the threshold alone.
+    ///
+    /// --format bmf prints Bencher Metric Format for NEW's ok rows:
+    ///   {"<key>": {"latency": {"value": p50_ns, "lower_value": min_ns, "upper_value": p99_ns}}}
+    ///
+    /// Exit status (every format): 0 no regression, 1 a regression, 2 bad input.
+    #[command(verbatim_doc_comment, after_help = "Examples:\n  ivbench compare results/baselines/ref latest\n  ivbench compare BASE NEW --format json --threshold 0.05\n  ivbench compare BASE NEW --format bmf > bmf.json")]
+    Compare {
+        /// The reference run (directory, run id, or `latest`).
+        base: String,
+        /// The run to judge.
+        new: String,
+        #[arg(long, value_enum, default_value = "table")]
+        format: FormatArg,
+        /// Smallest relative change that can be flagged (0.10 = 10%), noise permitting.
+        #[arg(long, default_value_t = 0.10)]
+        threshold: f64,
+        /// Where run ids and `latest` are looked up.
+        #[arg(long, default_value_os_t = cmd::default_runs_dir())]
+        runs: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FormatArg {
+    /// A terminal table and a one-line tally.
+    Table,
+    /// The full comparison, machine-readable.
+    Json,
+    /// Bencher Metric Format of the NEW run, for CI dashboards.
+    Bmf,
 }
 
 fn main() -> ExitCode {
@@ -122,6 +179,15 @@ fn main() -> ExitCode {
             }
         }
         Command::Show { run, runs } => cmd::show::show(&run, &runs),
+        Command::Report { run, out, runs } => cmd::report::report(&run, &runs, out.as_deref()),
+        Command::Compare { base, new, format, threshold, runs } => {
+            let format = match format {
+                FormatArg::Table => cmd::compare::Format::Table,
+                FormatArg::Json => cmd::compare::Format::Json,
+                FormatArg::Bmf => cmd::compare::Format::Bmf,
+            };
+            cmd::compare::compare(&base, &new, &runs, format, threshold)
+        }
     };
     match result {
         Ok(code) => ExitCode::from(code),

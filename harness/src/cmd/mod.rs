@@ -1,8 +1,10 @@
 //! One module per subcommand. Each returns the process exit code.
 
+pub mod compare;
 pub mod env;
 pub mod execute;
 pub mod list;
+pub mod report;
 pub mod run;
 pub mod show;
 pub mod sweep;

@@ -19,6 +19,13 @@ pub fn sweep(config: Option<&Path>, quick: bool, out: &Path, report: bool) -> an
     let jobs = cfg.jobs(&probes, quick, &file).map_err(|e| UsageError(e.to_string()))?;
     let label = if quick { format!("# --quick\n{text}") } else { text };
     let done = execute(jobs, out, "sweep", &label)?;
-    let _ = report;
+    if report {
+        // The measurements are already stored; a report that cannot be drawn must not
+        // turn a finished sweep into a failed one.
+        match crate::store::load_run(&done.dir).and_then(|r| crate::report::write(&r, None)) {
+            Ok(path) => println!("report: {}", path.display()),
+            Err(e) => eprintln!("ivbench: warning: report not written: {e:#}"),
+        }
+    }
     Ok(if done.interrupted { EXIT_INTERRUPTED } else { 0 })
 }

@@ -1,0 +1,391 @@
+//! `ivbench compare BASE NEW`: which points got slower, judged against the runs' own noise.
+//!
+//! Rows are matched by `SummaryRow::key()` (probe + params + method). For each matched ok
+//! pair, p50 and p99 are compared as a change factor `NEW/BASE` of their ns figures (ns,
+//! not cycles: two runs may come from machines with different TSC rates).
+//!
+//! Spread rule. A change is flagged only when its factor exceeds BOTH `1 + threshold` AND
+//! the noise factor of the two runs, taken from their stored histograms:
+//! - p50: noise = the larger of the two runs' interquartile ratios p75/p25. Half of each
+//!   run's samples lie within that factor, so a median that moved less than it stayed
+//!   inside the body of the distribution.
+//! - p99: noise = the larger of the two runs' tail ratios p99.9/p90 (wider than the
+//!   interquartile one, because a tail quantile moves between runs with every preemption
+//!   or interrupt that happens to land in it).
+//!
+//! Slower beyond both limits is a `regression`, faster beyond both (factor BASE/NEW) an
+//! `improvement`, anything else `same (within noise)`. A row is a regression when p50 or
+//! p99 is one, an improvement when one of them improved and neither regressed. A point
+//! without a stored histogram falls back to the threshold alone, and says so. Ratios are
+//! factors rather than differences so that one rule serves 0.5 ns loops and 1 ms wake-ups.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, Table};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use serde_json::json;
+
+use super::UsageError;
+use crate::store::run_dir::{load_run, resolve_run};
+use crate::store::{LoadedRun, SummaryRow};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Json,
+    Bmf,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Regression,
+    Improvement,
+    Same,
+    MissingInBase,
+    MissingInNew,
+    NotComparable,
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Verdict::Regression => "regression",
+            Verdict::Improvement => "improvement",
+            Verdict::Same => "same (within noise)",
+            Verdict::MissingInBase => "missing in base",
+            Verdict::MissingInNew => "missing in new",
+            Verdict::NotComparable => "not comparable",
+        })
+    }
+}
+
+impl Serialize for Verdict {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// One side of a matched row, as the JSON output shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Side {
+    pub status: String,
+    pub count: u64,
+    pub min_ns: Option<f64>,
+    pub p50_ns: Option<f64>,
+    pub p99_ns: Option<f64>,
+    pub tsc_khz: u64,
+    /// p75/p25 of the stored histogram, when there is one.
+    pub iqr_factor: Option<f64>,
+    /// p99.9/p90 of the stored histogram, when there is one.
+    pub tail_factor: Option<f64>,
+}
+
+/// One percentile compared.
+#[derive(Clone, Debug, Serialize)]
+pub struct MetricCmp {
+    pub base_ns: f64,
+    pub new_ns: f64,
+    /// NEW / BASE.
+    pub ratio: f64,
+    /// The factor a change had to exceed besides the threshold; None: no histogram.
+    pub noise_factor: Option<f64>,
+    pub verdict: Verdict,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RowCmp {
+    pub key: String,
+    pub verdict: Verdict,
+    /// Why the verdict is what it is, when the figures alone do not say.
+    pub note: String,
+    pub base: Option<Side>,
+    pub new: Option<Side>,
+    pub p50: Option<MetricCmp>,
+    pub p99: Option<MetricCmp>,
+}
+
+/// A ratio of two quantiles of one histogram; infinite when the lower one is 0 (a
+/// distribution that reaches 0 has no usable relative spread, so nothing can be flagged).
+fn quantile_factor(h: &Histogram<u64>, lo: f64, hi: f64) -> f64 {
+    let (a, b) = (h.value_at_quantile(lo) as f64, h.value_at_quantile(hi) as f64);
+    if a <= 0.0 {
+        f64::INFINITY
+    } else {
+        b / a
+    }
+}
+
+fn side(run: &LoadedRun, r: &SummaryRow) -> Side {
+    let h = run.histogram(r).filter(|h| !h.is_empty());
+    Side {
+        status: r.status.to_string(),
+        count: r.count,
+        min_ns: r.min_ns,
+        p50_ns: r.p50_ns,
+        p99_ns: r.p99_ns,
+        tsc_khz: r.tsc_khz,
+        iqr_factor: h.map(|h| quantile_factor(h, 0.25, 0.75)),
+        tail_factor: h.map(|h| quantile_factor(h, 0.90, 0.999)),
+    }
+}
+
+fn max_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.max(y)),
+        _ => None,
+    }
+}
+
+/// The decision for one percentile (see the module doc).
+pub fn judge(base_ns: f64, new_ns: f64, noise_factor: Option<f64>, threshold: f64) -> Verdict {
+    if base_ns == new_ns {
+        return Verdict::Same;
+    }
+    let limit = (1.0 + threshold).max(noise_factor.unwrap_or(1.0));
+    if base_ns <= 0.0 {
+        // From exactly 0 any growth is an unbounded factor; only noise can excuse it.
+        return if noise_factor.is_some_and(f64::is_infinite) { Verdict::Same } else { Verdict::Regression };
+    }
+    if new_ns <= 0.0 {
+        return if noise_factor.is_some_and(f64::is_infinite) { Verdict::Same } else { Verdict::Improvement };
+    }
+    let ratio = new_ns / base_ns;
+    if ratio > limit {
+        Verdict::Regression
+    } else if 1.0 / ratio > limit {
+        Verdict::Improvement
+    } else {
+        Verdict::Same
+    }
+}
+
+fn metric(base: Option<f64>, new: Option<f64>, noise: Option<f64>, threshold: f64) -> Option<MetricCmp> {
+    let (b, n) = (base?, new?);
+    if !b.is_finite() || !n.is_finite() {
+        return None;
+    }
+    Some(MetricCmp { base_ns: b, new_ns: n, ratio: n / b, noise_factor: noise, verdict: judge(b, n, noise, threshold) })
+}
+
+pub fn compare_rows(base: &LoadedRun, new: &LoadedRun, threshold: f64) -> Vec<RowCmp> {
+    // A key written twice (a point re-run into the same directory) counts by its last row.
+    let index = |run: &LoadedRun| -> BTreeMap<String, usize> { run.rows.iter().enumerate().map(|(i, r)| (r.key(), i)).collect() };
+    let (bi, ni) = (index(base), index(new));
+    let mut order: Vec<(String, Option<usize>, Option<usize>)> = Vec::new();
+    for (i, r) in new.rows.iter().enumerate() {
+        let k = r.key();
+        if ni[&k] == i {
+            order.push((k.clone(), bi.get(&k).copied(), Some(i)));
+        }
+    }
+    for (i, r) in base.rows.iter().enumerate() {
+        let k = r.key();
+        if bi[&k] == i && !ni.contains_key(&k) {
+            order.push((k, Some(i), None));
+        }
+    }
+    order
+        .into_iter()
+        .map(|(key, b, n)| {
+            let bs = b.map(|i| side(base, &base.rows[i]));
+            let ns = n.map(|i| side(new, &new.rows[i]));
+            let (br, nr) = (b.map(|i| &base.rows[i]), n.map(|i| &new.rows[i]));
+            let mut row = RowCmp { key, verdict: Verdict::Same, note: String::new(), base: bs.clone(), new: ns.clone(), p50: None, p99: None };
+            match (br, nr, bs, ns) {
+                (None, _, _, _) => row.verdict = Verdict::MissingInBase,
+                (_, None, _, _) => row.verdict = Verdict::MissingInNew,
+                (Some(br), Some(nr), Some(bs), Some(ns)) => {
+                    if !br.status.is_ok() || !nr.status.is_ok() {
+                        row.verdict = Verdict::NotComparable;
+                        row.note = if br.status == nr.status {
+                            format!("{} on both sides", br.status)
+                        } else {
+                            format!("base: {}; new: {}", br.status, nr.status)
+                        };
+                        return row;
+                    }
+                    row.p50 = metric(br.p50_ns, nr.p50_ns, max_opt(bs.iqr_factor, ns.iqr_factor), threshold);
+                    row.p99 = metric(br.p99_ns, nr.p99_ns, max_opt(bs.tail_factor, ns.tail_factor), threshold);
+                    let verdicts: Vec<Verdict> = [&row.p50, &row.p99].iter().filter_map(|m| m.as_ref().map(|m| m.verdict)).collect();
+                    row.verdict = if verdicts.is_empty() {
+                        row.note = "ok on both sides but without latency figures".into();
+                        Verdict::NotComparable
+                    } else if verdicts.contains(&Verdict::Regression) {
+                        Verdict::Regression
+                    } else if verdicts.contains(&Verdict::Improvement) {
+                        Verdict::Improvement
+                    } else {
+                        Verdict::Same
+                    };
+                    if bs.iqr_factor.is_none() || ns.iqr_factor.is_none() {
+                        row.note = "no stored histogram on one side: judged by the threshold alone".into();
+                    }
+                }
+                _ => unreachable!("sides exist exactly when rows do"),
+            }
+            row
+        })
+        .collect()
+}
+
+/// Bencher Metric Format for the NEW run's ok rows: `{key: {"latency": {"value": p50_ns,
+/// "lower_value": min_ns, "upper_value": p99_ns}}}`.
+pub fn bmf(new: &LoadedRun) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    for r in new.rows.iter().filter(|r| r.status.is_ok()) {
+        let (Some(p50), Some(min), Some(p99)) = (r.p50_ns, r.min_ns, r.p99_ns) else { continue };
+        if !(p50.is_finite() && min.is_finite() && p99.is_finite()) {
+            continue;
+        }
+        out.insert(r.key(), json!({ "latency": { "value": p50, "lower_value": min, "upper_value": p99 } }));
+    }
+    serde_json::Value::Object(out)
+}
+
+fn load(which: &str, run: &str, runs_root: &Path) -> Result<LoadedRun, UsageError> {
+    let dir: PathBuf = resolve_run(run, runs_root).map_err(|e| UsageError(format!("{which} run: {e:#}")))?;
+    load_run(&dir).map_err(|e| UsageError(format!("{which} run {}: {e:#}", dir.display())))
+}
+
+fn num(v: f64) -> String {
+    if !v.is_finite() {
+        "-".into()
+    } else if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn factor(v: Option<f64>) -> String {
+    match v {
+        None => "-".into(),
+        Some(x) if x.is_infinite() => "inf".into(),
+        Some(x) => format!("x{x:.2}"),
+    }
+}
+
+fn table(rows: &[RowCmp], base: &LoadedRun, new: &LoadedRun, threshold: f64) -> String {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header(vec![
+        "key",
+        "verdict",
+        "p50 base ns",
+        "p50 new ns",
+        "p50 new/base",
+        "p50 noise",
+        "p99 base ns",
+        "p99 new ns",
+        "p99 new/base",
+        "p99 noise",
+        "note",
+    ]);
+    for r in rows {
+        let mut cells = vec![Cell::new(&r.key), Cell::new(r.verdict.to_string())];
+        for m in [&r.p50, &r.p99] {
+            match m {
+                Some(m) => cells.extend([
+                    Cell::new(num(m.base_ns)).set_alignment(CellAlignment::Right),
+                    Cell::new(num(m.new_ns)).set_alignment(CellAlignment::Right),
+                    Cell::new(format!("{:.2}", m.ratio)).set_alignment(CellAlignment::Right),
+                    Cell::new(factor(m.noise_factor)).set_alignment(CellAlignment::Right),
+                ]),
+                None => cells.extend((0..4).map(|_| Cell::new("-").set_alignment(CellAlignment::Right))),
+            }
+        }
+        // The terminal gets the gist; --format json carries the whole reason.
+        let note = if r.note.chars().count() > 80 { format!("{}...", r.note.chars().take(77).collect::<String>()) } else { r.note.clone() };
+        cells.push(Cell::new(note));
+        t.add_row(cells);
+    }
+    let count = |v: Verdict| rows.iter().filter(|r| r.verdict == v).count();
+    format!(
+        "base {} -> new {}\n{t}\n{} regression(s), {} improvement(s), {} same, {} not comparable, {} missing in base, {} missing in new \
+         (threshold {:.0}%; flagged only beyond the larger of threshold and noise: p50 noise = max p75/p25, p99 noise = max p99.9/p90 of the two runs)",
+        base.manifest.run_id,
+        new.manifest.run_id,
+        count(Verdict::Regression),
+        count(Verdict::Improvement),
+        count(Verdict::Same),
+        count(Verdict::NotComparable),
+        count(Verdict::MissingInBase),
+        count(Verdict::MissingInNew),
+        threshold * 100.0
+    )
+}
+
+fn run_info(r: &LoadedRun) -> serde_json::Value {
+    json!({ "run_id": r.manifest.run_id, "path": r.path.display().to_string(), "status": r.manifest.status, "stop_reason": r.manifest.stop_reason })
+}
+
+pub fn compare(base: &str, new: &str, runs_root: &Path, format: Format, threshold: f64) -> anyhow::Result<u8> {
+    if !(threshold.is_finite() && threshold >= 0.0) {
+        return Err(UsageError(format!("--threshold must be a non-negative fraction (0.10 = 10%), got {threshold}")).into());
+    }
+    let b = load("base", base, runs_root)?;
+    let n = load("new", new, runs_root)?;
+    let rows = compare_rows(&b, &n, threshold);
+    let regressions = rows.iter().filter(|r| r.verdict == Verdict::Regression).count();
+    match format {
+        Format::Table => println!("{}", table(&rows, &b, &n, threshold)),
+        Format::Json => {
+            let counts: BTreeMap<String, usize> = rows.iter().fold(BTreeMap::new(), |mut m, r| {
+                *m.entry(r.verdict.to_string()).or_insert(0) += 1;
+                m
+            });
+            let doc = json!({
+                "base": run_info(&b),
+                "new": run_info(&n),
+                "threshold": threshold,
+                "rule": "flag when NEW/BASE (or BASE/NEW) exceeds both 1+threshold and the noise factor: p50 noise = max(p75/p25) of the two runs, p99 noise = max(p99.9/p90); from the stored histograms",
+                "regressions": regressions,
+                "counts": counts,
+                "rows": rows,
+            });
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+        }
+        Format::Bmf => println!("{}", serde_json::to_string_pretty(&bmf(&n))?),
+    }
+    Ok(if regressions > 0 { 1 } else { 0 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_must_beat_threshold_and_noise() {
+        // Tight distribution: the threshold decides.
+        assert_eq!(judge(100.0, 200.0, Some(1.02), 0.10), Verdict::Regression);
+        assert_eq!(judge(100.0, 105.0, Some(1.02), 0.10), Verdict::Same);
+        assert_eq!(judge(200.0, 100.0, Some(1.02), 0.10), Verdict::Improvement);
+        // Wide distribution: a doubling inside a 3x interquartile range is noise.
+        assert_eq!(judge(100.0, 200.0, Some(3.0), 0.10), Verdict::Same);
+        assert_eq!(judge(100.0, 400.0, Some(3.0), 0.10), Verdict::Regression);
+        // No histogram: threshold alone.
+        assert_eq!(judge(100.0, 120.0, None, 0.10), Verdict::Regression);
+        assert_eq!(judge(0.0, 0.0, Some(f64::INFINITY), 0.10), Verdict::Same);
+        assert_eq!(judge(0.0, 5.0, Some(f64::INFINITY), 0.10), Verdict::Same);
+        assert_eq!(judge(0.0, 5.0, Some(1.1), 0.10), Verdict::Regression);
+    }
+
+    #[test]
+    fn quantile_factors_come_from_the_histogram() {
+        let mut h = crate::stats::new_histogram();
+        for v in 1..=1000u64 {
+            h.record(v * 100).unwrap();
+        }
+        let iqr = quantile_factor(&h, 0.25, 0.75);
+        assert!((iqr - 3.0).abs() < 0.01, "{iqr}");
+        let mut z = crate::stats::new_histogram();
+        z.record(0).unwrap();
+        z.record(10).unwrap();
+        assert!(quantile_factor(&z, 0.25, 0.75).is_infinite());
+    }
+}
