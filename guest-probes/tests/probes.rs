@@ -211,3 +211,22 @@ fn every_probe_is_listed_once() {
         assert_eq!(names.iter().filter(|x| **x == n).count(), 1, "{n} in {names:?}");
     }
 }
+
+#[test]
+fn duration_budget_stops_early_and_says_so() {
+    if !have_kvm() {
+        return;
+    }
+    let p = probe("vm.exit.pio");
+    let mut b = budget(10_000_000, Method::PerOp);
+    b.duration = Some(Duration::from_millis(300));
+    let t0 = std::time::Instant::now();
+    let s = p.run(&Point::none(), &b).unwrap();
+    let took = t0.elapsed();
+    println!("duration 300 ms: {} samples in {took:?}; {:?}", s.cycles.len(), s.notes.last());
+    assert!(!s.cycles.is_empty() && (s.cycles.len() as u64) < 10_000_000);
+    assert!(s.notes.iter().any(|n| n.contains("stopped at the budget's duration")), "{:?}", s.notes);
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    let exits = s.metrics.iter().find(|m| m.name == "userspace_exits").unwrap().value;
+    assert_eq!(exits, s.cycles.len() as f64);
+}

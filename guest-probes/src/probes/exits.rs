@@ -53,20 +53,18 @@ pub(crate) const CPUID: VmProbe = VmProbe {
 
 fn run_pio(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples, ProbeError> {
     let batch = batch_of(budget);
-    let n = budget.iterations;
     in_vm(p.name, budget, |_| Ok(()), move |ctx| {
         ctx.vcpu.stats.reset();
-        let raw = ctx.vcpu.run_sampling(
+        let got = ctx.sample(
             "pio_out",
-            n,
             batch,
-            ctx.deadline,
             &|r| r.r15 = u64::from(PORT_USER),
             &mut |e| match e {
                 Exit::IoOut { port: PORT_USER, .. } => Handled::Continue,
                 _ => Handled::No,
             },
         )?;
+        let (n, raw) = (got.cycles.len() as u64, got.cycles);
         let exits = ctx.vcpu.stats.io_out_on(PORT_USER);
         if exits != n * batch {
             return Err(invalid(p.name, format!("{exits} KVM_EXIT_IO on port {PORT_USER:#x}, expected {}", n * batch)));
@@ -94,7 +92,6 @@ fn run_pio_kernel(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Sample
         return Err(ProbeError::Unsupported(r));
     }
     let batch = batch_of(budget);
-    let n = budget.iterations;
     let evt = EventFd::new(EFD_NONBLOCK).map_err(|e| ProbeError::io(format!("{}: eventfd", p.name), e))?;
     let evt_ref = &evt;
     in_vm(
@@ -107,14 +104,13 @@ fn run_pio_kernel(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Sample
         },
         move |ctx| {
             ctx.vcpu.stats.reset();
-            let raw = ctx.vcpu.run_sampling(
+            let got = ctx.sample(
                 "pio_out",
-                n,
                 batch,
-                ctx.deadline,
                 &|r| r.r15 = u64::from(PORT_IOEVENTFD),
                 &mut |_| Handled::No, // any exit besides "done" means the ioeventfd did not take it
             )?;
+            let (n, raw) = (got.cycles.len() as u64, got.cycles);
             let user_exits = ctx.vcpu.stats.io_out_on(PORT_IOEVENTFD);
             if user_exits != 0 {
                 return Err(invalid(p.name, format!("{user_exits} userspace exits on the ioeventfd port")));
@@ -134,20 +130,18 @@ fn run_pio_kernel(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Sample
 
 fn run_mmio(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples, ProbeError> {
     let batch = batch_of(budget);
-    let n = budget.iterations;
     in_vm(p.name, budget, |_| Ok(()), move |ctx| {
         ctx.vcpu.stats.reset();
-        let raw = ctx.vcpu.run_sampling(
+        let got = ctx.sample(
             "mmio_write",
-            n,
             batch,
-            ctx.deadline,
             &|r| r.r15 = layout::MMIO_GPA,
             &mut |e| match e {
                 Exit::MmioWrite { addr: layout::MMIO_GPA, data } if data == [1, 0, 0, 0] => Handled::Continue,
                 _ => Handled::No,
             },
         )?;
+        let (n, raw) = (got.cycles.len() as u64, got.cycles);
         let exits = ctx.vcpu.stats.mmio_write;
         if exits != n * batch {
             return Err(invalid(p.name, format!("{exits} KVM_EXIT_MMIO writes, expected {}", n * batch)));
@@ -160,7 +154,6 @@ fn run_mmio(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples, Pro
 
 fn run_cpuid(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples, ProbeError> {
     let batch = batch_of(budget);
-    let n = budget.iterations;
     let table = vmm::kvm()?
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
         .map_err(|e| ProbeError::Failed(format!("{}: KVM_GET_SUPPORTED_CPUID: {e}", p.name)))?;
@@ -169,14 +162,13 @@ fn run_cpuid(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples, Pr
         let res = layout::results(ctx.vcpu.id());
         ctx.vm.fill_u64s(res, 2, 0)?;
         ctx.vcpu.stats.reset();
-        let raw = ctx.vcpu.run_sampling(
+        let got = ctx.sample(
             "cpuid",
-            n,
             batch,
-            ctx.deadline,
             &|r| r.r15 = u64::from(CPUID_LEAF),
             &mut |_| Handled::No,
         )?;
+        let (chunks, raw) = (got.chunks, got.cycles);
         let mut w = [0u8; 16];
         ctx.vm.read_bytes(res, &mut w)?;
         let reg = |i: usize| u32::from_le_bytes(w[i * 4..i * 4 + 4].try_into().unwrap());
@@ -189,7 +181,7 @@ fn run_cpuid(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples, Pr
             None if got == (0, 0, 0) => return Err(invalid(p.name, "cpuid returned zeros")),
             _ => {}
         }
-        if ctx.vcpu.stats.total != (n - 1) / layout::samples(0).1 + 1 {
+        if ctx.vcpu.stats.total != chunks {
             return Err(invalid(p.name, format!("CPUID left to the VMM: exits {:?}", ctx.vcpu.stats)));
         }
         let mut s = ctx.samples(raw, batch, budget.method);

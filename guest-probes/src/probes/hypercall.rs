@@ -19,23 +19,21 @@ pub(crate) const NULL: VmProbe = VmProbe {
 
 fn run(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples, ProbeError> {
     let batch = batch_of(budget);
-    let n = budget.iterations;
     in_vm(p.name, budget, |_| Ok(()), move |ctx| {
         let expected = ctx.vm.backend().unknown_hypercall_ret();
         let res = layout::results(ctx.vcpu.id());
         ctx.vm.fill_u64s(res, 4, 0)?;
         ctx.vcpu.stats.reset();
-        let raw = ctx.vcpu.run_sampling(
+        let got = ctx.sample(
             "hypercall",
-            n,
             batch,
-            ctx.deadline,
             &|r| {
                 r.r10 = UNKNOWN_NR;
                 r.rbp = expected as u64;
             },
             &mut |_| Handled::No,
         )?;
+        let (n, chunks, raw) = (got.cycles.len() as u64, got.chunks, got.cycles);
         let first = ctx.vm.read_u64(res)? as i64;
         let bad = ctx.vm.read_u64(res + 8)?;
         if first != expected {
@@ -47,7 +45,7 @@ fn run(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples, ProbeErr
         if bad != 0 {
             return Err(invalid(p.name, format!("{bad} of {} timed hypercalls did not return {expected}", n * batch)));
         }
-        if ctx.vcpu.stats.total != (n - 1) / layout::samples(0).1 + 1 {
+        if ctx.vcpu.stats.total != chunks {
             return Err(invalid(p.name, format!("the hypercalls left to the VMM: exits {:?}", ctx.vcpu.stats)));
         }
         let mut s = ctx.samples(raw, batch, budget.method);

@@ -106,9 +106,24 @@ pub(crate) struct Ctx {
     pub native: NativeCheck,
     pub tsc_khz: u64,
     pub cpu: Option<usize>,
+    /// When a budget with a wall-clock duration ends (set after calibration).
+    pub stop_at: Option<Instant>,
+    /// Samples requested.
+    pub requested: u64,
 }
 
 impl Ctx {
+    /// Runs a sampling payload for the budget: `requested` samples or until `stop_at`.
+    pub fn sample(
+        &mut self,
+        entry: &str,
+        batch: u64,
+        setup: &dyn Fn(&mut kvm_bindings::kvm_regs),
+        handler: &mut dyn FnMut(vmm::Exit<'_>) -> vmm::Handled,
+    ) -> Result<vmm::vm::Sampled, ProbeError> {
+        self.vcpu.run_sampling_until(entry, self.requested, batch, self.deadline, self.stop_at, setup, handler)
+    }
+
     /// Samples from raw per-sample cycles (`batch` operations each). Measures the timer
     /// overhead once more after the run and keeps the lower of the two calibrations (a
     /// calibration that shared its CPU with a busy host thread reads high).
@@ -129,6 +144,9 @@ impl Ctx {
         ));
         if let Some(cpu) = self.cpu {
             s.notes.push(format!("vCPU thread pinned to CPU {cpu}"));
+        }
+        if (s.cycles.len() as u64) < self.requested {
+            s.notes.push(format!("stopped at the budget's duration: {} of {} samples", s.cycles.len(), self.requested));
         }
         s
     }
@@ -152,6 +170,8 @@ pub(crate) fn in_vm<T: Send>(
     }
     let deadline = Instant::now() + budget.timeout;
     let cpu = budget.cpu(0);
+    let duration = budget.duration;
+    let requested = budget.iterations;
     std::thread::scope(|s| {
         let h = std::thread::Builder::new()
             .name(format!("vcpu:{name}"))
@@ -165,7 +185,8 @@ pub(crate) fn in_vm<T: Send>(
                 let native = vm.backend().verify_native(&mut vcpu, deadline)?;
                 let overhead = vcpu.timer_overhead(deadline)?;
                 let tsc_khz = vcpu.tsc_khz()?;
-                let mut ctx = Ctx { vm, vcpu, deadline, overhead, native, tsc_khz, cpu };
+                let stop_at = duration.map(|d| Instant::now() + d);
+                let mut ctx = Ctx { vm, vcpu, deadline, overhead, native, tsc_khz, cpu, stop_at, requested };
                 body(&mut ctx)
             })
             .map_err(|e| ProbeError::io(format!("{name}: spawn the vCPU thread"), e))?;

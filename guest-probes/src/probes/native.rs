@@ -4,6 +4,7 @@ use probe_api::{Budget, Method, Methods, Metric, Point, ProbeError, Samples};
 
 use super::{in_vm, invalid, vm_support, VmProbe};
 use crate::vmm::backend::MAX_NATIVE_CYCLES_PER_ITER;
+use crate::vmm::Handled;
 
 /// Iterations per sample when the budget asks for per-op samples (a single `dec; jnz` is
 /// far below the timer's resolution, so this probe is always batched).
@@ -25,10 +26,11 @@ fn run(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples, ProbeErr
     };
     let n = budget.iterations;
     in_vm(p.name, budget, |_| Ok(()), move |ctx| {
-        let raw = ctx.vcpu.run_batched_payload("native_loop", n, u64::from(batch), ctx.deadline)?;
-        if raw.len() as u64 != n {
-            return Err(invalid(p.name, format!("{} samples, expected {n}", raw.len())));
+        let got = ctx.sample("native_loop", u64::from(batch), &|_| {}, &mut |_| Handled::No)?;
+        if got.cycles.is_empty() || (!got.stopped_early && got.cycles.len() as u64 != n) {
+            return Err(invalid(p.name, format!("{} samples, expected {n}", got.cycles.len())));
         }
+        let raw = got.cycles;
         let mut sorted = raw.clone();
         sorted.sort_unstable();
         let median = sorted[sorted.len() / 2] as f64 / f64::from(batch);

@@ -16,7 +16,6 @@ pub(crate) const GETPPID: VmProbe = VmProbe {
 
 fn run(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples, ProbeError> {
     let batch = batch_of(budget);
-    let n = budget.iterations;
     // The "parent pid" the guest kernel hands out: this process's real parent pid, tagged
     // so that a stray register value cannot match it by accident.
     let ppid = 0x5050_0000_0000_0000 | u64::from(std::os::unix::process::parent_id());
@@ -27,17 +26,16 @@ fn run(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples, ProbeErr
         ctx.vcpu.set_msrs(&[(MSR_LSTAR, ctx.vm.entry("sys_entry")?)])?;
         let user_stack = layout::user_stack_top(ctx.vcpu.id());
         ctx.vcpu.stats.reset();
-        let raw = ctx.vcpu.run_sampling(
+        let got = ctx.sample(
             "syscall",
-            n,
             batch,
-            ctx.deadline,
             &|r| {
                 r.rbx = user_stack;
                 r.rbp = ppid;
             },
             &mut |_| Handled::No,
         )?;
+        let (n, raw) = (got.cycles.len() as u64, got.cycles);
         let w = ctx.vm.read_u64s(res, 4)?;
         if w[0] != ppid {
             return Err(invalid(p.name, format!("first getppid in user mode returned {:#x}, the handler returns {ppid:#x}", w[0])));

@@ -59,7 +59,6 @@ fn run_vmfunc(_p: &VmProbe, _point: &Point, _budget: &Budget) -> Result<Samples,
 
 fn run_hypercall(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples, ProbeError> {
     let batch = batch_of(budget);
-    let n = budget.iterations;
     in_vm(
         p.name,
         budget,
@@ -75,11 +74,9 @@ fn run_hypercall(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples
             let hidden_reads = Cell::new(0u64);
             let failure: Cell<Option<ProbeError>> = Cell::new(None);
             let vm = ctx.vm.clone();
-            let raw = ctx.vcpu.run_sampling(
+            let got = ctx.sample(
                 "view_switch",
-                n,
                 batch,
-                ctx.deadline,
                 &|r| {
                     r.r10 = u64::from(PORT_VIEW);
                     r.r15 = layout::PROTECTED_GPA;
@@ -110,7 +107,8 @@ fn run_hypercall(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples
             if let Some(err) = failure.take() {
                 return Err(err);
             }
-            let raw = raw?;
+            let got = got?;
+            let (n, chunks, raw) = (got.cycles.len() as u64, got.chunks, got.cycles);
             let w = ctx.vm.read_u64s(res, 4)?;
             if w[0] != POISON || w[2] != POISON {
                 return Err(invalid(
@@ -125,7 +123,7 @@ fn run_hypercall(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples
                 return Err(invalid(p.name, format!("{} timed alternate-view reads missed the secret", w[3])));
             }
             let expect_switches = 2 + 2 * n * batch;
-            if switches.get() != expect_switches || hidden_reads.get() != 2 * ((n - 1) / layout::samples(0).1 + 1) {
+            if switches.get() != expect_switches || hidden_reads.get() != 2 * (chunks) {
                 return Err(invalid(
                     p.name,
                     format!(

@@ -414,6 +414,17 @@ impl fmt::Display for LastExit {
     }
 }
 
+/// What [`Vcpu::run_sampling_until`] collected.
+#[derive(Clone, Debug)]
+pub struct Sampled {
+    /// Raw TSC cycles per sample (not divided by the batch size).
+    pub cycles: Vec<u64>,
+    /// Guest runs (each ends with one exit on the done port).
+    pub chunks: u64,
+    /// The wall-clock stop came before all requested samples.
+    pub stopped_early: bool,
+}
+
 /// An exit handed to a probe's handler. Exits not listed here are always errors.
 #[derive(Debug)]
 pub enum Exit<'a> {
@@ -695,12 +706,34 @@ impl Vcpu {
         setup: &dyn Fn(&mut kvm_regs),
         handler: &mut dyn FnMut(Exit<'_>) -> Handled,
     ) -> Result<Vec<u64>, ProbeError> {
+        Ok(self.run_sampling_until(entry, samples, batch, deadline, None, setup, handler)?.cycles)
+    }
+
+    /// [`Vcpu::run_sampling`] that also stops (between chunks) once `stop_at` has passed,
+    /// for budgets with a wall-clock duration. With `stop_at` the chunks are sized to take
+    /// about 50 ms each, so the overshoot stays small.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_sampling_until(
+        &mut self,
+        entry: &str,
+        samples: u64,
+        batch: u64,
+        deadline: Instant,
+        stop_at: Option<Instant>,
+        setup: &dyn Fn(&mut kvm_regs),
+        handler: &mut dyn FnMut(Exit<'_>) -> Handled,
+    ) -> Result<Sampled, ProbeError> {
         let rip = self.vm.entry(entry)?;
         let (buf, cap) = layout::samples(self.id);
-        let mut out = Vec::with_capacity(samples as usize);
+        let mut out = Vec::with_capacity(samples.min(cap) as usize);
         let mut left = samples;
+        let mut chunks = 0;
+        let mut next = if stop_at.is_some() { cap.min(1000) } else { cap };
         while left > 0 {
-            let n = left.min(cap);
+            if stop_at.is_some_and(|t| Instant::now() >= t) {
+                break;
+            }
+            let n = left.min(next);
             self.vm.fill_u64s(buf, n as usize, u64::MAX)?;
             let id = self.id;
             self.set_entry(rip, |r| {
@@ -710,7 +743,10 @@ impl Vcpu {
                 r.r9 = layout::results(id);
                 setup(r);
             })?;
+            let t0 = Instant::now();
             self.run(deadline, handler)?;
+            let took = t0.elapsed();
+            chunks += 1;
             let end = self.regs()?.rdi;
             if end != buf + 8 * n {
                 return Err(self.fail(&format!(
@@ -724,8 +760,12 @@ impl Vcpu {
             }
             out.extend_from_slice(&chunk);
             left -= n;
+            if stop_at.is_some() {
+                let per_sample = took.as_secs_f64() / n as f64;
+                next = ((0.05 / per_sample.max(1e-9)) as u64).clamp(100, cap);
+            }
         }
-        Ok(out)
+        Ok(Sampled { stopped_early: left > 0, cycles: out, chunks })
     }
 
     /// `run_sampling` for payloads without exits of their own.
