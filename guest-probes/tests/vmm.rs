@@ -235,3 +235,19 @@ fn emulated_guest_is_refused() {
     println!("{msg} ({:?})", t0.elapsed());
     assert!(msg.contains("guest is being emulated") && msg.contains("test.emulated"), "{msg}");
 }
+
+#[test]
+fn unexpected_exit_names_probe_exit_and_rip() {
+    if !have_kvm() {
+        return;
+    }
+    let vm = Vm::new("test.unexpected").unwrap();
+    let mut vcpu = vm.create_vcpu(0).unwrap();
+    let err = vcpu
+        .run_sampling("pio_out", 10, 1, Instant::now() + Duration::from_secs(10), &|r| r.r15 = 0x10, &mut |_| Handled::No)
+        .unwrap_err();
+    let msg = err.to_string();
+    println!("{msg}");
+    assert!(matches!(err, ProbeError::Failed(_)), "{msg}");
+    assert!(msg.contains("test.unexpected") && msg.contains("unexpected exit KVM_EXIT_IO out port 0x10") && msg.contains("RIP 0x"), "{msg}");
+}

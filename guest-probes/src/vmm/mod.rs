@@ -16,7 +16,9 @@
 //!   with a deadline; exits go to a `FnMut(Exit) -> Handled` closure; the done port,
 //!   fatal exits and timeouts are handled in one place and produce `ProbeError`s naming the
 //!   probe, the exit and the RIP. [`Vcpu::run_sampling`] wraps it for the common
-//!   "payload writes one TSC sample per operation" shape (chunked, count-checked).
+//!   "payload writes one TSC sample per operation" shape (chunked, count-checked);
+//!   [`Vcpu::run_sampling_until`] also stops at a wall-clock budget.
+//!   `vcpu.stats` counts exits by kind (and port) for validations.
 //! - [`backend`]: what differs between kvm_pvm, kvm_intel and kvm_amd.
 //! - [`layout`]: the guest physical map every payload relies on.
 //!

@@ -532,7 +532,7 @@ impl Vcpu {
             [0x0f, 0x01, 0xc1] => format!(
                 "; the instruction at RIP is vmcall{}",
                 if self.backend().kind() == backend::BackendKind::Pvm {
-                    ", which kvm_pvm retries forever (its hypercall is int $0x1b)"
+                    ", which is not kvm_pvm's hypercall (int $0x1b) and may be retried forever"
                 } else {
                     ""
                 }
