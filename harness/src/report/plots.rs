@@ -9,6 +9,7 @@ use std::error::Error;
 
 use hdrhistogram::Histogram;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::stats::{cycles_to_ns, HIST_UNITS_PER_CYCLE};
 
@@ -192,7 +193,8 @@ fn draw_histogram(out: &mut String, h: &Histogram<u64>, tsc_khz: u64, b: &Binned
     let root = root.titled("latency histogram", (FONT, 17))?;
     let (xlo, xhi) = (b.bins[0].lo, b.bins[b.bins.len() - 1].hi);
     let ymax = b.bins.iter().map(|x| x.count).max().unwrap_or(1).max(1) as f64;
-    let (ylo, yhi) = (0.7, ymax * 2.0);
+    // Headroom above the tallest bar keeps the percentile labels off the bars.
+    let (ylo, yhi) = (0.7, ymax * 4.0);
     let mut chart = ChartBuilder::on(&root).margin(12).margin_right(24).x_label_area_size(48).y_label_area_size(64).build_cartesian_2d(
         (xlo..xhi).log_scale().with_key_points(log_ticks(xlo, xhi, 8)),
         (ylo..yhi).log_scale().with_key_points(log_ticks(1.0, yhi, 7)),
@@ -213,8 +215,11 @@ fn draw_histogram(out: &mut String, h: &Histogram<u64>, tsc_khz: u64, b: &Binned
         let v = percentile_ns(h, q, tsc_khz).clamp(xlo, xhi);
         let color = if q == 0.5 { BLACK } else { P99 };
         chart.draw_series(DashedLineSeries::new(vec![(v, ylo), (v, yhi)], 5, 4, color.stroke_width(1)))?;
-        let pos = (v, if q == 0.5 { yhi / 1.6 } else { yhi / 4.0 });
-        chart.draw_series(std::iter::once(Text::new(format!(" {name} {}", fmt_ns(v)), pos, (FONT, 13).into_font().color(&color))))?;
+        // Labels near the right edge grow leftwards so they stay inside the plot.
+        let right = (v / xlo).ln() > 0.7 * (xhi / xlo).ln();
+        let (text, anchor) = if right { (format!("{name} {} ", fmt_ns(v)), HPos::Right) } else { (format!(" {name} {}", fmt_ns(v)), HPos::Left) };
+        let style = TextStyle::from((FONT, 13).into_font()).color(&color).pos(Pos::new(anchor, VPos::Top));
+        chart.draw_series(std::iter::once(Text::new(text, (v, if q == 0.5 { yhi } else { yhi / 2.2 }), style)))?;
     }
     root.present()?;
     Ok(())
