@@ -62,10 +62,12 @@ fn points_and_table() {
     for n in ["vm.irq.inject", "vm.ipi.roundtrip", "vm.notify.poll", "vm.notify.poll-intervm", "vm.notify.mwait", "vm.notify.halt"] {
         assert!(names.contains(&n), "{n} missing from the probe table");
     }
-    let pts: Vec<String> = probe("vm.irq.inject").points().iter().map(|p| p.to_string()).collect();
-    assert_eq!(pts, ["wait=spin", "wait=hlt"]);
-    let pts: Vec<String> = probe("vm.ipi.roundtrip").points().iter().map(|p| p.to_string()).collect();
-    assert_eq!(pts, ["wait=spin", "wait=hlt"]);
+    for p in ["vm.irq.inject", "vm.ipi.roundtrip"] {
+        let pts: Vec<String> = probe(p).points().iter().map(|p| p.to_string()).collect();
+        assert_eq!(pts, ["wait=spin", "wait=hlt", "halt_poll_ns=0,wait=hlt"], "{p}");
+    }
+    let pts: Vec<String> = probe("vm.notify.halt").points().iter().map(|p| p.to_string()).collect();
+    assert_eq!(pts, ["", "halt_poll_ns=0"]);
 }
 
 #[test]
@@ -89,9 +91,10 @@ fn irq_inject_spin_and_hlt() {
     if !have_kvm() {
         return;
     }
-    for w in ["spin", "hlt"] {
+    for point in probe("vm.irq.inject").points() {
         let n = 1000;
-        let s = run("vm.irq.inject", &wait(w), n, Method::PerOp);
+        let w = point.get("wait").unwrap().to_string();
+        let s = run("vm.irq.inject", &point, n, Method::PerOp);
         assert_eq!(metric(&s, "handler_entries") as u64, n, "handler count");
         assert_eq!(metric(&s, "userspace_exits"), 0.0);
         let m = pct(&s, 0.5);
@@ -102,7 +105,21 @@ fn irq_inject_spin_and_hlt() {
             let early = metric(&s, "early_hlt_wakes") as u64;
             assert!(hlts >= n - early && hlts >= n / 2, "only {hlts} HLTs for {n} halted waits");
             assert!(s.notes.iter().any(|n| n.contains("early HLT wakes")));
+            check_halt_polling(&s, &point, "guest");
         }
+    }
+}
+
+/// With halt polling off for the VM, KVM's counters must show no successful poll.
+fn check_halt_polling(s: &Samples, point: &Point, tag: &str) {
+    let key = format!("halt_successful_poll_{tag}");
+    let Some(m) = s.metrics.iter().find(|m| m.name == key) else {
+        assert!(s.notes.iter().any(|n| n.contains("not available")), "no {key} metric and no reason");
+        return;
+    };
+    if point.get("halt_poll_ns") == Some("0") {
+        assert_eq!(m.value, 0.0, "{point}: halt polling is off, yet {key} = {}", m.value);
+        assert!(s.notes.iter().any(|n| n.contains("KVM_CAP_HALT_POLL = 0")));
     }
 }
 
@@ -111,9 +128,13 @@ fn ipi_roundtrip_spin_and_hlt() {
     if !have_kvm() {
         return;
     }
-    for w in ["spin", "hlt"] {
+    for point in probe("vm.ipi.roundtrip").points() {
         let n = 1000;
-        let s = run("vm.ipi.roundtrip", &wait(w), n, Method::PerOp);
+        let s = run("vm.ipi.roundtrip", &point, n, Method::PerOp);
+        if point.get("wait") == Some("hlt") {
+            check_halt_polling(&s, &point, "a");
+            check_halt_polling(&s, &point, "b");
+        }
         assert_eq!(metric(&s, "handler_entries_a") as u64, n);
         assert_eq!(metric(&s, "handler_entries_b") as u64, n);
         let m = pct(&s, 0.5);
@@ -158,11 +179,14 @@ fn notify_halt() {
     if !have_kvm() {
         return;
     }
-    let n = 1000;
-    let s = run("vm.notify.halt", &Point::none(), n, Method::PerOp);
-    assert_eq!(metric(&s, "handler_entries") as u64, n);
-    let m = pct(&s, 0.5);
-    assert!(m > 100 && m < 50_000_000, "halt wake median {m}");
+    for point in probe("vm.notify.halt").points() {
+        let n = 1000;
+        let s = run("vm.notify.halt", &point, n, Method::PerOp);
+        assert_eq!(metric(&s, "handler_entries") as u64, n);
+        let m = pct(&s, 0.5);
+        assert!(m > 100 && m < 50_000_000, "halt wake median {m}");
+        check_halt_polling(&s, &point, "b");
+    }
 }
 
 /// CPUID.1:ECX bit 3 (MONITOR/MWAIT) of this host, read directly.
@@ -241,14 +265,17 @@ fn figures() {
         return;
     }
     let n: u64 = std::env::var("IVB_FIGURES_N").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
-    let runs: [(&str, Point); 8] = [
+    let runs: [(&str, Point); 11] = [
         ("vm.notify.poll", Point::none()),
         ("vm.notify.poll-intervm", Point::none()),
         ("vm.irq.inject", wait("spin")),
         ("vm.irq.inject", wait("hlt")),
+        ("vm.irq.inject", wait("hlt").with("halt_poll_ns", 0)),
         ("vm.ipi.roundtrip", wait("spin")),
         ("vm.ipi.roundtrip", wait("hlt")),
+        ("vm.ipi.roundtrip", wait("hlt").with("halt_poll_ns", 0)),
         ("vm.notify.halt", Point::none()),
+        ("vm.notify.halt", Point::none().with("halt_poll_ns", 0)),
         ("vm.notify.mwait", Point::none()),
     ];
     for (name, point) in runs {
@@ -257,11 +284,11 @@ fn figures() {
                 let extra = s
                     .metrics
                     .iter()
-                    .filter(|m| m.name == "one_way_median" || m.name.starts_with("early"))
+                    .filter(|m| m.name.starts_with("one_way") || m.name.starts_with("early") || m.name.starts_with("halt_"))
                     .map(|m| format!(" {}={}", m.name, m.value))
                     .collect::<String>();
                 println!(
-                    "FIG {name:<24} {:<10} n={} median {} p99 {} (raw, timer cost {} included){extra}",
+                    "FIG {name:<24} {:<24} n={} median {} p99 {} (raw, timer cost {} included){extra}",
                     point.to_string(),
                     s.cycles.len(),
                     pct(&s, 0.5),
@@ -269,7 +296,7 @@ fn figures() {
                     s.overhead_cycles
                 );
             }
-            Err(e) => println!("FIG {name:<24} {:<10} {e}", point.to_string()),
+            Err(e) => println!("FIG {name:<24} {:<24} {e}", point.to_string()),
         }
     }
 }

@@ -8,7 +8,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::invalid;
 use super::multi::{
-    check_iterations, check_one_way, counters, irq_vm, irqchip_support, median, prepare, read_samples, run_pair, samples,
+    apply_halt_poll, check_iterations, check_one_way, counters, halt_poll_of, halt_stats, push_halt_stats, irq_vm, irqchip_support, median, prepare, read_samples, run_pair, samples,
     stop_and_kick, two_cpus, unexpected_exits, wait_of, wait_points, guest_atomic, MultiProbe, Wait,
 };
 use crate::vmm::irqchip::{self, st, VEC_IRQ};
@@ -61,7 +61,9 @@ fn run_inject(p: &MultiProbe, point: &Point, budget: &Budget) -> Result<Samples,
     let cpus = two_cpus(name, budget)?;
     let deadline = Instant::now() + budget.timeout;
 
+    let halt_poll = halt_poll_of(name, point)?;
     let (vm, mut vcpus, setup) = irq_vm(name, 1)?;
+    let poll_note = apply_halt_poll(&vm, halt_poll)?;
     let mut v0 = vcpus.remove(0);
     let pvm = vm.backend().kind() == crate::vmm::BackendKind::Pvm;
     let evt = EventFd::new(EFD_NONBLOCK).map_err(|e| ProbeError::io(format!("{name}: eventfd"), e))?;
@@ -97,9 +99,11 @@ fn run_inject(p: &MultiProbe, point: &Point, budget: &Budget) -> Result<Samples,
                 r.r8 = wait.reg();
                 r.r11 = 0;
             })?;
+            let hb = halt_stats(&v0);
             v0.run(deadline, &mut |_| Handled::No)?;
+            let ha = halt_stats(&v0);
             let s = read_samples(&v0, n, "irq_recv")?;
-            Ok((s, prep, v0.stats.clone(), unexpected_exits(&v0, 1)))
+            Ok((s, prep, v0.stats.clone(), unexpected_exits(&v0, 1), (hb, ha)))
         },
         || {
             // The host sender: wait for READY, (hlt: let the guest halt), stamp, irqfd.
@@ -129,7 +133,7 @@ fn run_inject(p: &MultiProbe, point: &Point, budget: &Budget) -> Result<Samples,
         },
         &abort,
     )?;
-    let (cycles, prep, stats, exits) = guest;
+    let (cycles, prep, stats, exits, halts) = guest;
     check_one_way(name, &cycles)?;
     let c = counters(&vm, 0)?;
     c.check_no_kicks(name, "the guest")?;
@@ -158,6 +162,8 @@ fn run_inject(p: &MultiProbe, point: &Point, budget: &Budget) -> Result<Samples,
     if wait == Wait::Hlt {
         s.notes.push(format!("host sends {settle} cycles (20 us) after the guest announced its HLT, so that it is halted"));
         s.notes.push(c.hlt_note("guest"));
+        s.notes.push(poll_note);
+        push_halt_stats(&mut s, "the guest", &halts.0, &halts.1);
     }
     s.notes.push(irqchip::apicv_note(vm.backend().kind()));
     s.notes.push(if same_clock {
@@ -188,7 +194,9 @@ fn run_ipi_roundtrip(p: &MultiProbe, point: &Point, budget: &Budget) -> Result<S
     check_iterations(name, n)?;
     let cpus = two_cpus(name, budget)?;
     let deadline = Instant::now() + budget.timeout;
+    let halt_poll = halt_poll_of(name, point)?;
     let (vm, mut vcpus, setup) = irq_vm(name, 2)?;
+    let poll_note = apply_halt_poll(&vm, halt_poll)?;
     let mut vb = vcpus.remove(1);
     let mut va = vcpus.remove(0);
     let pvm = vm.backend().kind() == crate::vmm::BackendKind::Pvm;
@@ -215,9 +223,11 @@ fn run_ipi_roundtrip(p: &MultiProbe, point: &Point, budget: &Budget) -> Result<S
                 r.r8 = wait.reg();
                 r.r9 = delay;
             })?;
+            let hb = halt_stats(&va);
             va.run(deadline, &mut |_| Handled::No)?;
+            let ha = halt_stats(&va);
             let s = read_samples(&va, n, "ipi_send")?;
-            Ok((s, prep, va.stats.clone(), unexpected_exits(&va, 1)))
+            Ok((s, prep, va.stats.clone(), unexpected_exits(&va, 1), (hb, ha)))
         },
         || {
             let prep = prepare(&mut vb, deadline)?;
@@ -231,14 +241,16 @@ fn run_ipi_roundtrip(p: &MultiProbe, point: &Point, budget: &Budget) -> Result<S
                 r.r8 = wait.reg();
                 r.r11 = irqchip::x2apic_icr(0, VEC_IRQ);
             })?;
+            let hb = halt_stats(&vb);
             vb.run(deadline, &mut |_| Handled::No)?;
+            let ha = halt_stats(&vb);
             let s = read_samples(&vb, n, "irq_recv")?;
-            Ok((s, prep, vb.stats.clone(), unexpected_exits(&vb, 1)))
+            Ok((s, prep, vb.stats.clone(), unexpected_exits(&vb, 1), (hb, ha)))
         },
         &abort,
     )?;
-    let (rt, prep_a, stats_a, exits_a) = a;
-    let (one_way, prep_b, stats_b, exits_b) = b;
+    let (rt, prep_a, stats_a, exits_a, halts_a) = a;
+    let (one_way, prep_b, stats_b, exits_b, halts_b) = b;
     check_one_way(name, &one_way)?;
     let (ca, cb) = (counters(&vm, 0)?, counters(&vm, 1)?);
     ca.check_no_kicks(name, "A")?;
@@ -278,6 +290,9 @@ fn run_ipi_roundtrip(p: &MultiProbe, point: &Point, budget: &Budget) -> Result<S
         ));
         s.notes.push(ca.hlt_note("A"));
         s.notes.push(cb.hlt_note("B"));
+        s.notes.push(poll_note);
+        push_halt_stats(&mut s, "vCPU A", &halts_a.0, &halts_a.1);
+        push_halt_stats(&mut s, "vCPU B", &halts_b.0, &halts_b.1);
     }
     s.notes.push(format!("one-way A stamp -> B handler entry: median {ow} cycles, p99 {ow99} (metrics one_way_median, one_way_p99)"));
     s.notes.push(irqchip::apicv_note(vm.backend().kind()));

@@ -87,8 +87,85 @@ impl Wait {
     }
 }
 
+/// `wait=spin`, `wait=hlt` (KVM halt polling as the host has it) and
+/// `wait=hlt,halt_poll_ns=0` (halt polling off for the VM: a halted vCPU thread sleeps).
 pub(crate) fn wait_points() -> Vec<Point> {
-    vec![Point::none().with("wait", "spin"), Point::none().with("wait", "hlt")]
+    vec![
+        Point::none().with("wait", "spin"),
+        Point::none().with("wait", "hlt"),
+        Point::none().with("wait", "hlt").with("halt_poll_ns", 0),
+    ]
+}
+
+/// The default and the halt-polling-off point of a probe whose receiver always halts.
+pub(crate) fn halt_points() -> Vec<Point> {
+    vec![Point::none(), Point::none().with("halt_poll_ns", 0)]
+}
+
+/// `halt_poll_ns=<ns>`: the VM's maximum halt-polling time (KVM_CAP_HALT_POLL); absent:
+/// the host's default (module parameter kvm.halt_poll_ns).
+pub(crate) fn halt_poll_of(name: &str, point: &Point) -> Result<Option<u64>, ProbeError> {
+    match point.get("halt_poll_ns") {
+        None => Ok(None),
+        Some(v) => v
+            .parse()
+            .map(Some)
+            .map_err(|_| ProbeError::Failed(format!("{name}: halt_poll_ns={v}: expected a number of nanoseconds"))),
+    }
+}
+
+/// Applies `halt_poll_of` to the VM; returns the note that says which halt polling ran.
+pub(crate) fn apply_halt_poll(vm: &Vm, ns: Option<u64>) -> Result<String, ProbeError> {
+    let module = std::fs::read_to_string("/sys/module/kvm/parameters/halt_poll_ns")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|e| format!("unknown ({e})"));
+    match ns {
+        None => Ok(format!(
+            "KVM halt polling as the host has it (kvm.halt_poll_ns = {module}): a vCPU that halts may be woken while KVM \
+             still polls for it, before its thread sleeps"
+        )),
+        Some(ns) => {
+            let cap = kvm_bindings::kvm_enable_cap {
+                cap: kvm_bindings::KVM_CAP_HALT_POLL,
+                args: [ns, 0, 0, 0],
+                ..Default::default()
+            };
+            vm.fd().enable_cap(&cap).map_err(|e| {
+                ProbeError::Unsupported(format!("KVM_ENABLE_CAP(KVM_CAP_HALT_POLL, {ns}) refused: {e}"))
+            })?;
+            Ok(format!(
+                "KVM_CAP_HALT_POLL = {ns} ns for this VM (host default kvm.halt_poll_ns = {module}){}",
+                if ns == 0 { ": no halt polling, a halted vCPU thread sleeps until the interrupt wakes it" } else { "" }
+            ))
+        }
+    }
+}
+
+/// KVM's halt counters of `v` now (None when the stats fd is unavailable).
+pub(crate) fn halt_stats(v: &Vcpu) -> Option<std::collections::BTreeMap<String, u64>> {
+    vmm::kvmstats::vcpu_stats(v.fd()).ok()
+}
+
+/// Notes and metrics from halt counters taken before and after a loop on vCPU `who`.
+pub(crate) fn push_halt_stats(
+    s: &mut Samples,
+    who: &str,
+    before: &Option<std::collections::BTreeMap<String, u64>>,
+    after: &Option<std::collections::BTreeMap<String, u64>>,
+) {
+    match (before, after) {
+        (Some(b), Some(a)) => {
+            let d = vmm::kvmstats::halt_delta(b, a);
+            s.notes.push(format!("KVM halt statistics of {who} during the loop (KVM_GET_STATS_FD): {}", vmm::kvmstats::halt_summary(&d)));
+            let tag = who.split_whitespace().next_back().unwrap_or(who).trim_matches(|c: char| !c.is_alphanumeric()).to_lowercase();
+            for k in ["halt_successful_poll", "halt_wakeup"] {
+                if let Some(v) = d.get(k) {
+                    s.metrics.push(probe_api::Metric::new(&format!("{k}_{tag}"), *v as f64, "halts"));
+                }
+            }
+        }
+        _ => s.notes.push(format!("KVM halt statistics of {who}: not available (KVM_GET_STATS_FD)")),
+    }
 }
 
 /// `wait=spin|hlt` (absent: spin).

@@ -10,7 +10,8 @@ use probe_api::{Budget, Methods, Metric, Point, ProbeError, Samples, Support};
 
 use super::invalid;
 use super::multi::{
-    check_iterations, check_one_way, clear_status, counters, irq_vm, irqchip_support, no_points, prepare, read_samples,
+    apply_halt_poll, check_iterations, check_one_way, clear_status, counters, halt_points, halt_poll_of, halt_stats, irq_vm,
+    irqchip_support, no_points, prepare, push_halt_stats, read_samples,
     run_pair, samples, set_stop, shared_atomic, status, stop_and_kick, two_cpus, two_vcpu_support, unexpected_exits,
     MultiProbe, Prepared,
 };
@@ -67,7 +68,7 @@ pub(crate) const HALT: MultiProbe = MultiProbe {
     group: "notify",
     methods: Methods::PerOpOnly,
     support: irqchip_support,
-    points: no_points,
+    points: halt_points,
     run: run_halt,
 };
 
@@ -360,13 +361,15 @@ fn run_mwait(p: &MultiProbe, _point: &Point, budget: &Budget) -> Result<Samples,
     Ok(s)
 }
 
-fn run_halt(p: &MultiProbe, _point: &Point, budget: &Budget) -> Result<Samples, ProbeError> {
+fn run_halt(p: &MultiProbe, point: &Point, budget: &Budget) -> Result<Samples, ProbeError> {
     let name = p.name;
     let n = budget.iterations;
     check_iterations(name, n)?;
     let cpus = two_cpus(name, budget)?;
     let deadline = Instant::now() + budget.timeout;
+    let halt_poll = halt_poll_of(name, point)?;
     let (vm, mut vcpus, setup) = irq_vm(name, 2)?;
+    let poll_note = apply_halt_poll(&vm, halt_poll)?;
     let mut vb = vcpus.remove(1);
     let mut va = vcpus.remove(0);
     let settle = irqchip::settle_cycles(va.tsc_khz()?);
@@ -403,13 +406,15 @@ fn run_halt(p: &MultiProbe, _point: &Point, budget: &Budget) -> Result<Samples, 
                 r.r8 = 1; // HLT
                 r.r11 = 0;
             })?;
+            let hb = halt_stats(&vb);
             vb.run(deadline, &mut |_| Handled::No)?;
-            Ok((read_samples(&vb, n, "irq_recv")?, (prep, unexpected_exits(&vb, 1), vb.stats.intr)))
+            let ha = halt_stats(&vb);
+            Ok((read_samples(&vb, n, "irq_recv")?, (prep, unexpected_exits(&vb, 1), vb.stats.intr, (hb, ha))))
         },
         &abort,
     )?;
     let (prep_a, exits_a, intr_a) = prep_a;
-    let (prep_b, exits_b, intr_b) = prep_b;
+    let (prep_b, exits_b, intr_b, halts_b) = prep_b;
     check_one_way(name, &cycles)?;
     let (ca, cb) = (counters(&vm, 0)?, counters(&vm, 1)?);
     ca.check_no_kicks(name, "A")?;
@@ -439,6 +444,8 @@ fn run_halt(p: &MultiProbe, _point: &Point, budget: &Budget) -> Result<Samples, 
         if pvm { "vif.if" } else { "RFLAGS.IF" }
     ));
     s.notes.push(cb.hlt_note("B"));
+    s.notes.push(poll_note);
+    push_halt_stats(&mut s, "vCPU B", &halts_b.0, &halts_b.1);
     s.notes.push(irqchip::apicv_note(vm.backend().kind()));
     s.notes.push(format!(
         "B's handler ran {} times; A sent {} IPIs; spurious: {}; 0 userspace exits during the loop; EINTR: A {intr_a} B {intr_b}",

@@ -61,6 +61,7 @@
 
 pub mod backend;
 pub mod irqchip;
+pub mod kvmstats;
 pub mod layout;
 pub mod vm;
 pub mod watchdog;
