@@ -155,6 +155,7 @@ fn notify_poll_one_vm() {
     assert_eq!(metric(&s, "echoes") as u64, n);
     let m = pct(&s, 0.5);
     assert!(m > 20 && m < 100_000, "poll round trip median {m}");
+    assert_no_exit_per_round_trip(&s, n);
     let b = run("vm.notify.poll", &Point::none(), 200, Method::Batched { batch: 16 });
     assert_eq!(metric(&b, "echoes") as u64, 200 * 16);
     assert!(pct(&b, 0.5) < 100_000);
@@ -172,6 +173,18 @@ fn notify_poll_between_vms() {
     let m = pct(&s, 0.5);
     assert!(m > 20 && m < 100_000, "inter-VM poll round trip median {m}");
     assert!(s.notes.iter().any(|n| n.contains("memfd")));
+    assert_no_exit_per_round_trip(&s, n);
+}
+
+/// Where KVM's stats fd exists, the polling loop must not exit to KVM once per round trip
+/// (only host interrupts and the final done port write may show up).
+fn assert_no_exit_per_round_trip(s: &Samples, n: u64) {
+    for tag in ["a", "b"] {
+        match s.metrics.iter().find(|m| m.name == format!("kvm_exits_{tag}")) {
+            Some(m) => assert!(m.value < (n / 4) as f64, "vCPU {tag}: {} exits to KVM in {n} round trips", m.value),
+            None => assert!(s.notes.iter().any(|n| n.contains("not available")), "no kvm_exits_{tag} and no reason"),
+        }
+    }
 }
 
 #[test]

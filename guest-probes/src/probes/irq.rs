@@ -8,7 +8,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::invalid;
 use super::multi::{
-    apply_halt_poll, check_iterations, check_one_way, counters, halt_poll_of, halt_stats, push_halt_stats, irq_vm, irqchip_support, median, prepare, read_samples, run_pair, samples,
+    apply_halt_poll, check_iterations, check_one_way, counters, halt_poll_of, halt_stats, push_exit_stats, push_halt_stats, irq_vm, irqchip_support, median, prepare, read_samples, run_pair, samples,
     stop_and_kick, two_cpus, unexpected_exits, wait_of, wait_points, guest_atomic, MultiProbe, Wait,
 };
 use crate::vmm::irqchip::{self, st, VEC_IRQ};
@@ -165,6 +165,7 @@ fn run_inject(p: &MultiProbe, point: &Point, budget: &Budget) -> Result<Samples,
         s.notes.push(poll_note);
         push_halt_stats(&mut s, "the guest", &halts.0, &halts.1);
     }
+    push_exit_stats(&mut s, "the guest", "guest", &halts.0, &halts.1);
     s.notes.push(irqchip::apicv_note(vm.backend().kind()));
     s.notes.push(if same_clock {
         format!(
@@ -294,6 +295,8 @@ fn run_ipi_roundtrip(p: &MultiProbe, point: &Point, budget: &Budget) -> Result<S
         push_halt_stats(&mut s, "vCPU A", &halts_a.0, &halts_a.1);
         push_halt_stats(&mut s, "vCPU B", &halts_b.0, &halts_b.1);
     }
+    push_exit_stats(&mut s, "vCPU A", "a", &halts_a.0, &halts_a.1);
+    push_exit_stats(&mut s, "vCPU B", "b", &halts_b.0, &halts_b.1);
     s.notes.push(format!("one-way A stamp -> B handler entry: median {ow} cycles, p99 {ow99} (metrics one_way_median, one_way_p99)"));
     s.notes.push(irqchip::apicv_note(vm.backend().kind()));
     s.notes.push(format!(

@@ -146,6 +146,32 @@ pub(crate) fn halt_stats(v: &Vcpu) -> Option<std::collections::BTreeMap<String, 
     vmm::kvmstats::vcpu_stats(v.fd()).ok()
 }
 
+/// KVM's exit counters that tell whether a loop really ran without exits: all exits to
+/// KVM, those caused by host interrupts, I/O, HLT, injected interrupts, emulation.
+pub(crate) const EXIT_COUNTERS: [&str; 6] = ["exits", "irq_exits", "io_exits", "halt_exits", "irq_injections", "insn_emulation"];
+
+/// Notes and metrics from KVM's exit counters taken before and after a loop on `who`
+/// (metric `kvm_exits_<tag>`: every exit to KVM, not only those to userspace).
+pub(crate) fn push_exit_stats(
+    s: &mut Samples,
+    who: &str,
+    tag: &str,
+    before: &Option<std::collections::BTreeMap<String, u64>>,
+    after: &Option<std::collections::BTreeMap<String, u64>>,
+) {
+    match (before, after) {
+        (Some(b), Some(a)) => {
+            let d = vmm::kvmstats::delta(b, a, &EXIT_COUNTERS);
+            let text: Vec<String> = d.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            s.notes.push(format!("KVM exit counters of {who} during the loop (KVM_GET_STATS_FD; exits to KVM, not to userspace): {}", text.join(", ")));
+            if let Some((_, v)) = d.iter().find(|(k, _)| k == "exits") {
+                s.metrics.push(probe_api::Metric::new(&format!("kvm_exits_{tag}"), *v as f64, "exits"));
+            }
+        }
+        _ => s.notes.push(format!("KVM exit counters of {who}: not available (KVM_GET_STATS_FD)")),
+    }
+}
+
 /// Notes and metrics from halt counters taken before and after a loop on vCPU `who`.
 pub(crate) fn push_halt_stats(
     s: &mut Samples,

@@ -11,7 +11,7 @@ use probe_api::{Budget, Methods, Metric, Point, ProbeError, Samples, Support};
 use super::invalid;
 use super::multi::{
     apply_halt_poll, check_iterations, check_one_way, clear_status, counters, halt_points, halt_poll_of, halt_stats, irq_vm,
-    irqchip_support, no_points, prepare, push_halt_stats, read_samples,
+    irqchip_support, no_points, prepare, push_exit_stats, push_halt_stats, read_samples,
     run_pair, samples, set_stop, shared_atomic, status, stop_and_kick, two_cpus, two_vcpu_support, unexpected_exits,
     MultiProbe, Prepared,
 };
@@ -85,10 +85,22 @@ fn per_op(raw: Vec<u64>, batch: u64) -> Vec<u64> {
 }
 
 /// The initiator side of a ping-pong: run_sampling of `poll_ping`, then STOP the responder.
-fn ping(vcpu: &mut Vcpu, n: u64, batch: u64, lines: u64, deadline: Instant, stop_peer: &dyn Fn()) -> Result<(Vec<u64>, Prepared), ProbeError> {
+type KvmStats = Option<std::collections::BTreeMap<String, u64>>;
+/// KVM's vCPU statistics before and after a loop.
+type Around = (KvmStats, KvmStats);
+
+fn ping(
+    vcpu: &mut Vcpu,
+    n: u64,
+    batch: u64,
+    lines: u64,
+    deadline: Instant,
+    stop_peer: &dyn Fn(),
+) -> Result<(Vec<u64>, Prepared, Around), ProbeError> {
     let prep = prepare(vcpu, deadline)?;
     vcpu.stats.reset();
     let status_area = layout::params(vcpu.id());
+    let before = halt_stats(vcpu);
     let r = vcpu.run_sampling(
         "poll_ping",
         n,
@@ -101,11 +113,12 @@ fn ping(vcpu: &mut Vcpu, n: u64, batch: u64, lines: u64, deadline: Instant, stop
         &mut |_| Handled::No,
     );
     stop_peer();
-    Ok((r?, prep))
+    let after = halt_stats(vcpu);
+    Ok((r?, prep, (before, after)))
 }
 
 /// The responder: `poll_pong` until STOP.
-fn pong(vcpu: &mut Vcpu, lines: u64, deadline: Instant) -> Result<Prepared, ProbeError> {
+fn pong(vcpu: &mut Vcpu, lines: u64, deadline: Instant) -> Result<(Prepared, Around), ProbeError> {
     let prep = prepare(vcpu, deadline)?;
     vcpu.stats.reset();
     let status_area = layout::params(vcpu.id());
@@ -114,8 +127,9 @@ fn pong(vcpu: &mut Vcpu, lines: u64, deadline: Instant) -> Result<Prepared, Prob
         r.r10 = lines;
         r.r15 = status_area;
     })?;
+    let before = halt_stats(vcpu);
     vcpu.run(deadline, &mut |_| Handled::No)?;
-    Ok(prep)
+    Ok((prep, (before, halt_stats(vcpu))))
 }
 
 fn run_poll(p: &MultiProbe, _point: &Point, budget: &Budget) -> Result<Samples, ProbeError> {
@@ -137,7 +151,7 @@ fn run_poll(p: &MultiProbe, _point: &Point, budget: &Budget) -> Result<Samples, 
         set_stop(&vm1, 1);
     };
     let stop_b = move || set_stop(&vm2, 1);
-    let ((raw, prep_a), prep_b) = run_pair(
+    let ((raw, prep_a, ka), (prep_b, kb)) = run_pair(
         name,
         cpus,
         || ping(&mut va, n, batch, POLL_LINES, deadline, &stop_b),
@@ -169,6 +183,8 @@ fn run_poll(p: &MultiProbe, _point: &Point, budget: &Budget) -> Result<Samples, 
     ));
     s.metrics.push(Metric::new("echoes", echoes as f64, "round trips"));
     s.metrics.push(Metric::new("userspace_exits", 0.0, "exits"));
+    push_exit_stats(&mut s, "vCPU A", "a", &ka.0, &ka.1);
+    push_exit_stats(&mut s, "vCPU B", "b", &kb.0, &kb.1);
     Ok(s)
 }
 
@@ -197,7 +213,7 @@ fn run_poll_intervm(p: &MultiProbe, _point: &Point, budget: &Budget) -> Result<S
         set_stop(&b1, 0);
     };
     let stop_b = move || set_stop(&b2, 0);
-    let ((raw, prep_a), prep_b) = run_pair(
+    let ((raw, prep_a, ka), (prep_b, kb)) = run_pair(
         name,
         cpus,
         || ping(&mut va, n, batch, layout::SHARED_GPA, deadline, &stop_b),
@@ -237,6 +253,8 @@ fn run_poll_intervm(p: &MultiProbe, _point: &Point, budget: &Budget) -> Result<S
     ));
     s.metrics.push(Metric::new("echoes", echoes as f64, "round trips"));
     s.metrics.push(Metric::new("userspace_exits", 0.0, "exits"));
+    push_exit_stats(&mut s, "VM A's vCPU", "a", &ka.0, &ka.1);
+    push_exit_stats(&mut s, "VM B's vCPU", "b", &kb.0, &kb.1);
     Ok(s)
 }
 
@@ -446,6 +464,7 @@ fn run_halt(p: &MultiProbe, point: &Point, budget: &Budget) -> Result<Samples, P
     s.notes.push(cb.hlt_note("B"));
     s.notes.push(poll_note);
     push_halt_stats(&mut s, "vCPU B", &halts_b.0, &halts_b.1);
+    push_exit_stats(&mut s, "vCPU B", "b", &halts_b.0, &halts_b.1);
     s.notes.push(irqchip::apicv_note(vm.backend().kind()));
     s.notes.push(format!(
         "B's handler ran {} times; A sent {} IPIs; spurious: {}; 0 userspace exits during the loop; EINTR: A {intr_a} B {intr_b}",

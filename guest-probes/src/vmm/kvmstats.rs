@@ -59,6 +59,14 @@ pub fn halt_delta(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>)
         .collect()
 }
 
+/// `after - before` for `names` (those present), in that order.
+pub fn delta(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>, names: &[&str]) -> Vec<(String, u64)> {
+    names
+        .iter()
+        .filter_map(|n| after.get(*n).map(|a| (n.to_string(), a.wrapping_sub(before.get(*n).copied().unwrap_or(0)))))
+        .collect()
+}
+
 /// One line for notes: "halt_exits 1000, halt_attempted_poll 1000, halt_successful_poll 990, ..."
 pub fn halt_summary(delta: &BTreeMap<String, u64>) -> String {
     const ORDER: [&str; 5] = ["halt_exits", "halt_attempted_poll", "halt_successful_poll", "halt_poll_invalid", "halt_wakeup"];
