@@ -7,6 +7,14 @@ use std::time::Duration;
 use guest_probes::probes;
 use probe_api::{Budget, Method, Point, Probe, Samples, Support};
 
+/// The probes pin two spinning threads to CPUs 0 and 1: tests that run them must not
+/// overlap (cargo runs tests in parallel), or each would measure the other.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn have_kvm() -> bool {
     if std::path::Path::new("/dev/kvm").exists() {
         return true;
@@ -75,6 +83,7 @@ fn bad_point_and_same_cpu_are_refused() {
     if !have_kvm() {
         return;
     }
+    let _serial = serial();
     let p = probe("vm.irq.inject");
     let e = p.run(&wait("doze"), &budget(10, Method::PerOp)).unwrap_err().to_string();
     assert!(e.contains("wait=doze"), "{e}");
@@ -91,6 +100,7 @@ fn irq_inject_spin_and_hlt() {
     if !have_kvm() {
         return;
     }
+    let _serial = serial();
     for point in probe("vm.irq.inject").points() {
         let n = 1000;
         let w = point.get("wait").unwrap().to_string();
@@ -128,6 +138,7 @@ fn ipi_roundtrip_spin_and_hlt() {
     if !have_kvm() {
         return;
     }
+    let _serial = serial();
     for point in probe("vm.ipi.roundtrip").points() {
         let n = 1000;
         let s = run("vm.ipi.roundtrip", &point, n, Method::PerOp);
@@ -150,6 +161,7 @@ fn notify_poll_one_vm() {
     if !have_kvm() {
         return;
     }
+    let _serial = serial();
     let n = 2000;
     let s = run("vm.notify.poll", &Point::none(), n, Method::PerOp);
     assert_eq!(metric(&s, "echoes") as u64, n);
@@ -166,6 +178,7 @@ fn notify_poll_between_vms() {
     if !have_kvm() {
         return;
     }
+    let _serial = serial();
     let n = 2000;
     let s = run("vm.notify.poll-intervm", &Point::none(), n, Method::PerOp);
     assert_eq!(metric(&s, "echoes") as u64, n);
@@ -192,6 +205,7 @@ fn notify_halt() {
     if !have_kvm() {
         return;
     }
+    let _serial = serial();
     for point in probe("vm.notify.halt").points() {
         let n = 1000;
         let s = run("vm.notify.halt", &point, n, Method::PerOp);
@@ -215,6 +229,7 @@ fn notify_mwait_support_matches_this_host() {
     if !have_kvm() {
         return;
     }
+    let _serial = serial();
     let p = probe("vm.notify.mwait");
     let support = p.support();
     if host_has_monitor() {
@@ -246,6 +261,7 @@ fn deadline_stops_both_sides() {
     if !have_kvm() {
         return;
     }
+    let _serial = serial();
     for (name, point) in [
         ("vm.irq.inject", wait("hlt")),
         ("vm.ipi.roundtrip", wait("hlt")),
@@ -277,6 +293,7 @@ fn figures() {
     if !have_kvm() {
         return;
     }
+    let _serial = serial();
     let n: u64 = std::env::var("IVB_FIGURES_N").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
     let runs: [(&str, Point); 11] = [
         ("vm.notify.poll", Point::none()),
@@ -327,6 +344,7 @@ fn handler_steps_over_a_pending_hlt() {
     if !have_kvm() {
         return;
     }
+    let _serial = serial();
     use guest_probes::vmm::{irqchip, layout, Handled, Vm};
     let vm = Vm::new("test.irq-fixup").unwrap();
     irqchip::create_irqchip(&vm).unwrap();
