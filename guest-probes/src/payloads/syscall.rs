@@ -13,7 +13,8 @@
 //!     KDATA). MSRs (set by the VMM): LSTAR = ivb_sys_entry, STAR = 0x0023_0010_0000_0000,
 //!     SFMASK = 0x700.
 //! Out: res[0] = RAX of the first, untimed call (in user mode), res[1] += timed calls whose
-//!      RAX differed from rbp, res[2] = RAX of the last call, res[3] = CS seen in user mode.
+//!      RAX differed from rbp, res[2] = RAX of the last call, res[3] = CS read in user mode,
+//!      res[4] = CS read at CPL0 before SYSRETQ.
 
 use super::{asm_postlude, asm_prelude, guest_payload, sym_addr, Payload};
 
@@ -25,6 +26,8 @@ guest_payload!(
 .globl ivb_sys_entry
 ivb_syscall_start:
 ivb_syscall:
+    mov %cs, %eax
+    mov %rax, 32(%r9)
     mov %rsp, ivb_sys_kstack(%rip)
     mov %rbx, %rsp
     lea ivb_sys_user(%rip), %rcx
