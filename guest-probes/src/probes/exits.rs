@@ -181,7 +181,7 @@ fn run_cpuid(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples, Pr
             None if got == (0, 0, 0) => return Err(invalid(p.name, "cpuid returned zeros")),
             _ => {}
         }
-        if ctx.vcpu.stats.total != chunks {
+        if ctx.vcpu.stats.userspace_exits() != chunks {
             return Err(invalid(p.name, format!("CPUID left to the VMM: exits {:?}", ctx.vcpu.stats)));
         }
         let mut s = ctx.samples(raw, batch, budget.method);

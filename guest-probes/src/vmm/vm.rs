@@ -386,6 +386,11 @@ impl ExitStats {
     pub fn io_out_total(&self) -> u64 {
         self.io_out.values().sum()
     }
+    /// Exits that reached the VMM with work to do (PIO incl. the done port, MMIO, HLT, IRQ
+    /// window); signals and KVM_EXIT_INTR are not counted.
+    pub fn userspace_exits(&self) -> u64 {
+        self.io_out_total() + self.io_in.values().sum::<u64>() + self.mmio_read + self.mmio_write + self.hlt + self.irq_window
+    }
 }
 
 /// The last exit of a vCPU, kept cheaply (no allocation per exit) for error messages.
