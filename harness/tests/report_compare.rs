@@ -200,6 +200,18 @@ fn a_doubled_tight_p50_is_a_regression() {
 }
 
 #[test]
+fn a_moved_timer_warns_that_the_machine_changed() {
+    let d = tempfile::tempdir().unwrap();
+    let a = write_run(&d.path().join("a"), vec![ok("host.timer.overhead", "clock=lfence-rdtsc", "per-op", tight(54))], None);
+    let b = write_run(&d.path().join("b"), vec![ok("host.timer.overhead", "clock=lfence-rdtsc", "per-op", tight(90))], None);
+    let (_, v) = compare_json(&a, &b);
+    let w = v["warnings"].as_array().unwrap();
+    assert!(w.iter().any(|x| x.as_str().unwrap().contains("machine's state changed")), "{v:#}");
+    let (_, v) = compare_json(&a, &a);
+    assert!(v["warnings"].as_array().unwrap().is_empty(), "{v:#}");
+}
+
+#[test]
 fn a_doubling_inside_a_wide_distribution_is_noise() {
     let d = tempfile::tempdir().unwrap();
     let a = write_run(&d.path().join("a"), vec![ok("vm.notify.halt", "", "per-op", wide(1000))], None);

@@ -18,6 +18,11 @@
 //! p99 is one, an improvement when one of them improved and neither regressed. A point
 //! without a stored histogram falls back to the threshold alone, and says so. Ratios are
 //! factors rather than differences so that one rule serves 0.5 ns loops and 1 ms wake-ups.
+//!
+//! The spread is within-run; it cannot see a machine that was busier during one run than
+//! the other. So compare also warns when the fingerprints (CPU, kernel, KVM backend) or TSC
+//! rates differ, and when the timer's own cost (`host.timer.overhead`, lfence;rdtsc) moved:
+//! that figure does not depend on any probe's code, so when it moves the machine did.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -90,7 +95,8 @@ pub struct MetricCmp {
     pub new_ns: f64,
     /// NEW / BASE.
     pub ratio: f64,
-    /// The factor a change had to exceed besides the threshold; None: no histogram.
+    /// The factor a change had to exceed besides the threshold; None (JSON null): no
+    /// histogram, or unbounded because a lower quantile was 0 (the row's note says which).
     pub noise_factor: Option<f64>,
     pub verdict: Verdict,
 }
@@ -222,6 +228,9 @@ pub fn compare_rows(base: &LoadedRun, new: &LoadedRun, threshold: f64) -> Vec<Ro
                     };
                     if bs.iqr_factor.is_none() || ns.iqr_factor.is_none() {
                         row.note = "no stored histogram on one side: judged by the threshold alone".into();
+                    } else if [&row.p50, &row.p99].iter().any(|m| m.as_ref().is_some_and(|m| m.noise_factor.is_some_and(f64::is_infinite))) {
+                        // JSON has no infinity: the factor prints as null, this says why.
+                        row.note = "a lower quantile is 0 ns on one side: relative spread unbounded, that percentile cannot be flagged".into();
                     }
                 }
                 _ => unreachable!("sides exist exactly when rows do"),
@@ -320,6 +329,36 @@ fn table(rows: &[RowCmp], base: &LoadedRun, new: &LoadedRun, threshold: f64) -> 
     )
 }
 
+/// Reasons the verdicts may reflect the machine rather than the code: flagged changes are
+/// only as meaningful as the two runs are alike.
+pub fn warnings(base: &LoadedRun, new: &LoadedRun, rows: &[RowCmp]) -> Vec<String> {
+    let mut w = Vec::new();
+    for (what, ptr) in [("CPU", "/cpu/brand"), ("kernel", "/host/kernel_release"), ("KVM backend", "/kvm/backend")] {
+        let (a, b) = (base.manifest.fingerprint.pointer(ptr), new.manifest.fingerprint.pointer(ptr));
+        if let (Some(a), Some(b)) = (a, b) {
+            if a != b {
+                w.push(format!("{what} differs: base {a}, new {b}"));
+            }
+        }
+    }
+    let khz = |run: &LoadedRun| run.rows.iter().map(|r| r.tsc_khz).find(|k| *k > 0);
+    if let (Some(a), Some(b)) = (khz(base), khz(new)) {
+        if a != b {
+            w.push(format!("TSC rate differs (base {a} kHz, new {b} kHz): ns figures are compared, cycle counts would not be"));
+        }
+    }
+    // The timer's own cost does not depend on any probe's code: when it moved, the machine did.
+    for r in rows.iter().filter(|r| r.key.starts_with("host.timer.overhead {clock=lfence-rdtsc}")) {
+        if let (Some(m), Verdict::Regression | Verdict::Improvement) = (&r.p50, r.verdict) {
+            w.push(format!(
+                "the timer's own cost moved x{:.2} ({}): the machine's state changed between the runs (load, frequency, placement), and other flags may share that cause",
+                m.ratio, r.key
+            ));
+        }
+    }
+    w
+}
+
 fn run_info(r: &LoadedRun) -> serde_json::Value {
     json!({ "run_id": r.manifest.run_id, "path": r.path.display().to_string(), "status": r.manifest.status, "stop_reason": r.manifest.stop_reason })
 }
@@ -332,8 +371,14 @@ pub fn compare(base: &str, new: &str, runs_root: &Path, format: Format, threshol
     let n = load("new", new, runs_root)?;
     let rows = compare_rows(&b, &n, threshold);
     let regressions = rows.iter().filter(|r| r.verdict == Verdict::Regression).count();
+    let warns = warnings(&b, &n, &rows);
     match format {
-        Format::Table => println!("{}", table(&rows, &b, &n, threshold)),
+        Format::Table => {
+            println!("{}", table(&rows, &b, &n, threshold));
+            for w in &warns {
+                println!("warning: {w}");
+            }
+        }
         Format::Json => {
             let counts: BTreeMap<String, usize> = rows.iter().fold(BTreeMap::new(), |mut m, r| {
                 *m.entry(r.verdict.to_string()).or_insert(0) += 1;
@@ -346,11 +391,18 @@ pub fn compare(base: &str, new: &str, runs_root: &Path, format: Format, threshol
                 "rule": "flag when NEW/BASE (or BASE/NEW) exceeds both 1+threshold and the noise factor: p50 noise = max(p75/p25) of the two runs, p99 noise = max(p99.9/p90); from the stored histograms",
                 "regressions": regressions,
                 "counts": counts,
+                "warnings": warns,
                 "rows": rows,
             });
             println!("{}", serde_json::to_string_pretty(&doc)?);
         }
-        Format::Bmf => println!("{}", serde_json::to_string_pretty(&bmf(&n))?),
+        Format::Bmf => {
+            // stdout is the BMF document alone; the warnings go where a CI log shows them.
+            for w in &warns {
+                eprintln!("ivbench: warning: {w}");
+            }
+            println!("{}", serde_json::to_string_pretty(&bmf(&n))?)
+        }
     }
     Ok(if regressions > 0 { 1 } else { 0 })
 }
