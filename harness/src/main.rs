@@ -119,7 +119,9 @@ enum Command {
     ///   p99 noise = the larger of the two runs' p99.9/p90 (tail factor, a wider band).
     /// A row is a regression when p50 or p99 regressed. Verdicts: regression, improvement,
     /// same (within noise), missing in base/new, not comparable (a side is not ok).
-    /// Points without a stored histogram are judged by the threshold alone.
+    /// Points without a stored histogram are judged by the threshold alone. The spread is
+    /// within-run, so compare warns when the machines differ (CPU, kernel, KVM backend, TSC
+    /// rate) or the timer's own cost moved between the runs.
     ///
     /// --format bmf prints Bencher Metric Format for NEW's ok rows:
     ///   {"<key>": {"latency": {"value": p50_ns, "lower_value": min_ns, "upper_value": p99_ns}}}
