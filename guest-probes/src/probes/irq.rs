@@ -184,7 +184,7 @@ fn run_inject(p: &MultiProbe, point: &Point, budget: &Budget) -> Result<Samples,
     s.metrics.push(Metric::new("early_hlt_wakes", c.early as f64, "wakes"));
     s.metrics.push(Metric::new("hlts", c.hlts as f64, "hlt"));
     s.metrics.push(Metric::new("tsc_offset_guest_minus_host", tsc_off as f64, "cycles"));
-    s.metrics.push(Metric::new("userspace_exits", (stats.total - 1) as f64, "exits"));
+    s.metrics.push(Metric::new("userspace_exits", (stats.userspace_exits() - 1) as f64, "exits"));
     Ok(s)
 }
 
@@ -309,6 +309,6 @@ fn run_ipi_roundtrip(p: &MultiProbe, point: &Point, budget: &Budget) -> Result<S
     s.metrics.push(Metric::new("handler_entries_a", ca.handler as f64, "interrupts"));
     s.metrics.push(Metric::new("handler_entries_b", cb.handler as f64, "interrupts"));
     s.metrics.push(Metric::new("early_hlt_wakes", (ca.early + cb.early) as f64, "wakes"));
-    s.metrics.push(Metric::new("userspace_exits", (stats_a.total + stats_b.total - 2) as f64, "exits"));
+    s.metrics.push(Metric::new("userspace_exits", (stats_a.userspace_exits() + stats_b.userspace_exits() - 2) as f64, "exits"));
     Ok(s)
 }

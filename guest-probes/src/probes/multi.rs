@@ -533,13 +533,16 @@ impl Counters {
     }
 }
 
-/// Userspace exits of a run beyond the expected `done` exits, as text; None when clean.
+/// Userspace exits of a run beyond the expected `done` exits, as text; None when clean
+/// (signals and KVM_EXIT_INTR excluded).
 pub(crate) fn unexpected_exits(v: &Vcpu, done_exits: u64) -> Option<String> {
     let s = &v.stats;
     let done = s.io_out_on(layout::PORT_DONE);
-    if s.total == done_exits && done == done_exits {
+    // signals / KVM_EXIT_INTR are not exits the guest caused: not counted
+    let exits = s.userspace_exits();
+    if exits == done_exits && done == done_exits {
         None
     } else {
-        Some(format!("vCPU {}: {} userspace exits ({} done): {:?}", v.id(), s.total, done, s))
+        Some(format!("vCPU {}: {} userspace exits ({} done): {:?}", v.id(), exits, done, s))
     }
 }

@@ -249,7 +249,10 @@ fn run_poll_intervm(p: &MultiProbe, _point: &Point, budget: &Budget) -> Result<S
     s.notes.push(format!(
         "exits to userspace during the measured loop: 0 (VM A: {} exits = its {chunks} done port write(s); VM B: {} = done); \
          KVM_RUN interruptions (EINTR): A {} B {}",
-        va.stats.total, vb.stats.total, va.stats.intr, vb.stats.intr
+        va.stats.userspace_exits(),
+        vb.stats.userspace_exits(),
+        va.stats.intr,
+        vb.stats.intr
     ));
     s.metrics.push(Metric::new("echoes", echoes as f64, "round trips"));
     s.metrics.push(Metric::new("userspace_exits", 0.0, "exits"));
