@@ -69,6 +69,10 @@ fn native_loop_is_native() {
     let cpi = s.metrics.iter().find(|m| m.name == "cycles_per_iteration_median").unwrap().value;
     println!("vm.native.loop: {cpi:.3} cycles/iteration");
     assert!(cpi < 10.0, "{cpi} cycles per iteration: emulated?");
+    // Batched samples keep their fraction (thousandths of a cycle) and agree with the metric.
+    assert_eq!(s.scale, 1000);
+    let from_samples = median(&s) as f64 / s.scale as f64;
+    assert!((from_samples - cpi).abs() < 0.05, "samples say {from_samples}, metric {cpi}");
     // per-op requests are served batched (a single dec;jnz is below the timer resolution)
     let s = p.run(&Point::none(), &budget(50, Method::PerOp)).unwrap();
     assert_eq!(s.cycles.len(), 50);

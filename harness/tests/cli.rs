@@ -125,7 +125,12 @@ fn run_writes_manifest_summary_and_hlog_with_contract_columns() {
         assert_eq!(&row[idx("count")], "500");
         let p50: f64 = row[idx("p50_ns")].parse().unwrap();
         let p99: f64 = row[idx("p99_ns")].parse().unwrap();
-        assert!(p50 > 0.0 && p99 >= p50, "{row:?}");
+        // A per-op 64-byte copy costs about as much as the timer pair around it, so after
+        // the subtraction its p50 may honestly be 0; a syscall cannot be.
+        assert!(p50 >= 0.0 && p99 >= p50, "{row:?}");
+        if &row[idx("probe")] == "host.syscall.getppid" {
+            assert!(p50 > 0.0, "{row:?}");
+        }
     }
     assert!(run.join("hlog/host.memcpy.hlog").is_file());
     assert!(run.join("hlog/host.syscall.getppid.hlog").is_file());

@@ -37,7 +37,14 @@ fn quick_default_sweep_writes_every_file_and_a_row_per_point() {
                 assert!(r.count > 0, "{}", r.key());
                 let h = run.histogram(r).unwrap_or_else(|| panic!("{} has no histogram in its .hlog", r.key()));
                 assert_eq!(h.len(), r.count, "{}", r.key());
-                assert!(r.tsc_khz > 0 && r.p50_ns.unwrap() > 0.0 || r.probe == "host.timer.overhead", "{}: {:?}", r.key(), r.p50_ns);
+                assert!(r.tsc_khz > 0, "{}", r.key());
+                let (p50, p99) = (r.p50_ns.unwrap(), r.p99_ns.unwrap());
+                assert!(p50 >= 0.0 && p99 >= p50, "{}: p50 {p50} p99 {p99}", r.key());
+                // Operations far above the timer's resolution can never net out at 0
+                // (a per-op memcpy of 64 B can: it costs about what the timer pair costs).
+                if r.probe.starts_with("vm.") && r.probe != "vm.native.loop" || r.probe.starts_with("host.syscall") {
+                    assert!(p50 > 0.0, "{}: p50 {p50}", r.key());
+                }
             }
             Status::Unsupported(reason) | Status::Failed(reason) => assert!(reason.len() > 5, "{}: reason too thin: {reason}", r.key()),
         }

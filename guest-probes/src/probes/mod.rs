@@ -131,8 +131,16 @@ impl Ctx {
         if let Ok(after) = self.vcpu.timer_overhead(self.deadline) {
             self.overhead = self.overhead.min(after);
         }
-        let cycles = if batch > 1 { raw.iter().map(|c| (c + batch / 2) / batch).collect() } else { raw };
+        // Batched samples in thousandths of a cycle (Samples.scale), so that a loop of
+        // 0.7 cycles per iteration is not reported as 1.
+        const BATCHED_SCALE: u64 = 1000;
+        let (cycles, scale) = if batch > 1 {
+            (raw.iter().map(|&c| ((u128::from(c) * u128::from(BATCHED_SCALE) + u128::from(batch / 2)) / u128::from(batch)) as u64).collect(), BATCHED_SCALE)
+        } else {
+            (raw, 1)
+        };
         let mut s = Samples::new(cycles, method, self.overhead, CLOCK);
+        s.scale = scale;
         s.tsc_khz = Some(self.tsc_khz);
         s.metrics.push(Metric::new("native_cycles_per_iteration", self.native.cycles_per_iter, "cycles"));
         s.notes.push(format!(
