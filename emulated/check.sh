@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # usage: emulated/check.sh [amd|intel|all]          (default: all)
+#        emulated/check.sh --log amd|intel CONSOLE_LOG   (only re-check a saved console log)
 #
 # Runs ivbench's VM probes on kvm_amd (QEMU TCG playing an AMD host with SVM) and/or
 # kvm_intel (Bochs playing an Intel host with VMX+EPT+VMFUNC), and checks the console:
@@ -24,7 +25,12 @@ set -uo pipefail
 . "$(dirname "$0")/lib.sh"
 
 WHICH=${1:-all}
-case "$WHICH" in amd|intel|all) ;; *) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;; esac
+ONLY_LOG=
+if [ "$WHICH" = --log ]; then
+    [ $# -eq 3 ] || { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+    WHICH=$2; ONLY_LOG=$3
+fi
+case "$WHICH" in amd|intel|all) ;; *) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;; esac
 
 LOGS=${IVBENCH_EMU_LOGS:-$EMU_CACHE/logs}
 IMG="$EMU_CACHE/image"
@@ -32,17 +38,6 @@ mkdir -p "$LOGS" "$IMG"
 
 # Probes whose row must be `ok` (anything else the run lists must be ok or unsupported).
 CORE_PROBES="vm.native.loop vm.hypercall.null vm.exit.pio vm.exit.mmio vm.exit.cpuid vm.syscall.getppid"
-
-T0=$(date +%s)
-if [ -n "${IVBENCH_BINARY:-}" ]; then
-    BIN=$IVBENCH_BINARY
-    emu_check_static "$BIN"
-else
-    BIN=$(emu_static_ivbench) || exit 1
-fi
-emu_log "ivbench binary: $BIN ($(du -h "$BIN" | cut -f1))"
-"$EMU_DIR/build-initramfs.sh" "$IMG" "$BIN" || emu_die "build-initramfs.sh failed"
-emu_log "build done in $(( $(date +%s) - T0 ))s"
 
 # section LOG NAME : prints the lines between `@@@ BEGIN NAME` and `@@@ END NAME rc=..`.
 section() {
@@ -79,18 +74,20 @@ check_log() {
     be=$(section "$log" env | awk '$1 == "backend" { print $2; exit }')
     if [ "$be" = "$module" ]; then ok "ivbench env: backend $be"; else bad "ivbench env: backend '${be:-?}', expected $module"; fi
 
-    # ivbench list: the vm.* probes are listed and supported (vm.view.vmfunc excepted: it is
-    # unsupported on every stock KVM, with a reason naming what this backend lacks), and
-    # nothing in the list mentions kvm_pvm.
-    local list listed unsup vmfunc
+    # ivbench list: the vm.* probes are listed, each `supported` or `unsupported: <reason>`;
+    # none speaks of kvm_pvm; vm.view.vmfunc (unsupported on every stock KVM) gives the
+    # reason of this backend.
+    local list listed odd unsup vmfunc
     list=$(section "$log" list)
     listed=$(echo "$list" | awk '$1 ~ /^vm\./ { print $1 }' | sort -u)
-    unsup=$(echo "$list" | awk '$1 ~ /^vm\./ && $1 != "vm.view.vmfunc" && $0 ~ /unsupported/ { print $1 }' | tr '\n' ' ')
+    odd=$(echo "$list" | awk '$1 ~ /^vm\./ && !($3 == "supported" || $3 == "unsupported:") { print $1 }' | tr '\n' ' ')
+    unsup=$(echo "$list" | awk '$1 ~ /^vm\./ && $3 == "unsupported:" { print $1 }' | tr '\n' ' ')
     vmfunc=$(echo "$list" | awk '$1 == "vm.view.vmfunc" { $1 = ""; $2 = ""; print; exit }' | sed 's/^ *//')
-    if [ -n "$listed" ] && [ -z "$unsup" ]; then ok "ivbench list: $(echo "$listed" | wc -l) vm.* probes, all but vm.view.vmfunc supported"
-    else bad "ivbench list: vm.* probes listed: $(echo "$listed" | tr '\n' ' '); unsupported: ${unsup:-none}"; fi
+    if [ -z "$listed" ]; then bad "ivbench list: no vm.* probes (rc $(section_rc "$log" list))"
+    elif [ -n "$odd" ]; then bad "ivbench list: neither supported nor unsupported: <reason>: $odd"
+    else ok "ivbench list: $(echo "$listed" | wc -l) vm.* probes; unsupported: ${unsup:-none}"; fi
+    if echo "$list" | grep -q kvm_pvm; then bad "ivbench list mentions kvm_pvm: $(echo "$list" | grep kvm_pvm | head -n1)"; fi
     case "$module:$vmfunc" in
-        *kvm_pvm*) bad "ivbench list: vm.view.vmfunc speaks of kvm_pvm: $vmfunc" ;;
         kvm_amd:*kvm_amd*|kvm_intel:*VMFUNC*) ok "ivbench list: vm.view.vmfunc names the $module reason: $vmfunc" ;;
         *) bad "ivbench list: vm.view.vmfunc reason does not match $module: '${vmfunc:-no row}'" ;;
     esac
@@ -101,7 +98,7 @@ check_log() {
 
     # The `ivbench show` table: rows `│ probe │ params │ method │ status │ ...`.
     local rows
-    rows=$(section "$log" show | sed 's/┆/│/g' | awk -F'│' 'NF > 5 { p = $2; s = $5; gsub(/^ +| +$/, "", p); gsub(/^ +| +$/, "", s); if (p ~ /^vm\./) print p "\t" s }')
+    rows=$(section "$log" show | sed 's/┆/│/g' | awk -F'│' 'NF > 5 { p = $2; q = $3; s = $5; gsub(/^ +| +$/, "", p); gsub(/^ +| +$/, "", q); gsub(/^ +| +$/, "", s); if (p ~ /^vm\./) print p "\t" s "\t" q }')
     if [ -z "$rows" ]; then
         bad "ivbench show printed no vm.* rows (rc $(section_rc "$log" show))"
     fi
@@ -111,13 +108,15 @@ check_log() {
         if [ "$s" = ok ]; then ok "$p: ok"; else bad "$p: '${s:-no row}' (expected ok)"; fi
     done
     # Every other vm.* row: ok or unsupported with a reason.
-    while IFS=$'\t' read -r p s; do
+    local q label
+    while IFS=$'\t' read -r p s q; do
         [ -n "$p" ] || continue
         case " $CORE_PROBES " in *" $p "*) continue ;; esac
+        label=$p; [ -n "$q" ] && label="$p [$q]"
         case "$s" in
-            ok) ok "$p: ok" ;;
-            "unsupported: "?*) ok "$p: $s" ;;
-            *) bad "$p: '$s' (expected ok or unsupported: <reason>)" ;;
+            ok) ok "$label: ok" ;;
+            "unsupported: "?*) ok "$label: $s" ;;
+            *) bad "$label: '$s' (expected ok or unsupported: <reason>)" ;;
         esac
     done <<< "$rows"
     # Any probe listed by `ivbench list` but missing from the run is a failure too.
@@ -141,7 +140,7 @@ check_log() {
 
     # Full statuses (the table truncates them) of every VM probe that is not ok.
     local full
-    full=$(section "$log" run | grep -E '^  vm\.[^ ]+ +\[[^]]*\]: ' | grep -v -E '\]: ok( |$)')
+    full=$(section "$log" run | grep -E '^  vm\.[^ ]+( [^ []+)? +\[[^]]*\]: ' | grep -v -E '\]: ok( |$)')
     if [ -n "$full" ]; then echo "  VM probe statuses other than ok, in full:"; echo "$full" | sed 's/^/    /'; fi
 
     echo "emulated-$host: $pass passed, $fail failed"
@@ -151,6 +150,24 @@ check_log() {
 
 TOTAL_PASS=0; TOTAL_FAIL=0
 SUMMARY=()
+
+if [ -n "$ONLY_LOG" ]; then
+    case "$WHICH" in amd) check_log amd "$ONLY_LOG" kvm_amd ;; intel) check_log intel "$ONLY_LOG" kvm_intel ;; *) exit 2 ;; esac
+    exit $?
+fi
+
+T0=$(date +%s)
+if [ -n "${IVBENCH_BINARY:-}" ]; then
+    BIN=$IVBENCH_BINARY
+    emu_check_static "$BIN"
+else
+    BIN=$(emu_static_ivbench) || exit 1
+fi
+emu_log "ivbench binary: $BIN ($(du -h "$BIN" | cut -f1))"
+"$EMU_DIR/build-initramfs.sh" "$IMG" "$BIN" || emu_die "build-initramfs.sh failed"
+emu_log "build done in $(( $(date +%s) - T0 ))s"
+
+
 run_amd() {
     local log="$LOGS/amd-console.log" s=$(date +%s) rc
     "$EMU_DIR/run-qemu-amd.sh" "$IMG" "$log" "${IVBENCH_EMU_AMD_TIMEOUT:-900}" \

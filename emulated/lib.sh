@@ -16,13 +16,15 @@ EMU_CACHE=${IVBENCH_EMU_CACHE:-/var/cache/ivbench-emulated}
 emu_log() { printf '[emulated %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 emu_die() { emu_log "ERROR: $*"; exit 1; }
 
-# apt-get update at most once per script run.
-_EMU_APT_UPDATED=
+# apt-get update at most once an hour (a stamp in the cache; the helpers that need it
+# also run in command substitutions, where a shell variable would not stick).
 emu_apt_update() {
-    if [ -z "$_EMU_APT_UPDATED" ]; then
+    local stamp="$EMU_CACHE/apt-update.stamp"
+    mkdir -p "$EMU_CACHE"
+    if [ -z "$(find "$stamp" -mmin -60 2>/dev/null)" ]; then
         emu_log "apt-get update"
         apt-get update -qq >&2 || emu_die "apt-get update failed"
-        _EMU_APT_UPDATED=1
+        touch "$stamp"
     fi
 }
 

@@ -8,6 +8,9 @@
 # off, or is killed after TIMEOUT_SECONDS (default 600).
 #
 # IVBENCH_EMU_QEMU_CPU overrides the CPU model (default EPYC,+svm,+npt; `max` works too).
+# IVBENCH_EMU_QEMU_SMP is the number of emulated CPUs (default 1). With icount, -smp 2
+#   hangs the guest kernel at "x86: Booting SMP configuration" (seen with sleep=on and
+#   sleep=off), so the two-vCPU probes report "unsupported: needs 2 host CPUs" here.
 # IVBENCH_EMU_QEMU_ICOUNT is the -icount setting (default shift=0,sleep=off; empty: none).
 #   Why icount: ivbench refuses VM probes whose guest runs a dec;jnz loop slower than 10
 #   TSC cycles per iteration ("guest is being emulated"). Under plain TCG the guest TSC is
@@ -23,6 +26,7 @@ set -uo pipefail
 IMG=$1; LOG=$2; TMO=${3:-600}; EXTRA=${4:-}
 CPU=${IVBENCH_EMU_QEMU_CPU:-EPYC,+svm,+npt}
 ICOUNT=${IVBENCH_EMU_QEMU_ICOUNT-shift=0,sleep=off}
+SMP=${IVBENCH_EMU_QEMU_SMP:-1}
 ICOUNT_ARGS=()
 [ -n "$ICOUNT" ] && ICOUNT_ARGS=(-icount "$ICOUNT")
 
@@ -32,18 +36,20 @@ mkdir -p "$(dirname "$LOG")"
 : > "$LOG"
 
 APPEND="console=ttyS0,115200 panic=-1 mitigations=off nokaslr $EXTRA"
-emu_log "qemu-system-x86_64 -accel tcg ${ICOUNT_ARGS[*]} -cpu $CPU (timeout ${TMO}s), console -> $LOG"
+emu_log "qemu-system-x86_64 -accel tcg ${ICOUNT_ARGS[*]} -cpu $CPU -smp $SMP (timeout ${TMO}s), console -> $LOG"
 S=$(date +%s)
 if [ "${IVBENCH_EMU_ECHO:-0}" = 1 ]; then TAIL_TO=/dev/stdout; else TAIL_TO=/dev/null; fi
 # -serial stdio would put the console through QEMU's own terminal handling; a plain file
 # is exact. -nodefaults drops the default NIC and VGA; -nic none makes "no network" explicit.
 timeout -k 10 "$TMO" qemu-system-x86_64 \
-    -accel tcg "${ICOUNT_ARGS[@]}" -cpu "$CPU" -m 1024 -smp 1 \
+    -accel tcg "${ICOUNT_ARGS[@]}" -cpu "$CPU" -m 1024 -smp "$SMP" \
     -nodefaults -nic none -display none -monitor none -vga none \
     -serial "file:$LOG" -no-reboot \
     -kernel "$IMG/vmlinuz" -initrd "$IMG/initramfs.cpio.gz" -append "$APPEND" \
     < /dev/null > "$LOG.qemu-stderr" 2>&1 &
 QPID=$!
+# If this script is stopped, stop QEMU too (timeout(1) passes SIGTERM on to it).
+trap 'kill "$QPID" 2>/dev/null' EXIT INT TERM
 if [ "$TAIL_TO" != /dev/null ]; then
     tail -n +1 -f "$LOG" --pid=$QPID > "$TAIL_TO" &
 fi
