@@ -5,7 +5,7 @@ use kvm_ioctls::{Cap, IoEventAddress, NoDatamatch};
 use probe_api::{Budget, Methods, Metric, Point, ProbeError, Samples, Support};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::{batch_of, in_vm, invalid, vm_support, VmProbe};
+use super::{batch_of, in_vm, invalid, no_points, vm_support, VmProbe};
 use crate::vmm::{self, layout, Exit, Handled};
 
 /// Port nobody claims: every `out` is a KVM_EXIT_IO to the VMM.
@@ -21,6 +21,7 @@ pub(crate) const PIO: VmProbe = VmProbe {
     group: "exit",
     methods: Methods::Both,
     support: vm_support,
+    points: no_points,
     run: run_pio,
 };
 
@@ -30,6 +31,7 @@ pub(crate) const PIO_KERNEL: VmProbe = VmProbe {
     group: "exit",
     methods: Methods::Both,
     support: pio_kernel_support,
+    points: no_points,
     run: run_pio_kernel,
 };
 
@@ -39,6 +41,7 @@ pub(crate) const MMIO: VmProbe = VmProbe {
     group: "exit",
     methods: Methods::Both,
     support: vm_support,
+    points: no_points,
     run: run_mmio,
 };
 
@@ -48,6 +51,7 @@ pub(crate) const CPUID: VmProbe = VmProbe {
     group: "exit",
     methods: Methods::Both,
     support: vm_support,
+    points: no_points,
     run: run_cpuid,
 };
 

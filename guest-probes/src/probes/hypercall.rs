@@ -2,7 +2,7 @@
 
 use probe_api::{Budget, Methods, Metric, Point, ProbeError, Samples};
 
-use super::{batch_of, in_vm, invalid, vm_support, VmProbe};
+use super::{batch_of, in_vm, invalid, no_points, vm_support, VmProbe};
 use crate::vmm::{layout, Handled};
 
 /// A hypercall number KVM does not implement.
@@ -14,6 +14,7 @@ pub(crate) const NULL: VmProbe = VmProbe {
     group: "hypercall",
     methods: Methods::Both,
     support: vm_support,
+    points: no_points,
     run,
 };
 

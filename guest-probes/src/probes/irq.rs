@@ -6,10 +6,11 @@ use std::time::Instant;
 use probe_api::{Budget, Method, Methods, Metric, Point, ProbeError, Samples};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::invalid;
+use super::{invalid, VmProbe};
 use super::multi::{
+    check_runnable,
     apply_halt_poll, check_iterations, check_one_way, counters, halt_poll_of, halt_stats, push_exit_stats, push_halt_stats, irq_vm, irqchip_support, median, prepare, read_samples, run_pair, samples,
-    stop_and_kick, two_cpus, unexpected_exits, wait_of, wait_points, guest_atomic, MultiProbe, Wait,
+    stop_and_kick, two_cpus, unexpected_exits, wait_of, wait_points, guest_atomic, Wait,
 };
 use crate::vmm::irqchip::{self, st, VEC_IRQ};
 use crate::vmm::{layout, Handled};
@@ -18,7 +19,7 @@ use std::sync::atomic::Ordering;
 /// GSI of the irqfd's MSI route.
 pub const IRQFD_GSI: u32 = 5;
 
-pub(crate) const INJECT: MultiProbe = MultiProbe {
+pub(crate) const INJECT: VmProbe = VmProbe {
     name: "vm.irq.inject",
     description: "interrupt delivery from the host to a native guest: host lfence;rdtsc, then write to an irqfd with an MSI \
                   route on the in-kernel irqchip; sample = guest IDT handler entry (lfence;rdtsc) - host stamp. \
@@ -30,7 +31,7 @@ pub(crate) const INJECT: MultiProbe = MultiProbe {
     run: run_inject,
 };
 
-pub(crate) const IPI_ROUNDTRIP: MultiProbe = MultiProbe {
+pub(crate) const IPI_ROUNDTRIP: VmProbe = VmProbe {
     name: "vm.ipi.roundtrip",
     description: "vCPU-to-vCPU IPI round trip on the in-kernel LAPIC: vCPU A stamps t0 and writes the x2APIC ICR \
                   (wrmsr 0x830) -> vCPU B's IDT handler -> B writes the ICR back -> A's handler entry (lfence;rdtsc) - t0. \
@@ -53,7 +54,8 @@ fn wait_note(wait: Wait, who: &str, pvm: bool) -> String {
     }
 }
 
-fn run_inject(p: &MultiProbe, point: &Point, budget: &Budget) -> Result<Samples, ProbeError> {
+fn run_inject(p: &VmProbe, point: &Point, budget: &Budget) -> Result<Samples, ProbeError> {
+    check_runnable(p, budget)?;
     let name = p.name;
     let wait = wait_of(name, point)?;
     let n = budget.iterations;
@@ -188,7 +190,8 @@ fn run_inject(p: &MultiProbe, point: &Point, budget: &Budget) -> Result<Samples,
     Ok(s)
 }
 
-fn run_ipi_roundtrip(p: &MultiProbe, point: &Point, budget: &Budget) -> Result<Samples, ProbeError> {
+fn run_ipi_roundtrip(p: &VmProbe, point: &Point, budget: &Budget) -> Result<Samples, ProbeError> {
+    check_runnable(p, budget)?;
     let name = p.name;
     let wait = wait_of(name, point)?;
     let n = budget.iterations;

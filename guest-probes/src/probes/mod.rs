@@ -20,13 +20,15 @@ use crate::vmm::{self, NativeCheck, Vcpu, Vm};
 /// The clock every VM probe uses.
 pub const CLOCK: &str = "guest lfence;rdtsc";
 
-/// One row of the probe table.
+/// One row of the probe table (single- and multi-vCPU probes alike).
 pub(crate) struct VmProbe {
     pub name: &'static str,
     pub description: &'static str,
     pub group: &'static str,
     pub methods: Methods,
     pub support: fn() -> Support,
+    /// The parameter points a default sweep covers ([`no_points`]: the one empty point).
+    pub points: fn() -> Vec<Point>,
     pub run: fn(&VmProbe, &Point, &Budget) -> Result<Samples, ProbeError>,
 }
 
@@ -43,12 +45,20 @@ impl Probe for VmProbe {
     fn support(&self) -> Support {
         (self.support)()
     }
+    fn points(&self) -> Vec<Point> {
+        (self.points)()
+    }
     fn methods(&self) -> Methods {
         self.methods
     }
     fn run(&self, point: &Point, budget: &Budget) -> Result<Samples, ProbeError> {
         (self.run)(self, point, budget)
     }
+}
+
+/// The points of a probe without parameters: the one empty point.
+pub(crate) fn no_points() -> Vec<Point> {
+    vec![Point::none()]
 }
 
 /// Every VM probe, in the order `ivbench list` shows them.

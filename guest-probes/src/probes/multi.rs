@@ -1,5 +1,5 @@
-//! What the multi-vCPU probes (`probes::irq`, `probes::notify`) share: a probe-table row
-//! with parameter points, two pinned vCPU threads that always both end, vCPU preparation
+//! What the multi-vCPU probes (`probes::irq`, `probes::notify`) share: the run checks their
+//! probe-table rows leave to them, two pinned vCPU threads that always both end, vCPU preparation
 //! (native check, timer cost), guest-status access and sample assembly.
 
 use std::fmt::Write as _;
@@ -7,60 +7,27 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::time::Instant;
 
 use kvm_ioctls::Cap;
-use probe_api::{Budget, Method, Methods, Point, Probe, ProbeError, Samples, Support};
+use probe_api::{Budget, Method, Methods, Point, ProbeError, Samples, Support};
 use vm_memory::{GuestAddress, GuestMemoryBackend};
 
-use super::{pin_current_thread, vm_support, CLOCK};
+use super::{pin_current_thread, vm_support, VmProbe, CLOCK};
 use crate::vmm::irqchip::{self, st};
 use crate::vmm::{self, layout, NativeCheck, SharedMemory, Vcpu, Vm};
 
-/// A probe-table row like `VmProbe`, plus parameter points.
-pub(crate) struct MultiProbe {
-    pub name: &'static str,
-    pub description: &'static str,
-    pub group: &'static str,
-    pub methods: Methods,
-    pub support: fn() -> Support,
-    pub points: fn() -> Vec<Point>,
-    pub run: fn(&MultiProbe, &Point, &Budget) -> Result<Samples, ProbeError>,
-}
-
-impl Probe for MultiProbe {
-    fn name(&self) -> &'static str {
-        self.name
+/// The checks the probe table leaves to the multi-vCPU probes: the host must support the
+/// probe, and a per-op-only probe (one delivery per sample) refuses batched budgets.
+pub(crate) fn check_runnable(p: &VmProbe, budget: &Budget) -> Result<(), ProbeError> {
+    if let Support::Unsupported(r) = (p.support)() {
+        return Err(ProbeError::Unsupported(r));
     }
-    fn description(&self) -> &'static str {
-        self.description
+    if p.methods == Methods::PerOpOnly && budget.method != Method::PerOp {
+        return Err(ProbeError::Failed(format!(
+            "{}: only per-op samples make sense for one delivery; {} requested",
+            p.name,
+            budget.method.label()
+        )));
     }
-    fn group(&self) -> &'static str {
-        self.group
-    }
-    fn support(&self) -> Support {
-        (self.support)()
-    }
-    fn points(&self) -> Vec<Point> {
-        (self.points)()
-    }
-    fn methods(&self) -> Methods {
-        self.methods
-    }
-    fn run(&self, point: &Point, budget: &Budget) -> Result<Samples, ProbeError> {
-        if let Support::Unsupported(r) = (self.support)() {
-            return Err(ProbeError::Unsupported(r));
-        }
-        if self.methods == Methods::PerOpOnly && budget.method != Method::PerOp {
-            return Err(ProbeError::Failed(format!(
-                "{}: only per-op samples make sense for one delivery; {} requested",
-                self.name,
-                budget.method.label()
-            )));
-        }
-        (self.run)(self, point, budget)
-    }
-}
-
-pub(crate) fn no_points() -> Vec<Point> {
-    vec![Point::none()]
+    Ok(())
 }
 
 /// How a receiver waits.

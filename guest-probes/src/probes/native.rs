@@ -2,7 +2,7 @@
 
 use probe_api::{Budget, Method, Methods, Metric, Point, ProbeError, Samples};
 
-use super::{in_vm, invalid, vm_support, VmProbe};
+use super::{in_vm, invalid, no_points, vm_support, VmProbe};
 use crate::vmm::backend::MAX_NATIVE_CYCLES_PER_ITER;
 use crate::vmm::Handled;
 
@@ -16,6 +16,7 @@ pub(crate) const LOOP: VmProbe = VmProbe {
     group: "native",
     methods: Methods::Both,
     support: vm_support,
+    points: no_points,
     run,
 };
 

@@ -8,12 +8,13 @@ use std::time::Instant;
 use kvm_bindings::{KVM_CAP_X86_DISABLE_EXITS, KVM_X86_DISABLE_EXITS_MWAIT};
 use probe_api::{Budget, Methods, Metric, Point, ProbeError, Samples, Support};
 
-use super::invalid;
+use super::{invalid, no_points, VmProbe};
 use super::multi::{
+    check_runnable,
     apply_halt_poll, check_iterations, check_one_way, clear_status, counters, halt_points, halt_poll_of, halt_stats, irq_vm,
-    irqchip_support, no_points, prepare, push_exit_stats, push_halt_stats, read_samples,
+    irqchip_support, prepare, push_exit_stats, push_halt_stats, read_samples,
     run_pair, samples, set_stop, shared_atomic, status, stop_and_kick, two_cpus, two_vcpu_support, unexpected_exits,
-    MultiProbe, Prepared,
+    Prepared,
 };
 use crate::vmm::irqchip::{self, st, VEC_IRQ};
 use crate::vmm::{self, layout, Handled, SharedMemory, Vcpu, Vm};
@@ -27,7 +28,7 @@ pub const MWAIT_LINE: u64 = layout::RESULTS + 0x1_1000;
 /// Size of the memfd the two VMs of vm.notify.poll-intervm share.
 pub const SHARED_SIZE: usize = 2 << 20;
 
-pub(crate) const POLL: MultiProbe = MultiProbe {
+pub(crate) const POLL: VmProbe = VmProbe {
     name: "vm.notify.poll",
     description: "two vCPUs of one VM ping-pong two cache lines with PAUSE loops (no exits): vCPU A writes ping = n and \
                   spins until vCPU B echoes it in pong; sample = one round trip (A lfence;rdtsc)",
@@ -38,7 +39,7 @@ pub(crate) const POLL: MultiProbe = MultiProbe {
     run: run_poll,
 };
 
-pub(crate) const POLL_INTERVM: MultiProbe = MultiProbe {
+pub(crate) const POLL_INTERVM: VmProbe = VmProbe {
     name: "vm.notify.poll-intervm",
     description: "the vm.notify.poll round trip between two VMs (one vCPU each, one process, two pinned threads) whose \
                   memslots map one shared memfd region; no exits during the loop",
@@ -49,7 +50,7 @@ pub(crate) const POLL_INTERVM: MultiProbe = MultiProbe {
     run: run_poll_intervm,
 };
 
-pub(crate) const MWAIT: MultiProbe = MultiProbe {
+pub(crate) const MWAIT: VmProbe = VmProbe {
     name: "vm.notify.mwait",
     description: "MONITOR/MWAIT wake-up between two vCPUs with MWAIT exits disabled (KVM_CAP_X86_DISABLE_EXITS, MWAIT): \
                   B MONITORs a line and MWAITs; A stores its lfence;rdtsc there; sample = B's lfence;rdtsc after the \
@@ -61,7 +62,7 @@ pub(crate) const MWAIT: MultiProbe = MultiProbe {
     run: run_mwait,
 };
 
-pub(crate) const HALT: MultiProbe = MultiProbe {
+pub(crate) const HALT: VmProbe = VmProbe {
     name: "vm.notify.halt",
     description: "HLT + interrupt wake-up between two vCPUs (the exit-based baseline for poll / mwait): B halts; A stamps \
                   lfence;rdtsc and sends an x2APIC IPI; sample = B's IDT handler entry - A's stamp (one way)",
@@ -132,7 +133,8 @@ fn pong(vcpu: &mut Vcpu, lines: u64, deadline: Instant) -> Result<(Prepared, Aro
     Ok((prep, (before, halt_stats(vcpu))))
 }
 
-fn run_poll(p: &MultiProbe, _point: &Point, budget: &Budget) -> Result<Samples, ProbeError> {
+fn run_poll(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples, ProbeError> {
+    check_runnable(p, budget)?;
     let name = p.name;
     let n = budget.iterations;
     let batch = batch_of(budget);
@@ -188,7 +190,8 @@ fn run_poll(p: &MultiProbe, _point: &Point, budget: &Budget) -> Result<Samples, 
     Ok(s)
 }
 
-fn run_poll_intervm(p: &MultiProbe, _point: &Point, budget: &Budget) -> Result<Samples, ProbeError> {
+fn run_poll_intervm(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples, ProbeError> {
+    check_runnable(p, budget)?;
     let name = p.name;
     let n = budget.iterations;
     let batch = batch_of(budget);
@@ -306,7 +309,8 @@ fn mwait_support() -> Support {
     Support::Unsupported(format!("{cpu}; {kvm}; MWAIT would exit to KVM, so there is no exit-free MWAIT wake-up to time"))
 }
 
-fn run_mwait(p: &MultiProbe, _point: &Point, budget: &Budget) -> Result<Samples, ProbeError> {
+fn run_mwait(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples, ProbeError> {
+    check_runnable(p, budget)?;
     let name = p.name;
     let n = budget.iterations;
     check_iterations(name, n)?;
@@ -382,7 +386,8 @@ fn run_mwait(p: &MultiProbe, _point: &Point, budget: &Budget) -> Result<Samples,
     Ok(s)
 }
 
-fn run_halt(p: &MultiProbe, point: &Point, budget: &Budget) -> Result<Samples, ProbeError> {
+fn run_halt(p: &VmProbe, point: &Point, budget: &Budget) -> Result<Samples, ProbeError> {
+    check_runnable(p, budget)?;
     let name = p.name;
     let n = budget.iterations;
     check_iterations(name, n)?;

@@ -2,7 +2,7 @@
 
 use probe_api::{Budget, Methods, Point, ProbeError, Samples};
 
-use super::{batch_of, in_vm, invalid, vm_support, VmProbe};
+use super::{batch_of, in_vm, invalid, no_points, vm_support, VmProbe};
 use crate::vmm::{layout, vm::MSR_LSTAR, Handled};
 
 pub(crate) const GETPPID: VmProbe = VmProbe {
@@ -11,6 +11,7 @@ pub(crate) const GETPPID: VmProbe = VmProbe {
     group: "syscall",
     methods: Methods::Both,
     support: vm_support,
+    points: no_points,
     run,
 };
 

@@ -5,7 +5,7 @@ use std::cell::Cell;
 
 use probe_api::{Budget, Methods, Metric, Point, ProbeError, Samples, Support};
 
-use super::{batch_of, in_vm, invalid, vm_support, VmProbe};
+use super::{batch_of, in_vm, invalid, no_points, vm_support, VmProbe};
 use crate::vmm::{self, layout, Exit, Handled};
 
 /// The port the guest asks for a view switch on (al = 1 alternate, 0 default).
@@ -24,6 +24,7 @@ pub(crate) const VMFUNC: VmProbe = VmProbe {
     group: "view",
     methods: Methods::Both,
     support: vmfunc_support,
+    points: no_points,
     run: run_vmfunc,
 };
 
@@ -33,6 +34,7 @@ pub(crate) const HYPERCALL: VmProbe = VmProbe {
     group: "view",
     methods: Methods::Both,
     support: vm_support,
+    points: no_points,
     run: run_hypercall,
 };
 
