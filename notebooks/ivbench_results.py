@@ -34,7 +34,8 @@ BUDGET_10GBE_NS = 67.2
 BUDGET_40GBE_NS = 16.8
 
 #: Figures from the 2014 seed talk (Haswell, 3.2 GHz TSC, round trips), for reference
-#: lines only: (probe that answers the question, low cycles, high cycles, talk's ns).
+#: markers only, keyed by the probe that answers the same question:
+#: (label, low cycles, high cycles, the talk's ns rounding).
 SEED_FIGURES = {
     "vm.syscall.getppid": ("getppid() in VM (2014)", 1300.0, 1300.0, 400.0),
     "vm.hypercall.null": ("null hypercall (2014)", 1500.0, 1600.0, 500.0),
@@ -358,7 +359,7 @@ def percentile_curve(hist: HdrHistogram, tsc_khz: float, units_per_cycle: float 
     i = 1
     while True:
         q = 1.0 - 2.0 ** (-i / ticks_per_half_distance)
-        if total and (1.0 - q) * total < 1.0:
+        if not total or (1.0 - q) * total < 1.0:
             break
         if i > 60 * ticks_per_half_distance:
             break
