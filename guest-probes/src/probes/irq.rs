@@ -1,19 +1,17 @@
 //! Interrupts: `vm.irq.inject` (host irqfd -> guest IDT handler) and `vm.ipi.roundtrip`
 //! (vCPU -> vCPU x2APIC IPI and back). Guest code: `payloads::irq`.
 
-use std::time::Instant;
-
 use probe_api::{Budget, Method, Methods, Metric, Point, ProbeError, Samples};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::{invalid, VmProbe};
 use super::multi::{
-    check_runnable,
-    apply_halt_poll, check_iterations, check_one_way, counters, halt_poll_of, halt_stats, push_exit_stats, push_halt_stats, irq_vm, irqchip_support, median, prepare, read_samples, run_pair, samples,
-    stop_and_kick, two_cpus, unexpected_exits, wait_of, wait_points, guest_atomic, Wait,
+    check_exits, check_one_way, counters, counters_ab, guest_atomic, irq_vm, irqchip_support, median, pins_ab,
+    push_exit_stats, push_halt_stats, read_samples, run_entry_counted, run_pair, samples, stop_and_kick, wait_of,
+    wait_points, IrqVm, Run, Wait,
 };
+use super::{invalid, VmProbe};
 use crate::vmm::irqchip::{self, st, VEC_IRQ};
-use crate::vmm::{layout, Handled};
+use crate::vmm::layout;
 use std::sync::atomic::Ordering;
 
 /// GSI of the irqfd's MSI route.
@@ -55,17 +53,8 @@ fn wait_note(wait: Wait, who: &str, pvm: bool) -> String {
 }
 
 fn run_inject(p: &VmProbe, point: &Point, budget: &Budget) -> Result<Samples, ProbeError> {
-    check_runnable(p, budget)?;
-    let name = p.name;
-    let wait = wait_of(name, point)?;
-    let n = budget.iterations;
-    check_iterations(name, n)?;
-    let cpus = two_cpus(name, budget)?;
-    let deadline = Instant::now() + budget.timeout;
-
-    let halt_poll = halt_poll_of(name, point)?;
-    let (vm, mut vcpus, setup) = irq_vm(name, 1)?;
-    let poll_note = apply_halt_poll(&vm, halt_poll)?;
+    let (Run { name, n, cpus, deadline }, wait) = Run::start_with(p, budget, || wait_of(p.name, point))?;
+    let IrqVm { vm, mut vcpus, setup, poll_note } = irq_vm(name, point, 1)?;
     let mut v0 = vcpus.remove(0);
     let pvm = vm.backend().kind() == crate::vmm::BackendKind::Pvm;
     let evt = EventFd::new(EFD_NONBLOCK).map_err(|e| ProbeError::io(format!("{name}: eventfd"), e))?;
@@ -90,22 +79,15 @@ fn run_inject(p: &VmProbe, point: &Point, budget: &Budget) -> Result<Samples, Pr
         name,
         cpus,
         || {
-            let prep = prepare(&mut v0, deadline)?;
-            v0.stats.reset();
-            let (buf, _) = layout::samples(0);
-            v0.set_entry(vm.entry("irq_recv")?, |r| {
-                r.rdi = buf;
+            let (prep, kvm) = run_entry_counted(&mut v0, "irq_recv", deadline, |r| {
+                r.rdi = layout::samples(0).0;
                 r.rsi = n;
                 r.r15 = layout::params(0);
                 r.rbx = flag;
                 r.r8 = wait.reg();
                 r.r11 = 0;
             })?;
-            let hb = halt_stats(&v0);
-            v0.run(deadline, &mut |_| Handled::No)?;
-            let ha = halt_stats(&v0);
-            let s = read_samples(&v0, n, "irq_recv")?;
-            Ok((s, prep, v0.stats.clone(), unexpected_exits(&v0, 1), (hb, ha)))
+            Ok((read_samples(&v0, n, "irq_recv")?, prep, kvm))
         },
         || {
             // The host sender: wait for READY, (hlt: let the guest halt), stamp, irqfd.
@@ -135,7 +117,7 @@ fn run_inject(p: &VmProbe, point: &Point, budget: &Budget) -> Result<Samples, Pr
         },
         &abort,
     )?;
-    let (cycles, prep, stats, exits, halts) = guest;
+    let (cycles, prep, kvm) = guest;
     check_one_way(name, &cycles)?;
     let c = counters(&vm, 0)?;
     c.check_no_kicks(name, "the guest")?;
@@ -145,9 +127,8 @@ fn run_inject(p: &VmProbe, point: &Point, budget: &Budget) -> Result<Samples, Pr
     if sent != n {
         return Err(invalid(name, format!("host sent {sent} interrupts, expected {n}")));
     }
-    if let Some(e) = exits {
-        return Err(invalid(name, format!("unexpected userspace exits during the loop: {e}")));
-    }
+    check_exits(name, "unexpected userspace exits during the loop", &[(&v0, 1)])?;
+    let stats = &v0.stats;
     let mut s = samples(
         cycles,
         Method::PerOp,
@@ -165,9 +146,9 @@ fn run_inject(p: &VmProbe, point: &Point, budget: &Budget) -> Result<Samples, Pr
         s.notes.push(format!("host sends {settle} cycles (20 us) after the guest announced its HLT, so that it is halted"));
         s.notes.push(c.hlt_note("guest"));
         s.notes.push(poll_note);
-        push_halt_stats(&mut s, "the guest", &halts.0, &halts.1);
+        push_halt_stats(&mut s, "the guest", &kvm);
     }
-    push_exit_stats(&mut s, "the guest", "guest", &halts.0, &halts.1);
+    push_exit_stats(&mut s, "the guest", "guest", &kvm);
     s.notes.push(irqchip::apicv_note(vm.backend().kind()));
     s.notes.push(if same_clock {
         format!(
@@ -182,25 +163,15 @@ fn run_inject(p: &VmProbe, point: &Point, budget: &Budget) -> Result<Samples, Pr
         c.handler, c.spurious, stats.intr
     ));
     s.notes.push(setup.join("; "));
-    s.metrics.push(Metric::new("handler_entries", c.handler as f64, "interrupts"));
-    s.metrics.push(Metric::new("early_hlt_wakes", c.early as f64, "wakes"));
-    s.metrics.push(Metric::new("hlts", c.hlts as f64, "hlt"));
+    c.push_metrics(&mut s);
     s.metrics.push(Metric::new("tsc_offset_guest_minus_host", tsc_off as f64, "cycles"));
     s.metrics.push(Metric::new("userspace_exits", (stats.userspace_exits() - 1) as f64, "exits"));
     Ok(s)
 }
 
 fn run_ipi_roundtrip(p: &VmProbe, point: &Point, budget: &Budget) -> Result<Samples, ProbeError> {
-    check_runnable(p, budget)?;
-    let name = p.name;
-    let wait = wait_of(name, point)?;
-    let n = budget.iterations;
-    check_iterations(name, n)?;
-    let cpus = two_cpus(name, budget)?;
-    let deadline = Instant::now() + budget.timeout;
-    let halt_poll = halt_poll_of(name, point)?;
-    let (vm, mut vcpus, setup) = irq_vm(name, 2)?;
-    let poll_note = apply_halt_poll(&vm, halt_poll)?;
+    let (Run { name, n, cpus, deadline }, wait) = Run::start_with(p, budget, || wait_of(p.name, point))?;
+    let IrqVm { vm, mut vcpus, setup, poll_note } = irq_vm(name, point, 2)?;
     let mut vb = vcpus.remove(1);
     let mut va = vcpus.remove(0);
     let pvm = vm.backend().kind() == crate::vmm::BackendKind::Pvm;
@@ -214,11 +185,8 @@ fn run_ipi_roundtrip(p: &VmProbe, point: &Point, budget: &Budget) -> Result<Samp
         name,
         cpus,
         || {
-            let prep = prepare(&mut va, deadline)?;
-            va.stats.reset();
-            let (buf, _) = layout::samples(0);
-            va.set_entry(vm.entry("ipi_send")?, |r| {
-                r.rdi = buf;
+            let (prep, kvm) = run_entry_counted(&mut va, "ipi_send", deadline, |r| {
+                r.rdi = layout::samples(0).0;
                 r.rsi = n;
                 r.r15 = layout::params(0);
                 r.r10 = layout::params(1);
@@ -227,47 +195,33 @@ fn run_ipi_roundtrip(p: &VmProbe, point: &Point, budget: &Budget) -> Result<Samp
                 r.r8 = wait.reg();
                 r.r9 = delay;
             })?;
-            let hb = halt_stats(&va);
-            va.run(deadline, &mut |_| Handled::No)?;
-            let ha = halt_stats(&va);
-            let s = read_samples(&va, n, "ipi_send")?;
-            Ok((s, prep, va.stats.clone(), unexpected_exits(&va, 1), (hb, ha)))
+            Ok((read_samples(&va, n, "ipi_send")?, prep, kvm))
         },
         || {
-            let prep = prepare(&mut vb, deadline)?;
-            vb.stats.reset();
-            let (buf, _) = layout::samples(1);
-            vb.set_entry(vm.entry("irq_recv")?, |r| {
-                r.rdi = buf;
+            let (prep, kvm) = run_entry_counted(&mut vb, "irq_recv", deadline, |r| {
+                r.rdi = layout::samples(1).0;
                 r.rsi = n;
                 r.r15 = layout::params(1);
                 r.rbx = fb;
                 r.r8 = wait.reg();
                 r.r11 = irqchip::x2apic_icr(0, VEC_IRQ);
             })?;
-            let hb = halt_stats(&vb);
-            vb.run(deadline, &mut |_| Handled::No)?;
-            let ha = halt_stats(&vb);
-            let s = read_samples(&vb, n, "irq_recv")?;
-            Ok((s, prep, vb.stats.clone(), unexpected_exits(&vb, 1), (hb, ha)))
+            Ok((read_samples(&vb, n, "irq_recv")?, prep, kvm))
         },
         &abort,
     )?;
-    let (rt, prep_a, stats_a, exits_a, halts_a) = a;
-    let (one_way, prep_b, stats_b, exits_b, halts_b) = b;
+    let (rt, prep_a, kvm_a) = a;
+    let (one_way, prep_b, kvm_b) = b;
     check_one_way(name, &one_way)?;
-    let (ca, cb) = (counters(&vm, 0)?, counters(&vm, 1)?);
-    ca.check_no_kicks(name, "A")?;
-    cb.check_no_kicks(name, "B")?;
+    let (ca, cb) = counters_ab(name, &vm)?;
     if ca.handler != n || cb.handler != n {
         return Err(invalid(name, format!("handler entries: A {} B {}, expected {n} each", ca.handler, cb.handler)));
     }
     if ca.sent != n || cb.sent != n {
         return Err(invalid(name, format!("IPIs sent: A {} B {}, expected {n} each", ca.sent, cb.sent)));
     }
-    if let Some(e) = exits_a.or(exits_b) {
-        return Err(invalid(name, format!("unexpected userspace exits during the loop: {e}")));
-    }
+    check_exits(name, "unexpected userspace exits during the loop", &[(&va, 1), (&vb, 1)])?;
+    let (stats_a, stats_b) = (&va.stats, &vb.stats);
     let ow = median(&one_way);
     let ow99 = {
         let mut c = one_way.clone();
@@ -279,7 +233,7 @@ fn run_ipi_roundtrip(p: &VmProbe, point: &Point, budget: &Budget) -> Result<Samp
         Method::PerOp,
         &prep_a,
         &[("vCPU B", &prep_b)],
-        &[("vCPU A (0)", cpus[0]), ("vCPU B (1)", cpus[1])],
+        &pins_ab(cpus),
         vm.backend().name(),
     );
     s.notes.push(format!(
@@ -295,11 +249,11 @@ fn run_ipi_roundtrip(p: &VmProbe, point: &Point, budget: &Budget) -> Result<Samp
         s.notes.push(ca.hlt_note("A"));
         s.notes.push(cb.hlt_note("B"));
         s.notes.push(poll_note);
-        push_halt_stats(&mut s, "vCPU A", &halts_a.0, &halts_a.1);
-        push_halt_stats(&mut s, "vCPU B", &halts_b.0, &halts_b.1);
+        push_halt_stats(&mut s, "vCPU A", &kvm_a);
+        push_halt_stats(&mut s, "vCPU B", &kvm_b);
     }
-    push_exit_stats(&mut s, "vCPU A", "a", &halts_a.0, &halts_a.1);
-    push_exit_stats(&mut s, "vCPU B", "b", &halts_b.0, &halts_b.1);
+    push_exit_stats(&mut s, "vCPU A", "a", &kvm_a);
+    push_exit_stats(&mut s, "vCPU B", "b", &kvm_b);
     s.notes.push(format!("one-way A stamp -> B handler entry: median {ow} cycles, p99 {ow99} (metrics one_way_median, one_way_p99)"));
     s.notes.push(irqchip::apicv_note(vm.backend().kind()));
     s.notes.push(format!(

@@ -12,7 +12,7 @@ use vm_memory::{GuestAddress, GuestMemoryBackend};
 
 use super::{pin_current_thread, vm_support, VmProbe, CLOCK};
 use crate::vmm::irqchip::{self, st};
-use crate::vmm::{self, layout, NativeCheck, SharedMemory, Vcpu, Vm};
+use crate::vmm::{self, layout, Handled, NativeCheck, SharedMemory, Vcpu, Vm};
 
 /// The checks the probe table leaves to the multi-vCPU probes: the host must support the
 /// probe, and a per-op-only probe (one delivery per sample) refuses batched budgets.
@@ -108,8 +108,13 @@ pub(crate) fn apply_halt_poll(vm: &Vm, ns: Option<u64>) -> Result<String, ProbeE
     }
 }
 
+/// KVM's statistics of one vCPU (None when KVM_GET_STATS_FD is unavailable).
+pub(crate) type KvmStats = Option<std::collections::BTreeMap<String, u64>>;
+/// KVM's statistics of a vCPU before and after a loop.
+pub(crate) type Around = (KvmStats, KvmStats);
+
 /// KVM's halt counters of `v` now (None when the stats fd is unavailable).
-pub(crate) fn halt_stats(v: &Vcpu) -> Option<std::collections::BTreeMap<String, u64>> {
+pub(crate) fn halt_stats(v: &Vcpu) -> KvmStats {
     vmm::kvmstats::vcpu_stats(v.fd()).ok()
 }
 
@@ -119,13 +124,7 @@ pub(crate) const EXIT_COUNTERS: [&str; 6] = ["exits", "irq_exits", "io_exits", "
 
 /// Notes and metrics from KVM's exit counters taken before and after a loop on `who`
 /// (metric `kvm_exits_<tag>`: every exit to KVM, not only those to userspace).
-pub(crate) fn push_exit_stats(
-    s: &mut Samples,
-    who: &str,
-    tag: &str,
-    before: &Option<std::collections::BTreeMap<String, u64>>,
-    after: &Option<std::collections::BTreeMap<String, u64>>,
-) {
+pub(crate) fn push_exit_stats(s: &mut Samples, who: &str, tag: &str, (before, after): &Around) {
     match (before, after) {
         (Some(b), Some(a)) => {
             let d = vmm::kvmstats::delta(b, a, &EXIT_COUNTERS);
@@ -140,12 +139,7 @@ pub(crate) fn push_exit_stats(
 }
 
 /// Notes and metrics from halt counters taken before and after a loop on vCPU `who`.
-pub(crate) fn push_halt_stats(
-    s: &mut Samples,
-    who: &str,
-    before: &Option<std::collections::BTreeMap<String, u64>>,
-    after: &Option<std::collections::BTreeMap<String, u64>>,
-) {
+pub(crate) fn push_halt_stats(s: &mut Samples, who: &str, (before, after): &Around) {
     match (before, after) {
         (Some(b), Some(a)) => {
             let d = vmm::kvmstats::halt_delta(b, a);
@@ -192,6 +186,45 @@ pub(crate) fn check_iterations(name: &str, n: u64) -> Result<(), ProbeError> {
         return Err(ProbeError::Failed(format!("{name}: {n} iterations requested; 1..={cap} fit the guest sample buffer")));
     }
     Ok(())
+}
+
+/// What every two-vCPU run starts from once its budget passed the checks.
+pub(crate) struct Run {
+    pub name: &'static str,
+    /// Samples requested (`budget.iterations`).
+    pub n: u64,
+    /// The CPUs of the two threads (`two_cpus`).
+    pub cpus: [Option<usize>; 2],
+    /// Every KVM_RUN of the run ends by then (`budget.timeout` from the start).
+    pub deadline: Instant,
+}
+
+impl Run {
+    /// `check_runnable`, `check_iterations` and `two_cpus`, in this order; then the deadline
+    /// starts.
+    pub fn start(p: &VmProbe, budget: &Budget) -> Result<Run, ProbeError> {
+        Run::start_with(p, budget, || Ok(())).map(|(run, ())| run)
+    }
+
+    /// `start`, with the probe's own point parameters parsed by `params` after
+    /// `check_runnable` and before the iteration check.
+    pub fn start_with<T>(
+        p: &VmProbe,
+        budget: &Budget,
+        params: impl FnOnce() -> Result<T, ProbeError>,
+    ) -> Result<(Run, T), ProbeError> {
+        check_runnable(p, budget)?;
+        let t = params()?;
+        let n = budget.iterations;
+        check_iterations(p.name, n)?;
+        let cpus = two_cpus(p.name, budget)?;
+        Ok((Run { name: p.name, n, cpus, deadline: Instant::now() + budget.timeout }, t))
+    }
+}
+
+/// The pinning note labels of a run whose threads are vCPU A (0) and vCPU B (1).
+pub(crate) fn pins_ab(cpus: [Option<usize>; 2]) -> [(&'static str, Option<usize>); 2] {
+    [("vCPU A (0)", cpus[0]), ("vCPU B (1)", cpus[1])]
 }
 
 fn host_cpus() -> usize {
@@ -290,6 +323,45 @@ pub(crate) fn prepare(vcpu: &mut Vcpu, deadline: Instant) -> Result<Prepared, Pr
     let overhead = vcpu.timer_overhead(deadline)?;
     let tsc_khz = vcpu.tsc_khz()?;
     Ok(Prepared { native, overhead, tsc_khz, setup: vcpu.setup().to_string() })
+}
+
+/// One vCPU thread's payload run: `prepare` (on this thread), exit counts reset, `entry`
+/// with the registers `regs` sets, run until the payload's done exit. Returns what
+/// `prepare` measured.
+pub(crate) fn run_entry(
+    v: &mut Vcpu,
+    entry: &str,
+    deadline: Instant,
+    regs: impl FnOnce(&mut kvm_bindings::kvm_regs),
+) -> Result<Prepared, ProbeError> {
+    run_entry_around(v, entry, deadline, regs, |_| ()).map(|(prep, _)| prep)
+}
+
+/// `run_entry`, with KVM's statistics of the vCPU taken right before and after the run.
+pub(crate) fn run_entry_counted(
+    v: &mut Vcpu,
+    entry: &str,
+    deadline: Instant,
+    regs: impl FnOnce(&mut kvm_bindings::kvm_regs),
+) -> Result<(Prepared, Around), ProbeError> {
+    run_entry_around(v, entry, deadline, regs, halt_stats)
+}
+
+fn run_entry_around<T>(
+    v: &mut Vcpu,
+    entry: &str,
+    deadline: Instant,
+    regs: impl FnOnce(&mut kvm_bindings::kvm_regs),
+    around: impl Fn(&Vcpu) -> T,
+) -> Result<(Prepared, (T, T)), ProbeError> {
+    let prep = prepare(v, deadline)?;
+    v.stats.reset();
+    let rip = v.vm().entry(entry)?;
+    v.set_entry(rip, regs)?;
+    let before = around(v);
+    v.run(deadline, &mut |_| Handled::No)?;
+    let after = around(v);
+    Ok((prep, (before, after)))
 }
 
 fn panic_msg(p: Box<dyn std::any::Any + Send>) -> String {
@@ -424,9 +496,30 @@ pub(crate) fn samples(cycles: Vec<u64>, method: Method, prep: &Prepared, others:
     s
 }
 
+/// vCPUs 0 and 1 of `vm` (vCPU A and B), with their status areas cleared.
+pub(crate) fn vcpu_pair(vm: &Vm) -> Result<(Vcpu, Vcpu), ProbeError> {
+    let va = vm.create_vcpu(0)?;
+    let vb = vm.create_vcpu(1)?;
+    clear_status(vm, 0)?;
+    clear_status(vm, 1)?;
+    Ok((va, vb))
+}
+
+/// One VM for interrupt probes, built by `irq_vm`.
+pub(crate) struct IrqVm {
+    pub vm: Vm,
+    pub vcpus: Vec<Vcpu>,
+    /// What `enable_x2apic` says about each vCPU.
+    pub setup: Vec<String>,
+    /// Which halt polling the VM runs with (`apply_halt_poll`).
+    pub poll_note: String,
+}
+
 /// Builds one VM for interrupt probes: in-kernel irqchip, GDT + IDT, `n` vCPUs with the
-/// tables installed, x2APIC enabled and (secondaries) runnable, status areas cleared.
-pub(crate) fn irq_vm(name: &str, n: u32) -> Result<(Vm, Vec<Vcpu>, Vec<String>), ProbeError> {
+/// tables installed, x2APIC enabled and (secondaries) runnable, status areas cleared; the
+/// point's `halt_poll_ns` (`halt_poll_of`) applied.
+pub(crate) fn irq_vm(name: &str, point: &Point, n: u32) -> Result<IrqVm, ProbeError> {
+    let halt_poll = halt_poll_of(name, point)?;
     let vm = Vm::new(name)?;
     irqchip::create_irqchip(&vm)?;
     irqchip::write_tables(&vm)?;
@@ -439,7 +532,8 @@ pub(crate) fn irq_vm(name: &str, n: u32) -> Result<(Vm, Vec<Vcpu>, Vec<String>),
         clear_status(&vm, id)?;
         vcpus.push(v);
     }
-    Ok((vm, vcpus, setup))
+    let poll_note = apply_halt_poll(&vm, halt_poll)?;
+    Ok(IrqVm { vm, vcpus, setup, poll_note })
 }
 
 /// Writes STOP into vCPU `id`'s status area (ignoring errors: used on abort paths).
@@ -447,11 +541,16 @@ pub(crate) fn set_stop(vm: &Vm, id: u32) {
     let _ = vm.write_u64(layout::params(id) + st::STOP, 1);
 }
 
-/// Abort for interrupt probes: STOP every vCPU and kick it out of HLT.
-pub(crate) fn stop_and_kick(vm: &Vm, ids: &[u32]) {
+/// Writes STOP into the status areas of vCPUs `ids` (abort paths).
+pub(crate) fn set_stops(vm: &Vm, ids: &[u32]) {
     for &id in ids {
         set_stop(vm, id);
     }
+}
+
+/// Abort for interrupt probes: STOP every vCPU and kick it out of HLT.
+pub(crate) fn stop_and_kick(vm: &Vm, ids: &[u32]) {
+    set_stops(vm, ids);
     for &id in ids {
         let _ = irqchip::signal_msi(vm, id, irqchip::VEC_KICK);
     }
@@ -469,6 +568,14 @@ pub(crate) struct Counters {
     pub sent: u64,
 }
 
+/// The counters of vCPUs A (0) and B (1), checked for host kicks (`check_no_kicks`).
+pub(crate) fn counters_ab(name: &str, vm: &Vm) -> Result<(Counters, Counters), ProbeError> {
+    let (ca, cb) = (counters(vm, 0)?, counters(vm, 1)?);
+    ca.check_no_kicks(name, "A")?;
+    cb.check_no_kicks(name, "B")?;
+    Ok((ca, cb))
+}
+
 pub(crate) fn counters(vm: &Vm, id: u32) -> Result<Counters, ProbeError> {
     Ok(Counters {
         handler: status(vm, id, st::COUNT)?,
@@ -482,7 +589,6 @@ pub(crate) fn counters(vm: &Vm, id: u32) -> Result<Counters, ProbeError> {
 }
 
 impl Counters {
-    /// "12 early HLT wakes (1.20% of 1000 HLTs), 3 interrupts taken just before a HLT"
     /// Fails when the host had to kick this vCPU (only abort paths do).
     pub fn check_no_kicks(&self, name: &str, who: &str) -> Result<(), ProbeError> {
         if self.kicks != 0 {
@@ -490,6 +596,13 @@ impl Counters {
         }
         Ok(())
     }
+    /// Metrics `handler_entries`, `early_hlt_wakes` and `hlts` of the one receiving vCPU.
+    pub fn push_metrics(&self, s: &mut Samples) {
+        s.metrics.push(probe_api::Metric::new("handler_entries", self.handler as f64, "interrupts"));
+        s.metrics.push(probe_api::Metric::new("early_hlt_wakes", self.early as f64, "wakes"));
+        s.metrics.push(probe_api::Metric::new("hlts", self.hlts as f64, "hlt"));
+    }
+    /// "guest: 12 early HLT wakes (1.20% of 1000 HLTs; ...), 3 interrupts arrived between ..."
     pub fn hlt_note(&self, who: &str) -> String {
         let pct = if self.hlts > 0 { 100.0 * self.early as f64 / self.hlts as f64 } else { 0.0 };
         format!(
@@ -511,5 +624,14 @@ pub(crate) fn unexpected_exits(v: &Vcpu, done_exits: u64) -> Option<String> {
         None
     } else {
         Some(format!("vCPU {}: {} userspace exits ({} done): {:?}", v.id(), exits, done, s))
+    }
+}
+
+/// Fails with `<what>: <exits>` when one of the vCPUs had userspace exits beyond its
+/// expected done exits (`unexpected_exits`; the first such vCPU is reported).
+pub(crate) fn check_exits(name: &str, what: &str, vcpus: &[(&Vcpu, u64)]) -> Result<(), ProbeError> {
+    match vcpus.iter().find_map(|&(v, done_exits)| unexpected_exits(v, done_exits)) {
+        Some(e) => Err(super::invalid(name, format!("{what}: {e}"))),
+        None => Ok(()),
     }
 }

@@ -8,14 +8,12 @@ use std::time::Instant;
 use kvm_bindings::{KVM_CAP_X86_DISABLE_EXITS, KVM_X86_DISABLE_EXITS_MWAIT};
 use probe_api::{Budget, Methods, Metric, Point, ProbeError, Samples, Support};
 
-use super::{invalid, no_points, VmProbe};
 use super::multi::{
-    check_runnable,
-    apply_halt_poll, check_iterations, check_one_way, clear_status, counters, halt_points, halt_poll_of, halt_stats, irq_vm,
-    irqchip_support, prepare, push_exit_stats, push_halt_stats, read_samples,
-    run_pair, samples, set_stop, shared_atomic, status, stop_and_kick, two_cpus, two_vcpu_support, unexpected_exits,
-    Prepared,
+    check_exits, check_one_way, clear_status, counters_ab, halt_points, halt_stats, irq_vm, irqchip_support, pins_ab,
+    prepare, push_exit_stats, push_halt_stats, read_samples, run_entry, run_entry_counted, run_pair, samples, set_stop,
+    set_stops, shared_atomic, status, stop_and_kick, two_vcpu_support, vcpu_pair, Around, IrqVm, Prepared, Run,
 };
+use super::{batch_of, invalid, no_points, VmProbe};
 use crate::vmm::irqchip::{self, st, VEC_IRQ};
 use crate::vmm::{self, layout, Handled, SharedMemory, Vcpu, Vm};
 use std::sync::atomic::Ordering;
@@ -73,10 +71,6 @@ pub(crate) const HALT: VmProbe = VmProbe {
     run: run_halt,
 };
 
-fn batch_of(budget: &Budget) -> u64 {
-    u64::from(budget.method.batch().max(1))
-}
-
 fn per_op(raw: Vec<u64>, batch: u64) -> Vec<u64> {
     if batch > 1 {
         raw.iter().map(|c| (c + batch / 2) / batch).collect()
@@ -86,10 +80,6 @@ fn per_op(raw: Vec<u64>, batch: u64) -> Vec<u64> {
 }
 
 /// The initiator side of a ping-pong: run_sampling of `poll_ping`, then STOP the responder.
-type KvmStats = Option<std::collections::BTreeMap<String, u64>>;
-/// KVM's vCPU statistics before and after a loop.
-type Around = (KvmStats, KvmStats);
-
 fn ping(
     vcpu: &mut Vcpu,
     n: u64,
@@ -120,62 +110,53 @@ fn ping(
 
 /// The responder: `poll_pong` until STOP.
 fn pong(vcpu: &mut Vcpu, lines: u64, deadline: Instant) -> Result<(Prepared, Around), ProbeError> {
-    let prep = prepare(vcpu, deadline)?;
-    vcpu.stats.reset();
     let status_area = layout::params(vcpu.id());
-    let rip = vcpu.vm().entry("poll_pong")?;
-    vcpu.set_entry(rip, |r| {
+    run_entry_counted(vcpu, "poll_pong", deadline, |r| {
         r.r10 = lines;
         r.r15 = status_area;
-    })?;
-    let before = halt_stats(vcpu);
-    vcpu.run(deadline, &mut |_| Handled::No)?;
-    Ok((prep, (before, halt_stats(vcpu))))
+    })
+}
+
+/// What a ping-pong returns: A's raw samples, what both vCPUs' `prepare` measured and KVM's
+/// statistics of both around their loops.
+type PingPong = ((Vec<u64>, Prepared, Around), (Prepared, Around));
+
+/// The ping-pong of vCPU `va` (`ping`, timed) against vCPU `vb` (`pong`) on the two lines at
+/// `lines`: A stops B when it is done; a failure of either stops both.
+fn ping_pong(run: &Run, batch: u64, lines: u64, va: &mut Vcpu, vb: &mut Vcpu) -> Result<PingPong, ProbeError> {
+    let (vm_a, id_a) = (va.vm().clone(), va.id());
+    let (vm_b, id_b) = (vb.vm().clone(), vb.id());
+    let vm_b2 = vm_b.clone();
+    let abort = move || {
+        set_stop(&vm_a, id_a);
+        set_stop(&vm_b, id_b);
+    };
+    let stop_b = move || set_stop(&vm_b2, id_b);
+    let deadline = run.deadline;
+    run_pair(run.name, run.cpus, || ping(va, run.n, batch, lines, deadline, &stop_b), || pong(vb, lines, deadline), &abort)
+}
+
+/// Fails when a ping-pong of `n` samples had userspace exits beyond A's done exits (one per
+/// sample-buffer chunk) and B's one.
+fn check_ping_pong_exits(name: &str, va: &Vcpu, vb: &Vcpu, n: u64) -> Result<u64, ProbeError> {
+    let chunks = (n - 1) / layout::samples(0).1 + 1;
+    check_exits(name, "userspace exits during the loop", &[(va, chunks), (vb, 1)])?;
+    Ok(chunks)
 }
 
 fn run_poll(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples, ProbeError> {
-    check_runnable(p, budget)?;
-    let name = p.name;
-    let n = budget.iterations;
-    let batch = batch_of(budget);
-    check_iterations(name, n)?;
-    let cpus = two_cpus(name, budget)?;
-    let deadline = Instant::now() + budget.timeout;
+    let run = Run::start(p, budget)?;
+    let (name, n, batch) = (run.name, run.n, batch_of(budget));
     let vm = Vm::new(name)?;
-    let mut va = vm.create_vcpu(0)?;
-    let mut vb = vm.create_vcpu(1)?;
-    clear_status(&vm, 0)?;
-    clear_status(&vm, 1)?;
+    let (mut va, mut vb) = vcpu_pair(&vm)?;
     vm.fill_u64s(POLL_LINES, 16, 0)?;
-    let (vm1, vm2) = (vm.clone(), vm.clone());
-    let abort = move || {
-        set_stop(&vm1, 0);
-        set_stop(&vm1, 1);
-    };
-    let stop_b = move || set_stop(&vm2, 1);
-    let ((raw, prep_a, ka), (prep_b, kb)) = run_pair(
-        name,
-        cpus,
-        || ping(&mut va, n, batch, POLL_LINES, deadline, &stop_b),
-        || pong(&mut vb, POLL_LINES, deadline),
-        &abort,
-    )?;
+    let ((raw, prep_a, ka), (prep_b, kb)) = ping_pong(&run, batch, POLL_LINES, &mut va, &mut vb)?;
     let echoes = status(&vm, 1, st::COUNT)?;
     if echoes != n * batch {
         return Err(invalid(name, format!("B echoed {echoes} pings, expected {}", n * batch)));
     }
-    let chunks = (n - 1) / layout::samples(0).1 + 1;
-    if let Some(e) = unexpected_exits(&va, chunks).or(unexpected_exits(&vb, 1)) {
-        return Err(invalid(name, format!("userspace exits during the loop: {e}")));
-    }
-    let mut s = samples(
-        per_op(raw, batch),
-        budget.method,
-        &prep_a,
-        &[("vCPU B", &prep_b)],
-        &[("vCPU A (0)", cpus[0]), ("vCPU B (1)", cpus[1])],
-        vm.backend().name(),
-    );
+    check_ping_pong_exits(name, &va, &vb, n)?;
+    let mut s = samples(per_op(raw, batch), budget.method, &prep_a, &[("vCPU B", &prep_b)], &pins_ab(run.cpus), vm.backend().name());
     s.notes.push(format!(
         "ping at GPA {POLL_LINES:#x}, pong at {:#x} (separate cache lines, one writer each); PAUSE in both spin loops; \
          {echoes} echoes; 0 userspace exits during the loop (EINTR: A {} B {})",
@@ -185,19 +166,14 @@ fn run_poll(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples, Pro
     ));
     s.metrics.push(Metric::new("echoes", echoes as f64, "round trips"));
     s.metrics.push(Metric::new("userspace_exits", 0.0, "exits"));
-    push_exit_stats(&mut s, "vCPU A", "a", &ka.0, &ka.1);
-    push_exit_stats(&mut s, "vCPU B", "b", &kb.0, &kb.1);
+    push_exit_stats(&mut s, "vCPU A", "a", &ka);
+    push_exit_stats(&mut s, "vCPU B", "b", &kb);
     Ok(s)
 }
 
 fn run_poll_intervm(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples, ProbeError> {
-    check_runnable(p, budget)?;
-    let name = p.name;
-    let n = budget.iterations;
-    let batch = batch_of(budget);
-    check_iterations(name, n)?;
-    let cpus = two_cpus(name, budget)?;
-    let deadline = Instant::now() + budget.timeout;
+    let run = Run::start(p, budget)?;
+    let (name, n, batch) = (run.name, run.n, batch_of(budget));
     let shm = SharedMemory::new(SHARED_SIZE)?;
     for off in (0..128).step_by(8) {
         shared_atomic(&shm, off).store(0, Ordering::SeqCst);
@@ -210,19 +186,7 @@ fn run_poll_intervm(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samp
     let mut vb = vm_b.create_vcpu(0)?;
     clear_status(&vm_a, 0)?;
     clear_status(&vm_b, 0)?;
-    let (a1, b1, b2) = (vm_a.clone(), vm_b.clone(), vm_b.clone());
-    let abort = move || {
-        set_stop(&a1, 0);
-        set_stop(&b1, 0);
-    };
-    let stop_b = move || set_stop(&b2, 0);
-    let ((raw, prep_a, ka), (prep_b, kb)) = run_pair(
-        name,
-        cpus,
-        || ping(&mut va, n, batch, layout::SHARED_GPA, deadline, &stop_b),
-        || pong(&mut vb, layout::SHARED_GPA, deadline),
-        &abort,
-    )?;
+    let ((raw, prep_a, ka), (prep_b, kb)) = ping_pong(&run, batch, layout::SHARED_GPA, &mut va, &mut vb)?;
     let echoes = status(&vm_b, 0, st::COUNT)?;
     if echoes != n * batch {
         return Err(invalid(name, format!("VM B echoed {echoes} pings, expected {}", n * batch)));
@@ -231,16 +195,13 @@ fn run_poll_intervm(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samp
     if host_ping != n * batch {
         return Err(invalid(name, format!("the shared memfd holds ping {host_ping}, expected {}", n * batch)));
     }
-    let chunks = (n - 1) / layout::samples(0).1 + 1;
-    if let Some(e) = unexpected_exits(&va, chunks).or(unexpected_exits(&vb, 1)) {
-        return Err(invalid(name, format!("userspace exits during the loop: {e}")));
-    }
+    let chunks = check_ping_pong_exits(name, &va, &vb, n)?;
     let mut s = samples(
         per_op(raw, batch),
         budget.method,
         &prep_a,
         &[("VM B's vCPU", &prep_b)],
-        &[("VM A vCPU", cpus[0]), ("VM B vCPU", cpus[1])],
+        &[("VM A vCPU", run.cpus[0]), ("VM B vCPU", run.cpus[1])],
         vm_a.backend().name(),
     );
     s.notes.push(format!(
@@ -259,8 +220,8 @@ fn run_poll_intervm(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samp
     ));
     s.metrics.push(Metric::new("echoes", echoes as f64, "round trips"));
     s.metrics.push(Metric::new("userspace_exits", 0.0, "exits"));
-    push_exit_stats(&mut s, "VM A's vCPU", "a", &ka.0, &ka.1);
-    push_exit_stats(&mut s, "VM B's vCPU", "b", &kb.0, &kb.1);
+    push_exit_stats(&mut s, "VM A's vCPU", "a", &ka);
+    push_exit_stats(&mut s, "VM B's vCPU", "b", &kb);
     Ok(s)
 }
 
@@ -310,63 +271,42 @@ fn mwait_support() -> Support {
 }
 
 fn run_mwait(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples, ProbeError> {
-    check_runnable(p, budget)?;
-    let name = p.name;
-    let n = budget.iterations;
-    check_iterations(name, n)?;
-    let cpus = two_cpus(name, budget)?;
-    let deadline = Instant::now() + budget.timeout;
+    let Run { name, n, cpus, deadline } = Run::start(p, budget)?;
     let vm = Vm::new(name)?;
     irqchip::disable_exits(&vm, KVM_X86_DISABLE_EXITS_MWAIT)?;
-    let mut va = vm.create_vcpu(0)?;
-    let mut vb = vm.create_vcpu(1)?;
-    clear_status(&vm, 0)?;
-    clear_status(&vm, 1)?;
+    let (mut va, mut vb) = vcpu_pair(&vm)?;
     vm.write_u64(MWAIT_LINE, 0)?;
     let settle = irqchip::settle_cycles(va.tsc_khz()?);
     let vm1 = vm.clone();
     let abort = move || {
-        set_stop(&vm1, 0);
-        set_stop(&vm1, 1);
+        set_stops(&vm1, &[0, 1]);
         let _ = vm1.write_u64(MWAIT_LINE, 1); // wakes a monitor
     };
     let (prep_a, (cycles, prep_b)) = run_pair(
         name,
         cpus,
         || {
-            let prep = prepare(&mut va, deadline)?;
-            va.stats.reset();
-            let rip = vm.entry("notify_store")?;
-            va.set_entry(rip, |r| {
+            run_entry(&mut va, "notify_store", deadline, |r| {
                 r.rsi = n;
                 r.r9 = settle;
                 r.r10 = layout::params(1);
                 r.r11 = MWAIT_LINE;
                 r.r15 = layout::params(0);
-            })?;
-            va.run(deadline, &mut |_| Handled::No)?;
-            Ok(prep)
+            })
         },
         || {
-            let prep = prepare(&mut vb, deadline)?;
-            vb.stats.reset();
-            let (buf, _) = layout::samples(1);
-            let rip = vm.entry("mwait_recv")?;
-            vb.set_entry(rip, |r| {
-                r.rdi = buf;
+            let prep = run_entry(&mut vb, "mwait_recv", deadline, |r| {
+                r.rdi = layout::samples(1).0;
                 r.rsi = n;
                 r.r11 = MWAIT_LINE;
                 r.r15 = layout::params(1);
             })?;
-            vb.run(deadline, &mut |_| Handled::No)?;
             Ok((read_samples(&vb, n, "mwait_recv")?, prep))
         },
         &abort,
     )?;
     check_one_way(name, &cycles)?;
-    if let Some(e) = unexpected_exits(&va, 1).or(unexpected_exits(&vb, 1)) {
-        return Err(invalid(name, format!("userspace exits during the loop: {e}")));
-    }
+    check_exits(name, "userspace exits during the loop", &[(&va, 1), (&vb, 1)])?;
     let mwaits = status(&vm, 1, st::MWAITS)?;
     let early = status(&vm, 1, st::EARLY)?;
     let mut s = samples(
@@ -374,7 +314,7 @@ fn run_mwait(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples, Pr
         probe_api::Method::PerOp,
         &prep_b,
         &[("vCPU A", &prep_a)],
-        &[("vCPU A (0)", cpus[0]), ("vCPU B (1)", cpus[1])],
+        &pins_ab(cpus),
         vm.backend().name(),
     );
     s.notes.push(format!(
@@ -387,15 +327,8 @@ fn run_mwait(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples, Pr
 }
 
 fn run_halt(p: &VmProbe, point: &Point, budget: &Budget) -> Result<Samples, ProbeError> {
-    check_runnable(p, budget)?;
-    let name = p.name;
-    let n = budget.iterations;
-    check_iterations(name, n)?;
-    let cpus = two_cpus(name, budget)?;
-    let deadline = Instant::now() + budget.timeout;
-    let halt_poll = halt_poll_of(name, point)?;
-    let (vm, mut vcpus, setup) = irq_vm(name, 2)?;
-    let poll_note = apply_halt_poll(&vm, halt_poll)?;
+    let Run { name, n, cpus, deadline } = Run::start(p, budget)?;
+    let IrqVm { vm, mut vcpus, setup, poll_note } = irq_vm(name, point, 2)?;
     let mut vb = vcpus.remove(1);
     let mut va = vcpus.remove(0);
     let settle = irqchip::settle_cycles(va.tsc_khz()?);
@@ -406,9 +339,7 @@ fn run_halt(p: &VmProbe, point: &Point, budget: &Budget) -> Result<Samples, Prob
         name,
         cpus,
         || {
-            let prep = prepare(&mut va, deadline)?;
-            va.stats.reset();
-            va.set_entry(vm.entry("ipi_send")?, |r| {
+            run_entry(&mut va, "ipi_send", deadline, |r| {
                 r.rdi = layout::samples(0).0;
                 r.rsi = n;
                 r.r15 = layout::params(0);
@@ -417,14 +348,10 @@ fn run_halt(p: &VmProbe, point: &Point, budget: &Budget) -> Result<Samples, Prob
                 r.rbx = fa;
                 r.r8 = 2; // one way: no reply
                 r.r9 = settle;
-            })?;
-            va.run(deadline, &mut |_| Handled::No)?;
-            Ok((prep, unexpected_exits(&va, 1), va.stats.intr))
+            })
         },
         || {
-            let prep = prepare(&mut vb, deadline)?;
-            vb.stats.reset();
-            vb.set_entry(vm.entry("irq_recv")?, |r| {
+            let (prep, kvm) = run_entry_counted(&mut vb, "irq_recv", deadline, |r| {
                 r.rdi = layout::samples(1).0;
                 r.rsi = n;
                 r.r15 = layout::params(1);
@@ -432,35 +359,28 @@ fn run_halt(p: &VmProbe, point: &Point, budget: &Budget) -> Result<Samples, Prob
                 r.r8 = 1; // HLT
                 r.r11 = 0;
             })?;
-            let hb = halt_stats(&vb);
-            vb.run(deadline, &mut |_| Handled::No)?;
-            let ha = halt_stats(&vb);
-            Ok((read_samples(&vb, n, "irq_recv")?, (prep, unexpected_exits(&vb, 1), vb.stats.intr, (hb, ha))))
+            Ok((read_samples(&vb, n, "irq_recv")?, (prep, kvm)))
         },
         &abort,
     )?;
-    let (prep_a, exits_a, intr_a) = prep_a;
-    let (prep_b, exits_b, intr_b, halts_b) = prep_b;
+    let (prep_b, kvm_b) = prep_b;
     check_one_way(name, &cycles)?;
-    let (ca, cb) = (counters(&vm, 0)?, counters(&vm, 1)?);
-    ca.check_no_kicks(name, "A")?;
-    cb.check_no_kicks(name, "B")?;
+    let (ca, cb) = counters_ab(name, &vm)?;
     if cb.handler != n || ca.sent != n || ca.handler != 0 {
         return Err(invalid(
             name,
             format!("B's handler ran {} times, A sent {} IPIs and took {} interrupts; expected {n}, {n}, 0", cb.handler, ca.sent, ca.handler),
         ));
     }
-    if let Some(e) = exits_a.or(exits_b) {
-        return Err(invalid(name, format!("userspace exits during the loop: {e}")));
-    }
+    check_exits(name, "userspace exits during the loop", &[(&va, 1), (&vb, 1)])?;
+    let (intr_a, intr_b) = (va.stats.intr, vb.stats.intr);
     let pvm = vm.backend().kind() == vmm::BackendKind::Pvm;
     let mut s = samples(
         cycles,
         probe_api::Method::PerOp,
         &prep_b,
         &[("vCPU A", &prep_a)],
-        &[("vCPU A (0)", cpus[0]), ("vCPU B (1)", cpus[1])],
+        &pins_ab(cpus),
         vm.backend().name(),
     );
     s.notes.push(format!(
@@ -471,16 +391,14 @@ fn run_halt(p: &VmProbe, point: &Point, budget: &Budget) -> Result<Samples, Prob
     ));
     s.notes.push(cb.hlt_note("B"));
     s.notes.push(poll_note);
-    push_halt_stats(&mut s, "vCPU B", &halts_b.0, &halts_b.1);
-    push_exit_stats(&mut s, "vCPU B", "b", &halts_b.0, &halts_b.1);
+    push_halt_stats(&mut s, "vCPU B", &kvm_b);
+    push_exit_stats(&mut s, "vCPU B", "b", &kvm_b);
     s.notes.push(irqchip::apicv_note(vm.backend().kind()));
     s.notes.push(format!(
         "B's handler ran {} times; A sent {} IPIs; spurious: {}; 0 userspace exits during the loop; EINTR: A {intr_a} B {intr_b}",
         cb.handler, ca.sent, cb.spurious
     ));
     s.notes.push(setup.join("; "));
-    s.metrics.push(Metric::new("handler_entries", cb.handler as f64, "interrupts"));
-    s.metrics.push(Metric::new("early_hlt_wakes", cb.early as f64, "wakes"));
-    s.metrics.push(Metric::new("hlts", cb.hlts as f64, "hlt"));
+    cb.push_metrics(&mut s);
     Ok(s)
 }
