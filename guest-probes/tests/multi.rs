@@ -5,7 +5,11 @@
 use std::time::Duration;
 
 use guest_probes::probes;
-use probe_api::{Budget, Method, Point, Probe, Samples, Support};
+use probe_api::{Budget, Method, Point, Samples, Support};
+
+mod common;
+// These tests skip only without /dev/kvm; one that exists but does not open fails them.
+use common::{have_kvm_device, metric, probe};
 
 /// The probes pin two spinning threads to CPUs 0 and 1: tests that run them must not
 /// overlap (cargo runs tests in parallel), or each would measure the other.
@@ -13,19 +17,6 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn have_kvm() -> bool {
-    if std::path::Path::new("/dev/kvm").exists() {
-        return true;
-    }
-    println!("SKIPPED: no /dev/kvm");
-    eprintln!("SKIPPED: no /dev/kvm");
-    false
-}
-
-fn probe(name: &str) -> Box<dyn Probe> {
-    probes().into_iter().find(|p| p.name() == name).unwrap_or_else(|| panic!("no probe {name}"))
 }
 
 fn budget(iterations: u64, method: Method) -> Budget {
@@ -36,10 +27,6 @@ fn pct(s: &Samples, q: f64) -> u64 {
     let mut c = s.cycles.clone();
     c.sort_unstable();
     c[((c.len() as f64 * q) as usize).min(c.len() - 1)]
-}
-
-fn metric(s: &Samples, name: &str) -> f64 {
-    s.metrics.iter().find(|m| m.name == name).unwrap_or_else(|| panic!("no metric {name} in {:?}", s.metrics)).value
 }
 
 /// Runs one point and checks the common contract.
@@ -80,7 +67,7 @@ fn points_and_table() {
 
 #[test]
 fn bad_point_and_same_cpu_are_refused() {
-    if !have_kvm() {
+    if !have_kvm_device() {
         return;
     }
     let _serial = serial();
@@ -97,7 +84,7 @@ fn bad_point_and_same_cpu_are_refused() {
 
 #[test]
 fn irq_inject_spin_and_hlt() {
-    if !have_kvm() {
+    if !have_kvm_device() {
         return;
     }
     let _serial = serial();
@@ -135,7 +122,7 @@ fn check_halt_polling(s: &Samples, point: &Point, tag: &str) {
 
 #[test]
 fn ipi_roundtrip_spin_and_hlt() {
-    if !have_kvm() {
+    if !have_kvm_device() {
         return;
     }
     let _serial = serial();
@@ -158,7 +145,7 @@ fn ipi_roundtrip_spin_and_hlt() {
 
 #[test]
 fn notify_poll_one_vm() {
-    if !have_kvm() {
+    if !have_kvm_device() {
         return;
     }
     let _serial = serial();
@@ -175,7 +162,7 @@ fn notify_poll_one_vm() {
 
 #[test]
 fn notify_poll_between_vms() {
-    if !have_kvm() {
+    if !have_kvm_device() {
         return;
     }
     let _serial = serial();
@@ -202,7 +189,7 @@ fn assert_no_exit_per_round_trip(s: &Samples, n: u64) {
 
 #[test]
 fn notify_halt() {
-    if !have_kvm() {
+    if !have_kvm_device() {
         return;
     }
     let _serial = serial();
@@ -226,7 +213,7 @@ fn host_has_monitor() -> bool {
 
 #[test]
 fn notify_mwait_support_matches_this_host() {
-    if !have_kvm() {
+    if !have_kvm_device() {
         return;
     }
     let _serial = serial();
@@ -258,7 +245,7 @@ fn notify_mwait_support_matches_this_host() {
 /// watchdog stops the timing side, the abort stops (and kicks out of HLT) the other side.
 #[test]
 fn deadline_stops_both_sides() {
-    if !have_kvm() {
+    if !have_kvm_device() {
         return;
     }
     let _serial = serial();
@@ -290,7 +277,7 @@ fn deadline_stops_both_sides() {
 #[test]
 #[ignore]
 fn figures() {
-    if !have_kvm() {
+    if !have_kvm_device() {
         return;
     }
     let _serial = serial();
@@ -341,7 +328,7 @@ fn figures() {
 /// 10 s watchdog and fails.
 #[test]
 fn handler_steps_over_a_pending_hlt() {
-    if !have_kvm() {
+    if !have_kvm_device() {
         return;
     }
     let _serial = serial();

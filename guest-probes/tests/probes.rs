@@ -4,25 +4,10 @@
 use std::time::Duration;
 
 use guest_probes::{backend_report, probes};
-use probe_api::{Budget, Method, Point, Probe, ProbeError, Samples, Support};
+use probe_api::{Budget, Method, Point, ProbeError, Samples, Support};
 
-fn have_kvm() -> bool {
-    if !std::path::Path::new("/dev/kvm").exists() {
-        println!("SKIPPED: no /dev/kvm");
-        eprintln!("SKIPPED: no /dev/kvm");
-        return false;
-    }
-    if let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
-        println!("SKIPPED: /dev/kvm cannot be opened ({e})");
-        eprintln!("SKIPPED: /dev/kvm cannot be opened ({e})");
-        return false;
-    }
-    true
-}
-
-fn probe(name: &str) -> Box<dyn Probe> {
-    probes().into_iter().find(|p| p.name() == name).unwrap_or_else(|| panic!("no probe {name}"))
-}
+mod common;
+use common::{have_kvm, metric, probe};
 
 fn budget(iterations: u64, method: Method) -> Budget {
     Budget { iterations, duration: None, cpus: vec![0], method, timeout: Duration::from_secs(120) }
@@ -66,7 +51,7 @@ fn native_loop_is_native() {
     let p = probe("vm.native.loop");
     let s = p.run(&Point::none(), &budget(200, Method::Batched { batch: 100_000 })).unwrap();
     assert_eq!(s.cycles.len(), 200);
-    let cpi = s.metrics.iter().find(|m| m.name == "cycles_per_iteration_median").unwrap().value;
+    let cpi = metric(&s, "cycles_per_iteration_median");
     println!("vm.native.loop: {cpi:.3} cycles/iteration");
     assert!(cpi < 10.0, "{cpi} cycles per iteration: emulated?");
     // Batched samples keep their fraction (thousandths of a cycle) and agree with the metric.
@@ -85,7 +70,7 @@ fn null_hypercall_returns_enosys() {
         return;
     }
     let s = run_both("vm.hypercall.null", 300);
-    let ret = s.metrics.iter().find(|m| m.name == "hypercall_return").unwrap().value;
+    let ret = metric(&s, "hypercall_return");
     let r = backend_report();
     let want = if r.backend == "kvm_pvm" { -38.0 } else { -1000.0 };
     assert_eq!(ret, want, "unknown hypercall returned {ret}");
@@ -98,7 +83,7 @@ fn pio_exit() {
         return;
     }
     let s = run_both("vm.exit.pio", 300);
-    let exits = s.metrics.iter().find(|m| m.name == "userspace_exits").unwrap().value;
+    let exits = metric(&s, "userspace_exits");
     assert_eq!(exits, 300.0);
 }
 
@@ -113,9 +98,8 @@ fn pio_kernel_exit_stays_in_kernel() {
         return;
     }
     let s = run_both("vm.exit.pio-kernel", 300);
-    let m = |n: &str| s.metrics.iter().find(|m| m.name == n).unwrap().value;
-    assert_eq!(m("userspace_exits"), 0.0);
-    assert_eq!(m("eventfd_count"), 300.0);
+    assert_eq!(metric(&s, "userspace_exits"), 0.0);
+    assert_eq!(metric(&s, "eventfd_count"), 300.0);
 }
 
 #[test]
@@ -124,7 +108,7 @@ fn mmio_exit() {
         return;
     }
     let s = run_both("vm.exit.mmio", 300);
-    let exits = s.metrics.iter().find(|m| m.name == "userspace_exits").unwrap().value;
+    let exits = metric(&s, "userspace_exits");
     assert_eq!(exits, 300.0);
 }
 
@@ -158,7 +142,7 @@ fn view_hypercall_hides_protected_pages() {
     }
     let s = run_both("vm.view.hypercall", 100);
     assert!(s.notes.iter().any(|n| n.contains("exited as KVM_EXIT_MMIO") && n.contains("never saw the secret")), "{:?}", s.notes);
-    let sw = s.metrics.iter().find(|m| m.name == "view_switches").unwrap().value;
+    let sw = metric(&s, "view_switches");
     assert_eq!(sw, 2.0 + 2.0 * 100.0);
 }
 
@@ -231,6 +215,6 @@ fn duration_budget_stops_early_and_says_so() {
     assert!(!s.cycles.is_empty() && (s.cycles.len() as u64) < 10_000_000);
     assert!(s.notes.iter().any(|n| n.contains("stopped at the budget's duration")), "{:?}", s.notes);
     assert!(took < Duration::from_secs(30), "{took:?}");
-    let exits = s.metrics.iter().find(|m| m.name == "userspace_exits").unwrap().value;
+    let exits = metric(&s, "userspace_exits");
     assert_eq!(exits, s.cycles.len() as f64);
 }

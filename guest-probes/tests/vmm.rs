@@ -6,19 +6,8 @@ use std::time::{Duration, Instant};
 use guest_probes::vmm::{self, layout, Handled, SharedMemory, Vm};
 use probe_api::ProbeError;
 
-fn have_kvm() -> bool {
-    if !std::path::Path::new("/dev/kvm").exists() {
-        println!("SKIPPED: no /dev/kvm");
-        eprintln!("SKIPPED: no /dev/kvm");
-        return false;
-    }
-    if let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
-        println!("SKIPPED: /dev/kvm cannot be opened ({e})");
-        eprintln!("SKIPPED: /dev/kvm cannot be opened ({e})");
-        return false;
-    }
-    true
-}
+mod common;
+use common::have_kvm;
 
 #[test]
 fn native_execution_is_verified() {
