@@ -67,14 +67,7 @@ guest_payload!(
 # Wait with interrupts enabled, polling STAMP; STOP jumps to \stop.
 .macro IVB_SPIN_WAIT stop
     IVB_IRQ_ON
-.Lsw_top\@:
-    cmpq $0, 0x00(%r15)
-    jne .Lsw_got\@
-    cmpq $0, 0x20(%r15)
-    jne \stop
-    pause
-    jmp .Lsw_top\@
-.Lsw_got\@:
+    IVB_POLL_SET 0x00(%r15), \stop
 .endm
 # Wait in HLT until STAMP is set; early wakes are counted and HLT re-entered.
 .macro IVB_HLT_WAIT stop
@@ -196,8 +189,7 @@ ivb_irq_recv:
 4:
     mov 0x00(%r15), %rax
     sub 0x18(%r15), %rax        # handler entry - sender's stamp
-    mov %rax, (%rdi)
-    add $8, %rdi
+    IVB_SAMPLE %rax
     IVB_EOI
     dec %r14
     jnz 1b
@@ -218,23 +210,12 @@ ivb_ipi_send:
     mov %rsi, %r14
     IVB_IRQ_ON
 1:
-    cmpq $0, 0x10(%r10)         # peer READY?
-    jne 2f
-    cmpq $0, 0x20(%r15)
-    jne 9f
-    pause
-    jmp 1b
-2:
+    IVB_POLL_SET 0x10(%r10), 9f # peer READY?
     movq $0, 0x10(%r10)
     movq $0, 0x00(%r15)         # our STAMP: the reply has not come yet
     test %r9, %r9
     jz 4f
-    IVB_TSC %r12
-3:
-    IVB_TSC %rax
-    sub %r12, %rax
-    cmp %r9, %rax
-    jb 3b
+    IVB_DELAY %r9
 4:
     IVB_TSC %r13                # t0
     mov %r13, 0x18(%r10)        # peer's SRC
@@ -251,8 +232,7 @@ ivb_ipi_send:
 6:
     mov 0x00(%r15), %rax
     sub %r13, %rax              # our handler entry - t0: the round trip
-    mov %rax, (%rdi)
-    add $8, %rdi
+    IVB_SAMPLE %rax
     IVB_EOI
 8:
     dec %r14

@@ -20,6 +20,11 @@
 //! timer cost (measured by the `tsc_overhead` payload, which runs the same loop with an
 //! empty body), batched samples are divided by `r8` on the host.
 //! A payload ends with `IVB_DONE` (`out` to port 0xf0, then `hlt` forever).
+//!
+//! Payloads that store their samples themselves use `IVB_SAMPLE reg` (store `reg` at
+//! `rdi`, advance `rdi`); `IVB_DELAY reg` spins until `reg` TSC cycles have passed; the
+//! two-vCPU payloads wait for a word of a status area (documented in `payloads::irq`) with
+//! `IVB_POLL_SET word, stop`.
 
 mod cpuid;
 mod hang;
@@ -67,10 +72,35 @@ macro_rules! asm_prelude {
     shl $32, %rdx
     or %rdx, %rax
     sub %r13, %rax
-    mov %rax, (%rdi)
-    add $8, %rdi
+    IVB_SAMPLE %rax
     dec %r14
     jnz 90b
+.endm
+# Stores one sample: \reg at rdi, rdi advanced to the next slot.
+.macro IVB_SAMPLE reg
+    mov \reg, (%rdi)
+    add $8, %rdi
+.endm
+# Spins until \cycles TSC cycles have passed (clobbers rax, rdx, r12).
+.macro IVB_DELAY cycles
+    IVB_TSC %r12
+.Ldelay\@:
+    IVB_TSC %rax
+    sub %r12, %rax
+    cmp \cycles, %rax
+    jb .Ldelay\@
+.endm
+# PAUSE loop until the u64 at \word is non-zero; STOP (offset 0x20 of the own status
+# area at r15) jumps to \stop.
+.macro IVB_POLL_SET word, stop
+.Lpoll\@:
+    cmpq $0, \word
+    jne .Lpoll_set\@
+    cmpq $0, 0x20(%r15)
+    jne \stop
+    pause
+    jmp .Lpoll\@
+.Lpoll_set\@:
 .endm
 .macro IVB_DONE
     out %al, $0xf0
@@ -93,6 +123,9 @@ macro_rules! asm_postlude {
 .purgem IVB_TSC
 .purgem IVB_LOOP_BEGIN
 .purgem IVB_LOOP_END
+.purgem IVB_SAMPLE
+.purgem IVB_DELAY
+.purgem IVB_POLL_SET
 .purgem IVB_DONE
 .purgem IVB_HYPERCALL
 .popsection

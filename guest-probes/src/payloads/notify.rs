@@ -89,8 +89,7 @@ ivb_mwait_recv:
 4:
     IVB_TSC %rax
     sub (%r11), %rax            # wake-up - sender's stamp
-    mov %rax, (%rdi)
-    add $8, %rdi
+    IVB_SAMPLE %rax
     dec %r14
     jnz 1b
 9:
@@ -104,20 +103,9 @@ ivb_mwait_recv:
 ivb_notify_store:
     mov %rsi, %r14
 1:
-    cmpq $0, 0x10(%r10)
-    jne 2f
-    cmpq $0, 0x20(%r15)
-    jne 9f
-    pause
-    jmp 1b
-2:
+    IVB_POLL_SET 0x10(%r10), 9f # peer READY?
     movq $0, 0x10(%r10)
-    IVB_TSC %r12
-3:
-    IVB_TSC %rax
-    sub %r12, %rax
-    cmp %r9, %rax
-    jb 3b
+    IVB_DELAY %r9
     IVB_TSC %rax
     mov %rax, (%r11)            # the wake-up store
     dec %r14
