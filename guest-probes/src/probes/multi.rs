@@ -1,6 +1,9 @@
-//! What the multi-vCPU probes (`probes::irq`, `probes::notify`) share: the run checks their
-//! probe-table rows leave to them, two pinned vCPU threads that always both end, vCPU preparation
-//! (native check, timer cost), guest-status access and sample assembly.
+//! What the multi-vCPU probes (`probes::irq`, `probes::notify`) share: the start of a run
+//! ([`Run::start`]: the checks their probe-table rows leave to them, parameter points,
+//! iterations, CPUs), VM and vCPU set-up (`irq_vm`, `vcpu_pair`), two pinned vCPU threads
+//! that always both end (`run_pair`), a vCPU thread's payload run (`run_entry`, with vCPU
+//! preparation: native check, timer cost), guest-status access, result checks and sample
+//! assembly.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -16,7 +19,7 @@ use crate::vmm::{self, layout, Handled, NativeCheck, SharedMemory, Vcpu, Vm};
 
 /// The checks the probe table leaves to the multi-vCPU probes: the host must support the
 /// probe, and a per-op-only probe (one delivery per sample) refuses batched budgets.
-pub(crate) fn check_runnable(p: &VmProbe, budget: &Budget) -> Result<(), ProbeError> {
+fn check_runnable(p: &VmProbe, budget: &Budget) -> Result<(), ProbeError> {
     if let Support::Unsupported(r) = (p.support)() {
         return Err(ProbeError::Unsupported(r));
     }
@@ -71,7 +74,7 @@ pub(crate) fn halt_points() -> Vec<Point> {
 
 /// `halt_poll_ns=<ns>`: the VM's maximum halt-polling time (KVM_CAP_HALT_POLL); absent:
 /// the host's default (module parameter kvm.halt_poll_ns).
-pub(crate) fn halt_poll_of(name: &str, point: &Point) -> Result<Option<u64>, ProbeError> {
+fn halt_poll_of(name: &str, point: &Point) -> Result<Option<u64>, ProbeError> {
     match point.get("halt_poll_ns") {
         None => Ok(None),
         Some(v) => v
@@ -82,7 +85,7 @@ pub(crate) fn halt_poll_of(name: &str, point: &Point) -> Result<Option<u64>, Pro
 }
 
 /// Applies `halt_poll_of` to the VM; returns the note that says which halt polling ran.
-pub(crate) fn apply_halt_poll(vm: &Vm, ns: Option<u64>) -> Result<String, ProbeError> {
+fn apply_halt_poll(vm: &Vm, ns: Option<u64>) -> Result<String, ProbeError> {
     let module = std::fs::read_to_string("/sys/module/kvm/parameters/halt_poll_ns")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|e| format!("unknown ({e})"));
@@ -166,7 +169,7 @@ pub(crate) fn wait_of(name: &str, point: &Point) -> Result<Wait, ProbeError> {
 
 /// The CPUs of the two threads: `budget.cpu(0)` and `budget.cpu(1)`, which must differ
 /// (two spinning threads on one CPU would measure the scheduler).
-pub(crate) fn two_cpus(name: &str, budget: &Budget) -> Result<[Option<usize>; 2], ProbeError> {
+fn two_cpus(name: &str, budget: &Budget) -> Result<[Option<usize>; 2], ProbeError> {
     let c = [budget.cpu(0), budget.cpu(1)];
     if let [Some(a), Some(b)] = c {
         if a == b {
@@ -180,7 +183,7 @@ pub(crate) fn two_cpus(name: &str, budget: &Budget) -> Result<[Option<usize>; 2]
 }
 
 /// Iteration count check: the whole run's samples must fit one vCPU sample buffer.
-pub(crate) fn check_iterations(name: &str, n: u64) -> Result<(), ProbeError> {
+fn check_iterations(name: &str, n: u64) -> Result<(), ProbeError> {
     let cap = layout::samples(0).1;
     if n == 0 || n > cap {
         return Err(ProbeError::Failed(format!("{name}: {n} iterations requested; 1..={cap} fit the guest sample buffer")));
@@ -615,7 +618,7 @@ impl Counters {
 
 /// Userspace exits of a run beyond the expected `done` exits, as text; None when clean
 /// (signals and KVM_EXIT_INTR excluded).
-pub(crate) fn unexpected_exits(v: &Vcpu, done_exits: u64) -> Option<String> {
+fn unexpected_exits(v: &Vcpu, done_exits: u64) -> Option<String> {
     let s = &v.stats;
     let done = s.io_out_on(layout::PORT_DONE);
     // signals / KVM_EXIT_INTR are not exits the guest caused: not counted
