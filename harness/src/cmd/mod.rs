@@ -15,8 +15,8 @@ use std::path::PathBuf;
 pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_INTERRUPTED: u8 = 130;
 
-/// Where runs go when --out is not given: `results/runs` under the workspace when run from
-/// a checkout, else under the current directory.
+/// Where runs go when --out is not given: `results/runs` relative to the current directory,
+/// which is the checkout's own (git-ignored) `results/runs` when run from the repository root.
 pub fn default_runs_dir() -> PathBuf {
     PathBuf::from("results").join("runs")
 }
