@@ -15,6 +15,7 @@
 #
 # IVBENCH_EMU_BOCHS_CPU overrides the CPU model (default corei7_skylake_x; haswell also
 # has VMX; icelake/tigerlake need clearcpuid=fsrm in EXTRA_KERNEL_ARGS).
+# IVBENCH_EMU_BOCHS_SMP is the number of emulated CPUs (default 1).
 # IVBENCH_EMU_BOCHS_IPS sets Bochs' instructions per emulated second (default 50000000).
 # Exit status: 0 when the guest reached the end marker of init, 124 on timeout, else 1.
 set -uo pipefail
@@ -24,6 +25,7 @@ set -uo pipefail
 IMG=$1; LOG=$2; TMO=${3:-2400}; EXTRA=${4:-}
 MODEL=${IVBENCH_EMU_BOCHS_CPU:-corei7_skylake_x}
 IPS=${IVBENCH_EMU_BOCHS_IPS:-50000000}
+SMP=${IVBENCH_EMU_BOCHS_SMP:-1}
 
 emu_need_cmds bochs-bin:bochs grub-mkrescue:grub-common xorriso:xorriso mformat:mtools \
     script:bsdutils timeout:coreutils
@@ -64,7 +66,7 @@ grub-mkrescue -o "$WORK/boot.iso" --compress=xz -d /usr/lib/grub/i386-pc "$WORK/
 # 2. Bochs configuration. reset_on_triple_fault=0 would hang; 1 resets, and a reset boots
 # GRUB again: the end marker check below is what decides success.
 cat > "$WORK/bochsrc" <<EOF
-cpu: model=$MODEL, count=1, ips=$IPS, reset_on_triple_fault=1
+cpu: model=$MODEL, count=$SMP, ips=$IPS, reset_on_triple_fault=1
 memory: guest=1024, host=1024
 romimage: file=/usr/share/bochs/BIOS-bochs-latest
 vgaromimage: file=/usr/share/vgabios/vgabios.bin
