@@ -27,8 +27,12 @@ pub fn record(samples: &Samples) -> Histogram<u64> {
     let overhead_units = samples.overhead_cycles.saturating_mul(scale) / u64::from(samples.method.batch());
     for &raw in &samples.cycles {
         let net = raw.saturating_sub(overhead_units);
-        // Widen before scaling: a scaled-up sample of a slow op must not overflow.
-        let v = (u128::from(net) * u128::from(HIST_UNITS_PER_CYCLE) / u128::from(scale)) as u64;
+        let v = if scale == 1 {
+            net.saturating_mul(HIST_UNITS_PER_CYCLE)
+        } else {
+            // Widen before scaling: a scaled-up sample of a slow op must not overflow.
+            (u128::from(net) * u128::from(HIST_UNITS_PER_CYCLE) / u128::from(scale)) as u64
+        };
         // Auto-resizing histogram: recording only fails for values beyond u64 range.
         h.record(v).expect("auto-resizing histogram accepts any u64");
     }
