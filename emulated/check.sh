@@ -111,6 +111,17 @@ check_log() {
     esac
 
 
+    # A run that never finished (hung probe, emulator killed): one failure naming the last
+    # thing ivbench printed, instead of one per missing row.
+    if ! tr -d '\r' < "$log" | grep -q '^@@@ END run rc='; then
+        local last
+        last=$(section "$log" run | grep -v '^[│├└┌╞]' | tail -n 2 | tr '\n' ' ')
+        bad "ivbench run never finished (a probe hung or the emulator was stopped); its last lines: ${last:-none}"
+        echo "emulated-$host: $pass passed, $fail failed"
+        TOTAL_PASS=$((TOTAL_PASS + pass)); TOTAL_FAIL=$((TOTAL_FAIL + fail))
+        return 1
+    fi
+
     # The `ivbench show` table: rows `│ probe │ params │ method │ status │ ...`.
     local rows
     rows=$(section "$log" show | sed 's/┆/│/g' | awk -F'│' 'NF > 5 { p = $2; q = $3; s = $5; gsub(/^ +| +$/, "", p); gsub(/^ +| +$/, "", q); gsub(/^ +| +$/, "", s); if (p ~ /^vm\./) print p "\t" s "\t" q }')
@@ -143,7 +154,11 @@ check_log() {
     # Any probe listed by `ivbench list` but missing from the run is a failure too.
     for p in $listed; do
         seen=$(echo "$rows" | awk -F'\t' -v p="$p" '$1 == p' | head -n1)
-        [ -n "$seen" ] || bad "$p: listed but has no row in ivbench show"
+        [ -n "$seen" ] && continue
+        case " ${EMU_EXCLUDED:-} " in
+            *" $p "*) skipped "$p: not run here: ${EMU_EXCLUDED_WHY:-excluded}" ;;
+            *) bad "$p: listed but has no row in ivbench show" ;;
+        esac
     done
 
     # summary.csv notes: the backend every VM probe ran on and what the null hypercall
@@ -225,12 +240,23 @@ run_intel() {
     log="$LOGS/$tag-console.log"
     IVBENCH_EMU_BOCHS_SMP=$smp \
     "$EMU_DIR/run-bochs-intel.sh" "$IMG" "$log" "${IVBENCH_EMU_INTEL_TIMEOUT:-2700}" \
-        "ivbench.iterations=${IVBENCH_EMU_INTEL_ITERATIONS:-20} ivbench.timeout=${IVBENCH_EMU_INTEL_PROBE_TIMEOUT:-15}"
+        "ivbench.iterations=${IVBENCH_EMU_INTEL_ITERATIONS:-20} ivbench.timeout=${IVBENCH_EMU_INTEL_PROBE_TIMEOUT:-15} ${3:-}"
     rc=$?
     SUMMARY+=("emulated-$tag: wall $(( $(date +%s) - s ))s (emulator exit $rc)")
     check_log "$tag" "$log" kvm_intel
 }
-run_intel_smp() { run_intel intel-smp 2; }
+# vm.notify.mwait is left out on 2-CPU Bochs: there it never returned (20 min, ivbench's
+# watchdog did not end it either; the second emulated CPU stopped taking timer ticks),
+# which points at Bochs' MWAIT in VMX non-root mode. IVBENCH_EMU_INTEL_SMP_PROBES overrides.
+INTEL_SMP_PROBES_DEFAULT='vm.native.*,vm.hypercall.*,vm.exit.*,vm.syscall.*,vm.view.*,vm.irq.*,vm.ipi.*,vm.notify.poll,vm.notify.poll-intervm,vm.notify.halt'
+run_intel_smp() {
+    local probes=${IVBENCH_EMU_INTEL_SMP_PROBES:-$INTEL_SMP_PROBES_DEFAULT}
+    if [ "$probes" = "$INTEL_SMP_PROBES_DEFAULT" ]; then
+        EMU_EXCLUDED="vm.notify.mwait" EMU_EXCLUDED_WHY="hangs 2-CPU Bochs 2.7 (see check.sh)" run_intel intel-smp 2 "ivbench.probes=$probes"
+    else
+        run_intel intel-smp 2 "ivbench.probes=$probes"
+    fi
+}
 
 RESULT=0
 case "$WHICH" in
