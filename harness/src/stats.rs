@@ -2,7 +2,7 @@
 //! subtracted and the one place where cycles become nanoseconds.
 
 use hdrhistogram::Histogram;
-use probe_api::{Method, Samples};
+use probe_api::Samples;
 use serde::{Deserialize, Serialize};
 
 /// Histogram values are hundredths of a TSC cycle, for every probe and method, so that
@@ -95,14 +95,10 @@ pub fn cycles_to_ns(cycles: f64, tsc_khz: u64) -> f64 {
     cycles * 1_000_000.0 / tsc_khz as f64
 }
 
-/// Short label of a method for tables and CSV.
-pub fn method_label(m: &Method) -> String {
-    m.label()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use probe_api::Method;
 
     fn samples(v: Vec<u64>, method: Method, overhead: u64) -> Samples {
         Samples::new(v, method, overhead, "test")
@@ -156,5 +152,12 @@ mod tests {
     fn ns_conversion_uses_tsc_khz() {
         assert_eq!(cycles_to_ns(2000.0, 2_000_000), 1000.0);
         assert!(cycles_to_ns(1.0, 0).is_nan());
+    }
+
+    #[test]
+    fn cycles_to_ns_scales_by_rate() {
+        assert_eq!(cycles_to_ns(2_000_000.0, 2_000_000), 1_000_000.0);
+        assert_eq!(cycles_to_ns(3.0, 3_000_000), 1.0);
+        assert!(cycles_to_ns(10.0, 0).is_nan());
     }
 }

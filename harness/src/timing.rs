@@ -66,16 +66,6 @@ pub fn detect_tsc() -> TscInfo {
     CACHE.get_or_init(detect_uncached).clone()
 }
 
-/// Converts TSC cycles to nanoseconds at `khz`. A rate of 0 (unknown) yields NaN rather than
-/// infinity, so that an unusable figure can never pass for a real one.
-pub fn cycles_to_ns(cycles: f64, khz: u64) -> f64 {
-    if khz == 0 {
-        return f64::NAN;
-    }
-    // khz cycles per ms = khz/1e6 cycles per ns.
-    cycles * 1e6 / khz as f64
-}
-
 fn detect_uncached() -> TscInfo {
     let mut notes = Vec::new();
 
@@ -294,13 +284,6 @@ fn calibrate(rounds: usize, window: Duration) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cycles_to_ns_scales_by_rate() {
-        assert_eq!(cycles_to_ns(2_000_000.0, 2_000_000), 1_000_000.0);
-        assert_eq!(cycles_to_ns(3.0, 3_000_000), 1.0);
-        assert!(cycles_to_ns(10.0, 0).is_nan());
-    }
 
     #[test]
     fn source_display_names() {

@@ -30,7 +30,7 @@ impl Point {
     pub fn get(&self, key: &str) -> Option<&str> {
         self.0.get(key).map(String::as_str)
     }
-    /// Parses a value, with the probe's own name in the error.
+    /// The value of `key` as an integer; None when absent or not a number.
     pub fn get_u64(&self, key: &str) -> Option<u64> {
         self.get(key).and_then(|v| v.parse().ok())
     }

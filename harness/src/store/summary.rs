@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::stats::{cycles_to_ns, CycleStats};
+use crate::stats::CycleStats;
 
 /// Outcome of one probe at one point.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -152,11 +152,6 @@ impl SummaryRow {
         } else {
             format!("{} {{{}}} [{}]", self.probe, self.params, self.method)
         }
-    }
-
-    /// A p50 in ns re-derived from cycles, for checks that the two agree.
-    pub fn p50_ns_from_cycles(&self) -> Option<f64> {
-        self.p50_cycles.map(|c| cycles_to_ns(c, self.tsc_khz))
     }
 }
 
