@@ -158,16 +158,81 @@ enum Command {
     /// row, or an empty NEW run; 2 bad input.
     #[command(verbatim_doc_comment, after_help = "Examples:\n  ivbench compare results/baselines/ref latest\n  ivbench compare BASE NEW --format json --threshold 0.05\n  ivbench compare BASE NEW --format bmf > bmf.json")]
     Compare {
-        /// The reference run (directory, run id, or `latest`).
-        base: String,
-        /// The run to judge.
-        new: String,
+        /// BASE NEW (two runs: directory, run id, or `latest`), or NEW alone with --baseline.
+        #[arg(required = true, num_args = 1..=2)]
+        runs_args: Vec<String>,
+        /// Compare NEW with the committed baseline of this name for NEW's own machine class
+        /// (results/baselines/<class>/<name>/). A class without one passes with a note.
+        #[arg(long)]
+        baseline: Option<String>,
+        /// Where the baselines are.
+        #[arg(long, default_value_os_t = ivbench::store::baseline::default_root())]
+        baselines: PathBuf,
+        /// Compare runs of different machine classes anyway.
+        #[arg(long)]
+        force: bool,
         #[arg(long, value_enum, default_value = "table")]
         format: FormatArg,
         /// Smallest relative change that can be flagged (0.10 = 10%), noise permitting.
         #[arg(long, default_value_t = 0.10)]
         threshold: f64,
         /// Where run ids and `latest` are looked up.
+        #[arg(long, default_value_os_t = cmd::default_runs_dir())]
+        runs: PathBuf,
+    },
+    /// Baselines per machine class: promote a run, measure the run-to-run spread.
+    #[command(after_help = "Examples:\n  ivbench baseline update latest --name quick\n  ivbench baseline spread R1 R2 R3 R4 R5 --name quick")]
+    Baseline {
+        #[command(subcommand)]
+        action: BaselineCmd,
+    },
+    /// The CI regression gate: NEW against the baseline of its machine class; flagged rows
+    /// are measured again and count only when the re-measurements confirm them.
+    ///
+    /// Exit status: 0 pass (also when the class has no baseline: a loud note says so),
+    /// 1 a confirmed regression or a row lost or missing in NEW, 2 bad input.
+    #[command(after_help = "Examples:\n  ivbench sweep --quick --out target/ci-runs && ivbench gate latest --runs target/ci-runs")]
+    Gate {
+        /// The run to judge (directory, run id, or `latest`).
+        new: String,
+        /// Which baseline of NEW's machine class.
+        #[arg(long, default_value = "quick")]
+        baseline: String,
+        #[arg(long, default_value_os_t = ivbench::store::baseline::default_root())]
+        baselines: PathBuf,
+        /// Re-measurements of each flagged point (their median decides).
+        #[arg(long, default_value_t = 3)]
+        remeasure: u32,
+        #[arg(long, default_value_t = 0.10)]
+        threshold: f64,
+        /// Where run ids and `latest` are looked up, and where re-measurements are stored.
+        #[arg(long, default_value_os_t = cmd::default_runs_dir())]
+        runs: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum BaselineCmd {
+    /// Copy RUN to results/baselines/<its machine class>/<name>/ (refuses partial, failed,
+    /// partial-row and emulated runs).
+    Update {
+        run: String,
+        #[arg(long, default_value = "quick")]
+        name: String,
+        #[arg(long, default_value_os_t = ivbench::store::baseline::default_root())]
+        baselines: PathBuf,
+        #[arg(long, default_value_os_t = cmd::default_runs_dir())]
+        runs: PathBuf,
+    },
+    /// Measure the run-to-run spread over repeated unchanged runs of one machine class
+    /// and store it beside that class's baseline (spread.json): the gate's noise floor.
+    Spread {
+        #[arg(required = true, num_args = 2..)]
+        run_list: Vec<String>,
+        #[arg(long, default_value = "quick")]
+        name: String,
+        #[arg(long, default_value_os_t = ivbench::store::baseline::default_root())]
+        baselines: PathBuf,
         #[arg(long, default_value_os_t = cmd::default_runs_dir())]
         runs: PathBuf,
     },
@@ -211,14 +276,32 @@ fn main() -> ExitCode {
         }
         Command::Show { run, runs } => cmd::show::show(&run, &runs),
         Command::Report { run, out, runs } => cmd::report::report(&run, &runs, out.as_deref()),
-        Command::Compare { base, new, format, threshold, runs } => {
+        Command::Compare { runs_args, baseline, baselines, force, format, threshold, runs } => {
             let format = match format {
                 FormatArg::Table => cmd::compare::Format::Table,
                 FormatArg::Json => cmd::compare::Format::Json,
                 FormatArg::Bmf => cmd::compare::Format::Bmf,
             };
-            cmd::compare::compare(&base, &new, &runs, format, threshold)
+            let opts = cmd::compare::Options { format, threshold, force };
+            match (baseline.as_deref(), runs_args.as_slice()) {
+                (None, [base, new]) => cmd::compare::compare(cmd::compare::BaseSpec::Run(base), new, &runs, opts),
+                (Some(name), [new]) => cmd::compare::compare(cmd::compare::BaseSpec::Baseline { root: &baselines, name }, new, &runs, opts),
+                (None, _) => Err(UsageError("compare takes BASE NEW, or NEW alone with --baseline NAME".into()).into()),
+                (Some(_), _) => Err(UsageError("with --baseline, compare takes NEW alone: the base is the baseline of NEW's machine class".into()).into()),
+            }
         }
+        Command::Baseline { action } => match action {
+            BaselineCmd::Update { run, name, baselines, runs } => cmd::baseline::update(&run, &name, &runs, &baselines),
+            BaselineCmd::Spread { run_list, name, baselines, runs } => cmd::baseline::spread(&run_list, &name, &runs, &baselines),
+        },
+        Command::Gate { new, baseline, baselines, remeasure, threshold, runs } => cmd::gate::gate(cmd::gate::GateArgs {
+            new: &new,
+            runs_root: &runs,
+            baselines: &baselines,
+            name: &baseline,
+            threshold,
+            remeasure,
+        }),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -1,6 +1,8 @@
 //! One module per subcommand. Each returns the process exit code.
 
+pub mod baseline;
 pub mod compare;
+pub mod gate;
 pub mod env;
 pub mod execute;
 pub mod list;
