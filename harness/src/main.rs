@@ -110,9 +110,12 @@ enum Command {
         out: PathBuf,
     },
     /// Show a stored run as a table: a run directory, a run id, or `latest`.
-    #[command(after_help = "Examples:\n  ivbench show latest\n  ivbench show results/runs/20261130T120000Z-1a2b3c")]
+    #[command(after_help = "Examples:\n  ivbench show latest\n  ivbench show results/runs/20261130T120000Z-1a2b3c\n  ivbench show latest --format json | jq .rows[0]\n  ivbench show latest --format csv")]
     Show {
         run: String,
+        /// table (people), json (run facts and rows) or csv (summary.csv's columns).
+        #[arg(long, value_enum, default_value = "table")]
+        format: ShowFormatArg,
         /// Where run ids and `latest` are looked up.
         #[arg(long, default_value_os_t = cmd::default_runs_dir())]
         runs: PathBuf,
@@ -239,6 +242,13 @@ enum BaselineCmd {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum ShowFormatArg {
+    Table,
+    Json,
+    Csv,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum FormatArg {
     /// A terminal table and a one-line tally.
     Table,
@@ -274,7 +284,15 @@ fn main() -> ExitCode {
                 cmd::sweep::sweep(config.as_deref(), quick, &out, !no_report)
             }
         }
-        Command::Show { run, runs } => cmd::show::show(&run, &runs),
+        Command::Show { run, format, runs } => {
+            use cmd::show::ShowFormat;
+            let f = match format {
+                ShowFormatArg::Table => ShowFormat::Table,
+                ShowFormatArg::Json => ShowFormat::Json,
+                ShowFormatArg::Csv => ShowFormat::Csv,
+            };
+            cmd::show::show(&run, &runs, f)
+        }
         Command::Report { run, out, runs } => cmd::report::report(&run, &runs, out.as_deref()),
         Command::Compare { runs_args, baseline, baselines, force, format, threshold, runs } => {
             let format = match format {
