@@ -189,6 +189,32 @@ enum Command {
         #[command(subcommand)]
         action: BaselineCmd,
     },
+    /// A probe's figures across runs, from the SQLite history (synced from the run
+    /// directories first). Without PROBE: the runs it indexes.
+    #[command(after_help = "Examples:\n  ivbench history host.syscall.getppid\n  ivbench history host.memcpy --params size=64 --method per-op --since 2026-12-01\n  sqlite3 results/history.sqlite 'SELECT probe, p50_ns FROM rows LIMIT 5'")]
+    History {
+        probe: Option<String>,
+        #[arg(long)]
+        params: Option<String>,
+        /// `per-op` or `batched/K`.
+        #[arg(long)]
+        method: Option<String>,
+        /// Only runs started on or after this UTC date or time.
+        #[arg(long)]
+        since: Option<String>,
+        /// The database (derived from the run directories; safe to delete).
+        #[arg(long, default_value_os_t = ivbench::history::default_path())]
+        db: PathBuf,
+        /// Delete the database and build it again from the run directories.
+        #[arg(long)]
+        rebuild: bool,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_os_t = cmd::default_runs_dir())]
+        runs: PathBuf,
+        #[arg(long, default_value_os_t = ivbench::store::baseline::default_root())]
+        baselines: PathBuf,
+    },
     /// The CI regression gate: NEW against the baseline of its machine class; flagged rows
     /// are measured again and count only when the re-measurements confirm them.
     ///
@@ -312,6 +338,17 @@ fn main() -> ExitCode {
             BaselineCmd::Update { run, name, baselines, runs } => cmd::baseline::update(&run, &name, &runs, &baselines),
             BaselineCmd::Spread { run_list, name, baselines, runs } => cmd::baseline::spread(&run_list, &name, &runs, &baselines),
         },
+        Command::History { probe, params, method, since, db, rebuild, json, runs, baselines } => cmd::history::history(cmd::history::HistoryArgs {
+            probe: probe.as_deref(),
+            params: params.as_deref(),
+            method: method.as_deref(),
+            since: since.as_deref(),
+            db: &db,
+            runs: &runs,
+            baselines: &baselines,
+            rebuild,
+            json,
+        }),
         Command::Gate { new, baseline, baselines, remeasure, threshold, runs } => cmd::gate::gate(cmd::gate::GateArgs {
             new: &new,
             runs_root: &runs,

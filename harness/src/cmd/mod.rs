@@ -3,6 +3,7 @@
 pub mod baseline;
 pub mod compare;
 pub mod gate;
+pub mod history;
 pub mod env;
 pub mod execute;
 pub mod list;
