@@ -5,6 +5,8 @@
 //!   guest execution was verified; the harness records it with every result.
 //! - [`vmm`]: the VMM the probes are built on (documented for multi-vCPU / irqchip probes).
 
+#[macro_use]
+pub mod abi;
 pub mod payloads;
 pub mod probes;
 pub mod vmm;

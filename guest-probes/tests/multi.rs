@@ -2,6 +2,7 @@
 //! counts. Bounds are generous sanity limits, not speed targets (the development machine
 //! is a noisy nested 2-CPU VM). Needs /dev/kvm (prints SKIPPED otherwise).
 
+use guest_probes::payloads::entry;
 use std::time::Duration;
 
 use guest_probes::probes;
@@ -340,12 +341,12 @@ fn handler_steps_over_a_pending_hlt() {
     irqchip::install_tables(&v).unwrap();
     irqchip::enable_x2apic(&v).unwrap();
     let st = layout::params(0);
-    vm.write_bytes(st, &[0u8; irqchip::st::SIZE]).unwrap();
+    vm.write_bytes(st, &[0u8; irqchip::st::SIZE as usize]).unwrap();
     let flag = irqchip::irq_flag_addr(&v);
     if flag != 0 {
         vm.write_bytes(flag, &[1]).unwrap(); // vif.if = 1
     }
-    v.set_entry(vm.entry("irq_fixup_selftest").unwrap(), |r| {
+    v.set_entry(vm.entry(entry::IRQ_FIXUP_SELFTEST).unwrap(), |r| {
         r.r15 = st;
         if flag == 0 {
             r.rflags |= 0x200; // IF

@@ -1,6 +1,7 @@
 //! VMM core: native execution, timer overhead, watchdog, fatal exits, shared memory,
 //! VM create/destroy robustness. Needs /dev/kvm (prints SKIPPED otherwise).
 
+use guest_probes::payloads::entry;
 use std::time::{Duration, Instant};
 
 use guest_probes::vmm::{self, layout, Handled, SharedMemory, Vm};
@@ -26,7 +27,7 @@ fn native_execution_is_verified() {
     assert!(vcpu.tsc_khz().unwrap() > 100_000);
 }
 
-fn expect_timeout(entry: &str) -> String {
+fn expect_timeout(entry: guest_probes::payloads::Entry) -> String {
     let vm = Vm::new("test.watchdog").unwrap();
     let mut vcpu = vm.create_vcpu(0).unwrap();
     let rip = vm.entry(entry).unwrap();
@@ -49,7 +50,7 @@ fn watchdog_stops_an_endless_loop() {
     if !have_kvm() {
         return;
     }
-    let msg = expect_timeout("hang_loop");
+    let msg = expect_timeout(entry::HANG_LOOP);
     assert!(msg.contains("jmp ."), "{msg}");
 }
 
@@ -69,7 +70,7 @@ fn watchdog_stops_vmcall_on_pvm() {
     // return must carry a negative error code.
     let vm = Vm::new("test.watchdog").unwrap();
     let mut vcpu = vm.create_vcpu(0).unwrap();
-    vcpu.set_entry(vm.entry("hang_vmcall").unwrap(), |_| {}).unwrap();
+    vcpu.set_entry(vm.entry(entry::HANG_VMCALL).unwrap(), |_| {}).unwrap();
     let t0 = Instant::now();
     match vcpu.run(Instant::now() + Duration::from_millis(300), &mut |_| Handled::No) {
         Err(err) => {
@@ -93,7 +94,7 @@ fn fatal_exit_names_exit_and_rip() {
     }
     let vm = Vm::new("test.ud2").unwrap();
     let mut vcpu = vm.create_vcpu(0).unwrap();
-    vcpu.set_entry(vm.entry("crash_ud2").unwrap(), |_| {}).unwrap();
+    vcpu.set_entry(vm.entry(entry::CRASH_UD2).unwrap(), |_| {}).unwrap();
     let err = vcpu.run(Instant::now() + Duration::from_secs(10), &mut |_| Handled::No).unwrap_err();
     let msg = err.to_string();
     println!("ud2 without IDT: {msg}");
@@ -118,7 +119,7 @@ fn shared_memory_is_shared_between_vms() {
     // guest A reads what the host wrote and writes a word; guest B reads A's word
     let peek = |vm: &Vm, gpa: u64, value: u64| -> u64 {
         let mut v = vm.create_vcpu(0).unwrap();
-        v.set_entry(vm.entry("peek").unwrap(), |r| {
+        v.set_entry(vm.entry(entry::PEEK).unwrap(), |r| {
             r.r9 = layout::results(0);
             r.r15 = gpa;
             r.rbp = value;
@@ -188,7 +189,7 @@ fn thousand_vms_leak_nothing() {
     let cycle = || {
         let vm = Vm::new("test.robust").unwrap();
         let mut v = vm.create_vcpu(0).unwrap();
-        v.set_entry(vm.entry("done").unwrap(), |_| {}).unwrap();
+        v.set_entry(vm.entry(entry::DONE).unwrap(), |_| {}).unwrap();
         v.run(Instant::now() + Duration::from_secs(10), &mut |_| Handled::No).unwrap();
     };
     for _ in 0..20 {
@@ -233,7 +234,7 @@ fn unexpected_exit_names_probe_exit_and_rip() {
     let vm = Vm::new("test.unexpected").unwrap();
     let mut vcpu = vm.create_vcpu(0).unwrap();
     let err = vcpu
-        .run_sampling("pio_out", 10, 1, Instant::now() + Duration::from_secs(10), &|r| r.r15 = 0x10, &mut |_| Handled::No)
+        .run_sampling(entry::PIO_OUT, 10, 1, Instant::now() + Duration::from_secs(10), &|r| r.r15 = 0x10, &mut |_| Handled::No)
         .unwrap_err();
     let msg = err.to_string();
     println!("{msg}");

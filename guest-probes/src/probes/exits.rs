@@ -1,5 +1,6 @@
 //! Exits: `vm.exit.pio`, `vm.exit.pio-kernel`, `vm.exit.mmio`, `vm.exit.cpuid`.
 
+use crate::payloads::entry;
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 use kvm_ioctls::{Cap, IoEventAddress, NoDatamatch};
 use probe_api::{Budget, Methods, Metric, Point, ProbeError, Samples, Support};
@@ -60,7 +61,7 @@ fn run_pio(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples, Prob
     in_vm(p.name, budget, |_| Ok(()), move |ctx| {
         ctx.vcpu.stats.reset();
         let got = ctx.sample(
-            "pio_out",
+            entry::PIO_OUT,
             batch,
             &|r| r.r15 = u64::from(PORT_USER),
             &mut |e| match e {
@@ -109,7 +110,7 @@ fn run_pio_kernel(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Sample
         move |ctx| {
             ctx.vcpu.stats.reset();
             let got = ctx.sample(
-                "pio_out",
+                entry::PIO_OUT,
                 batch,
                 &|r| r.r15 = u64::from(PORT_IOEVENTFD),
                 &mut |_| Handled::No, // any exit besides "done" means the ioeventfd did not take it
@@ -137,7 +138,7 @@ fn run_mmio(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples, Pro
     in_vm(p.name, budget, |_| Ok(()), move |ctx| {
         ctx.vcpu.stats.reset();
         let got = ctx.sample(
-            "mmio_write",
+            entry::MMIO_WRITE,
             batch,
             &|r| r.r15 = layout::MMIO_GPA,
             &mut |e| match e {
@@ -167,7 +168,7 @@ fn run_cpuid(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples, Pr
         ctx.vm.fill_u64s(res, 2, 0)?;
         ctx.vcpu.stats.reset();
         let got = ctx.sample(
-            "cpuid",
+            entry::CPUID,
             batch,
             &|r| r.r15 = u64::from(CPUID_LEAF),
             &mut |_| Handled::No,

@@ -1,5 +1,6 @@
 //! `vm.hypercall.null`: a null hypercall round trip (guest CPL0 -> KVM -> guest).
 
+use crate::payloads::entry;
 use probe_api::{Budget, Methods, Metric, Point, ProbeError, Samples};
 
 use super::{batch_of, in_vm, invalid, no_points, vm_support, VmProbe};
@@ -26,7 +27,7 @@ fn run(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples, ProbeErr
         ctx.vm.fill_u64s(res, 4, 0)?;
         ctx.vcpu.stats.reset();
         let got = ctx.sample(
-            "hypercall",
+            entry::HYPERCALL,
             batch,
             &|r| {
                 r.r10 = UNKNOWN_NR;

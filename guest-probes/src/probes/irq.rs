@@ -1,6 +1,7 @@
 //! Interrupts: `vm.irq.inject` (host irqfd -> guest IDT handler) and `vm.ipi.roundtrip`
 //! (vCPU -> vCPU x2APIC IPI and back). Guest code: `payloads::irq`.
 
+use crate::payloads::entry;
 use probe_api::{Budget, Method, Methods, Metric, Point, ProbeError, Samples};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -79,7 +80,7 @@ fn run_inject(p: &VmProbe, point: &Point, budget: &Budget) -> Result<Samples, Pr
         name,
         cpus,
         || {
-            let (prep, kvm) = run_entry_counted(&mut v0, "irq_recv", deadline, |r| {
+            let (prep, kvm) = run_entry_counted(&mut v0, entry::IRQ_RECV, deadline, |r| {
                 r.rdi = layout::samples(0).0;
                 r.rsi = n;
                 r.r15 = layout::params(0);
@@ -185,7 +186,7 @@ fn run_ipi_roundtrip(p: &VmProbe, point: &Point, budget: &Budget) -> Result<Samp
         name,
         cpus,
         || {
-            let (prep, kvm) = run_entry_counted(&mut va, "ipi_send", deadline, |r| {
+            let (prep, kvm) = run_entry_counted(&mut va, entry::IPI_SEND, deadline, |r| {
                 r.rdi = layout::samples(0).0;
                 r.rsi = n;
                 r.r15 = layout::params(0);
@@ -198,7 +199,7 @@ fn run_ipi_roundtrip(p: &VmProbe, point: &Point, budget: &Budget) -> Result<Samp
             Ok((read_samples(&va, n, "ipi_send")?, prep, kvm))
         },
         || {
-            let (prep, kvm) = run_entry_counted(&mut vb, "irq_recv", deadline, |r| {
+            let (prep, kvm) = run_entry_counted(&mut vb, entry::IRQ_RECV, deadline, |r| {
                 r.rdi = layout::samples(1).0;
                 r.rsi = n;
                 r.r15 = layout::params(1);

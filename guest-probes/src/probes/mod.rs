@@ -10,6 +10,7 @@ mod notify;
 mod syscall;
 mod view;
 
+use crate::payloads::entry;
 use std::fmt;
 use std::time::Instant;
 
@@ -126,7 +127,7 @@ impl Ctx {
     /// Runs a sampling payload for the budget: `requested` samples or until `stop_at`.
     pub fn sample(
         &mut self,
-        entry: &str,
+        entry: crate::payloads::Entry,
         batch: u64,
         setup: &dyn Fn(&mut kvm_bindings::kvm_regs),
         handler: &mut dyn FnMut(vmm::Exit<'_>) -> vmm::Handled,
@@ -296,7 +297,7 @@ pub fn backend_report() -> BackendReport {
             Ok(c) => Ok((c, tsc, setup)),
             Err(e) => {
                 // report the measured figure even when it is too slow
-                let raw = vcpu.run_batched_payload("native_loop", 1, 20_000, deadline).ok();
+                let raw = vcpu.run_batched_payload(entry::NATIVE_LOOP, 1, 20_000, deadline).ok();
                 Err(ProbeError::Failed(format!(
                     "{e}{}",
                     raw.map(|s| format!(" [{} cycles for 20000 iterations]", s[0])).unwrap_or_default()

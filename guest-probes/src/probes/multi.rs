@@ -14,6 +14,7 @@ use probe_api::{Budget, Method, Methods, Point, ProbeError, Samples, Support};
 use vm_memory::{GuestAddress, GuestMemoryBackend};
 
 use super::{pin_current_thread, vm_support, VmProbe, CLOCK};
+use crate::payloads::Entry;
 use crate::vmm::irqchip::{self, st};
 use crate::vmm::{self, layout, Handled, NativeCheck, SharedMemory, Vcpu, Vm};
 
@@ -302,7 +303,7 @@ pub(crate) fn shared_atomic(shm: &SharedMemory, off: usize) -> &AtomicU64 {
 
 /// Zeroes vCPU `id`'s status area.
 pub(crate) fn clear_status(vm: &Vm, id: u32) -> Result<(), ProbeError> {
-    vm.write_bytes(layout::params(id), &[0u8; st::SIZE])
+    vm.write_bytes(layout::params(id), &[0u8; st::SIZE as usize])
 }
 
 /// One status word of vCPU `id`.
@@ -333,7 +334,7 @@ pub(crate) fn prepare(vcpu: &mut Vcpu, deadline: Instant) -> Result<Prepared, Pr
 /// `prepare` measured.
 pub(crate) fn run_entry(
     v: &mut Vcpu,
-    entry: &str,
+    entry: Entry,
     deadline: Instant,
     regs: impl FnOnce(&mut kvm_bindings::kvm_regs),
 ) -> Result<Prepared, ProbeError> {
@@ -343,7 +344,7 @@ pub(crate) fn run_entry(
 /// `run_entry`, with KVM's statistics of the vCPU taken right before and after the run.
 pub(crate) fn run_entry_counted(
     v: &mut Vcpu,
-    entry: &str,
+    entry: Entry,
     deadline: Instant,
     regs: impl FnOnce(&mut kvm_bindings::kvm_regs),
 ) -> Result<(Prepared, Around), ProbeError> {
@@ -352,7 +353,7 @@ pub(crate) fn run_entry_counted(
 
 fn run_entry_around<T>(
     v: &mut Vcpu,
-    entry: &str,
+    entry: Entry,
     deadline: Instant,
     regs: impl FnOnce(&mut kvm_bindings::kvm_regs),
     around: impl Fn(&Vcpu) -> T,

@@ -3,6 +3,7 @@
 //! `vm.notify.halt` (HLT + IPI, the exit-based baseline). Guest code: `payloads::notify`
 //! and `payloads::irq`.
 
+use crate::payloads::entry;
 use std::time::Instant;
 
 use kvm_bindings::{KVM_CAP_X86_DISABLE_EXITS, KVM_X86_DISABLE_EXITS_MWAIT};
@@ -20,9 +21,9 @@ use std::sync::atomic::Ordering;
 
 /// The two cache lines of the one-VM ping-pong (ping at +0, pong at +64): in main memory,
 /// past the per-vCPU result words.
-pub const POLL_LINES: u64 = layout::RESULTS + 0x1_0000;
+pub const POLL_LINES: u64 = layout::NOTIFY_LINES;
 /// The line vm.notify.mwait monitors.
-pub const MWAIT_LINE: u64 = layout::RESULTS + 0x1_1000;
+pub const MWAIT_LINE: u64 = layout::MWAIT_LINE;
 /// Size of the memfd the two VMs of vm.notify.poll-intervm share.
 pub const SHARED_SIZE: usize = 2 << 20;
 
@@ -93,7 +94,7 @@ fn ping(
     let status_area = layout::params(vcpu.id());
     let before = halt_stats(vcpu);
     let r = vcpu.run_sampling(
-        "poll_ping",
+        entry::POLL_PING,
         n,
         batch,
         deadline,
@@ -111,7 +112,7 @@ fn ping(
 /// The responder: `poll_pong` until STOP.
 fn pong(vcpu: &mut Vcpu, lines: u64, deadline: Instant) -> Result<(Prepared, Around), ProbeError> {
     let status_area = layout::params(vcpu.id());
-    run_entry_counted(vcpu, "poll_pong", deadline, |r| {
+    run_entry_counted(vcpu, entry::POLL_PONG, deadline, |r| {
         r.r10 = lines;
         r.r15 = status_area;
     })
@@ -286,7 +287,7 @@ fn run_mwait(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples, Pr
         name,
         cpus,
         || {
-            run_entry(&mut va, "notify_store", deadline, |r| {
+            run_entry(&mut va, entry::NOTIFY_STORE, deadline, |r| {
                 r.rsi = n;
                 r.r9 = settle;
                 r.r10 = layout::params(1);
@@ -295,7 +296,7 @@ fn run_mwait(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples, Pr
             })
         },
         || {
-            let prep = run_entry(&mut vb, "mwait_recv", deadline, |r| {
+            let prep = run_entry(&mut vb, entry::MWAIT_RECV, deadline, |r| {
                 r.rdi = layout::samples(1).0;
                 r.rsi = n;
                 r.r11 = MWAIT_LINE;
@@ -339,7 +340,7 @@ fn run_halt(p: &VmProbe, point: &Point, budget: &Budget) -> Result<Samples, Prob
         name,
         cpus,
         || {
-            run_entry(&mut va, "ipi_send", deadline, |r| {
+            run_entry(&mut va, entry::IPI_SEND, deadline, |r| {
                 r.rdi = layout::samples(0).0;
                 r.rsi = n;
                 r.r15 = layout::params(0);
@@ -351,7 +352,7 @@ fn run_halt(p: &VmProbe, point: &Point, budget: &Budget) -> Result<Samples, Prob
             })
         },
         || {
-            let (prep, kvm) = run_entry_counted(&mut vb, "irq_recv", deadline, |r| {
+            let (prep, kvm) = run_entry_counted(&mut vb, entry::IRQ_RECV, deadline, |r| {
                 r.rdi = layout::samples(1).0;
                 r.rsi = n;
                 r.r15 = layout::params(1);

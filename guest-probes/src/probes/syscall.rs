@@ -1,5 +1,6 @@
 //! `vm.syscall.getppid`: guest user SYSCALL -> guest supervisor (LSTAR) -> SYSRETQ.
 
+use crate::payloads::entry;
 use probe_api::{Budget, Methods, Point, ProbeError, Samples};
 
 use super::{batch_of, in_vm, invalid, no_points, vm_support, VmProbe};
@@ -24,11 +25,11 @@ fn run(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples, ProbeErr
         let res = layout::results(ctx.vcpu.id());
         ctx.vm.fill_u64s(res, 5, 0)?;
         ctx.vm.write_u64(layout::KDATA, ppid)?;
-        ctx.vcpu.set_msrs(&[(MSR_LSTAR, ctx.vm.entry("sys_entry")?)])?;
+        ctx.vcpu.set_msrs(&[(MSR_LSTAR, ctx.vm.entry(entry::SYS_ENTRY)?)])?;
         let user_stack = layout::user_stack_top(ctx.vcpu.id());
         ctx.vcpu.stats.reset();
         let got = ctx.sample(
-            "syscall",
+            entry::SYSCALL,
             batch,
             &|r| {
                 r.rbx = user_stack;

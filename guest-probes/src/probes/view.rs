@@ -1,6 +1,7 @@
 //! Memory views: `vm.view.vmfunc` (hardware EPTP switching) and `vm.view.hypercall` (the
 //! software fallback: the VMM maps and unmaps a protected memslot on request).
 
+use crate::payloads::entry;
 use std::cell::Cell;
 
 use probe_api::{Budget, Methods, Metric, Point, ProbeError, Samples, Support};
@@ -77,7 +78,7 @@ fn run_hypercall(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples
             let failure: Cell<Option<ProbeError>> = Cell::new(None);
             let vm = ctx.vm.clone();
             let got = ctx.sample(
-                "view_switch",
+                entry::VIEW_SWITCH,
                 batch,
                 &|r| {
                     r.r10 = u64::from(PORT_VIEW);

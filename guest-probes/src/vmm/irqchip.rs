@@ -12,6 +12,7 @@
 //! - kvm_pvm delivers through the guest IDT only when a GDT is set too (0x10 code, 0x18
 //!   data, the selectors the VMM's long-mode sregs already use).
 
+use crate::payloads::entry;
 use std::time::Instant;
 
 use kvm_bindings::{
@@ -24,22 +25,10 @@ use super::backend::BackendKind;
 use super::layout;
 use super::vm::{Vcpu, Vm};
 
-/// Status area offsets of a vCPU's status area at `layout::params(id)` (documented in `payloads::irq`).
+/// Status area offsets of a vCPU's status area at `layout::params(id)` (the guest ABI's
+/// `abi::status`, documented in `payloads::irq`).
 pub mod st {
-    pub const STAMP: u64 = 0x00;
-    pub const COUNT: u64 = 0x08;
-    pub const READY: u64 = 0x10;
-    pub const SRC: u64 = 0x18;
-    pub const STOP: u64 = 0x20;
-    pub const EARLY: u64 = 0x28;
-    pub const HLTS: u64 = 0x30;
-    pub const FIXUPS: u64 = 0x38;
-    pub const KICKS: u64 = 0x40;
-    pub const SPURIOUS: u64 = 0x48;
-    pub const MWAITS: u64 = 0x50;
-    pub const SENT: u64 = 0x58;
-    /// Bytes of the status area the probes clear before a run.
-    pub const SIZE: usize = 0x60;
+    pub use crate::abi::status::*;
 }
 
 /// The measured interrupt vector (irqfd MSI, IPIs).
@@ -49,12 +38,12 @@ pub const VEC_KICK: u8 = 0x41;
 /// The LAPIC spurious vector (SVR = 0x1ff).
 pub const VEC_SPURIOUS: u8 = 0xff;
 /// Error code `irq_unexpected` reports on PORT_ERROR.
-pub const UNEXPECTED_VECTOR_CODE: u8 = 0xfe;
+pub const UNEXPECTED_VECTOR_CODE: u8 = crate::abi::port::UNEXPECTED_VECTOR;
 
 /// x2APIC MSRs.
 pub const MSR_APIC_BASE: u32 = 0x1b;
-pub const MSR_X2APIC_ICR: u32 = 0x830;
-pub const MSR_X2APIC_EOI: u32 = 0x80b;
+pub const MSR_X2APIC_ICR: u32 = crate::abi::x2apic::ICR;
+pub const MSR_X2APIC_EOI: u32 = crate::abi::x2apic::EOI;
 pub const MSR_IA32_TSC: u32 = 0x10;
 
 /// GDT limit: null, null, 0x10 code, 0x18 data.
@@ -80,11 +69,11 @@ fn gate(handler: u64) -> (u64, u64) {
 pub fn write_tables(vm: &Vm) -> Result<(), ProbeError> {
     let gdt: [u64; 4] = [0, 0, 0x00af_9a00_0000_ffff, 0x00cf_9200_0000_ffff];
     vm.write_bytes(layout::GDT, &gdt.iter().flat_map(|d| d.to_le_bytes()).collect::<Vec<u8>>())?;
-    let stubs = vm.entry("irq_exc_stubs")?;
-    let handler = vm.entry("irq_handler")?;
-    let kick = vm.entry("irq_kick")?;
-    let spurious = vm.entry("irq_spurious")?;
-    let unexpected = vm.entry("irq_unexpected")?;
+    let stubs = vm.entry(entry::IRQ_EXC_STUBS)?;
+    let handler = vm.entry(entry::IRQ_HANDLER)?;
+    let kick = vm.entry(entry::IRQ_KICK)?;
+    let spurious = vm.entry(entry::IRQ_SPURIOUS)?;
+    let unexpected = vm.entry(entry::IRQ_UNEXPECTED)?;
     let mut idt = Vec::with_capacity(256 * 16);
     for v in 0..256u64 {
         let h = match v {

@@ -17,7 +17,7 @@ use vm_memory::{
 use super::backend::{self, Backend};
 use super::layout;
 use super::watchdog;
-use crate::payloads::Image;
+use crate::payloads::{entry, Entry, Image};
 
 /// The process-wide `/dev/kvm` handle (opened once; never closed).
 pub fn kvm() -> Result<&'static Kvm, ProbeError> {
@@ -176,11 +176,11 @@ impl Vm {
         &self.inner.memory
     }
     /// GPA of a payload entry point (see `payloads`).
-    pub fn entry(&self, name: &str) -> Result<u64, ProbeError> {
+    pub fn entry(&self, e: Entry) -> Result<u64, ProbeError> {
         self.inner
             .image
-            .entry(name)
-            .ok_or_else(|| ProbeError::Failed(format!("{}: no payload entry `{name}`", self.label())))
+            .entry(e)
+            .ok_or_else(|| ProbeError::Failed(format!("{}: no payload entry `{e}`", self.label())))
     }
 
     fn mem_err(&self, gpa: u64, e: impl fmt::Display) -> ProbeError {
@@ -353,7 +353,7 @@ impl Vm {
         } else {
             "backend setup skipped".into()
         };
-        vcpu.set_entry(self.entry("done")?, |_| {})?;
+        vcpu.set_entry(self.entry(entry::DONE)?, |_| {})?;
         Ok(vcpu)
     }
 }
@@ -715,7 +715,7 @@ impl Vcpu {
     /// the guest wrote exactly `samples` samples.
     pub fn run_sampling(
         &mut self,
-        entry: &str,
+        entry: Entry,
         samples: u64,
         batch: u64,
         deadline: Instant,
@@ -731,7 +731,7 @@ impl Vcpu {
     #[allow(clippy::too_many_arguments)]
     pub fn run_sampling_until(
         &mut self,
-        entry: &str,
+        entry: Entry,
         samples: u64,
         batch: u64,
         deadline: Instant,
@@ -785,7 +785,7 @@ impl Vcpu {
     }
 
     /// `run_sampling` for payloads without exits of their own.
-    pub fn run_batched_payload(&mut self, entry: &str, samples: u64, batch: u64, deadline: Instant) -> Result<Vec<u64>, ProbeError> {
+    pub fn run_batched_payload(&mut self, entry: Entry, samples: u64, batch: u64, deadline: Instant) -> Result<Vec<u64>, ProbeError> {
         self.run_sampling(entry, samples, batch, deadline, &|_| {}, &mut |_| Handled::No)
     }
 
@@ -796,7 +796,7 @@ impl Vcpu {
     pub fn timer_overhead(&mut self, deadline: Instant) -> Result<u64, ProbeError> {
         let mut best = u64::MAX;
         for _ in 0..5 {
-            let mut s = self.run_batched_payload("tsc_overhead", 1001, 1, deadline)?;
+            let mut s = self.run_batched_payload(entry::TSC_OVERHEAD, 1001, 1, deadline)?;
             s.sort_unstable();
             best = best.min(s[s.len() / 2]);
         }

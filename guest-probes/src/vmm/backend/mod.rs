@@ -10,6 +10,7 @@ mod amd;
 mod intel;
 mod pvm;
 
+use crate::payloads::entry;
 use std::fmt;
 use std::path::Path;
 use std::time::Instant;
@@ -94,7 +95,7 @@ fn verify_native(vcpu: &mut Vcpu, deadline: Instant) -> Result<NativeCheck, Prob
     // emulated guest is slow every time.
     let mut best = u64::MAX;
     for _ in 0..SAMPLES {
-        let s = vcpu.run_batched_payload("native_loop", 1, ITERS, deadline)?;
+        let s = vcpu.run_batched_payload(entry::NATIVE_LOOP, 1, ITERS, deadline)?;
         best = best.min(s[0]);
         if best as f64 / ITERS as f64 <= MAX_NATIVE_CYCLES_PER_ITER {
             break;
