@@ -1,10 +1,10 @@
 //! VMM core: native execution, timer overhead, watchdog, fatal exits, shared memory,
 //! VM create/destroy robustness. Needs /dev/kvm (prints SKIPPED otherwise).
 
-use guest_probes::payloads::entry;
 use std::time::{Duration, Instant};
 
-use guest_probes::vmm::{self, layout, Handled, SharedMemory, Vm};
+use guest_probes::payloads::entry;
+use guest_probes::vmm::{self, layout, Handled, SharedMemory, Vm, VmmError};
 use probe_api::ProbeError;
 
 mod common;
@@ -18,7 +18,7 @@ fn native_execution_is_verified() {
     let vm = Vm::new("test.native").unwrap();
     let mut vcpu = vm.create_vcpu(0).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
-    let check = vm.backend().verify_native(&mut vcpu, deadline).unwrap();
+    let check = vmm::native::verify(&mut vcpu, deadline).unwrap();
     println!("backend {} native: {:.3} cycles/iteration ({})", vm.backend().name(), check.cycles_per_iter, vcpu.setup());
     assert!(check.cycles_per_iter < 10.0, "{} cycles/iteration", check.cycles_per_iter);
     let ovh = vcpu.timer_overhead(deadline).unwrap();
@@ -37,7 +37,8 @@ fn expect_timeout(entry: guest_probes::payloads::Entry) -> String {
     let took = t0.elapsed();
     let msg = err.to_string();
     println!("{entry}: {msg} (stopped after {took:?})");
-    assert!(matches!(err, ProbeError::Timeout(..)), "{msg}");
+    assert!(matches!(err, VmmError::Timeout { .. }), "{msg}");
+    assert!(matches!(ProbeError::from(err), ProbeError::Timeout(..)), "{msg}");
     assert!(took < Duration::from_secs(10), "watchdog took {took:?}");
     assert!(msg.contains("test.watchdog"), "{msg}");
     assert!(msg.contains("RIP 0x"), "{msg}");
@@ -59,7 +60,7 @@ fn watchdog_stops_vmcall_on_pvm() {
     if !have_kvm() {
         return;
     }
-    let b = vmm::detected_backend().unwrap();
+    let b = vmm::host().backend().unwrap();
     if b.kind() != vmm::BackendKind::Pvm {
         println!("vmcall is a real hypercall on {}: not a hang there", b.name());
         return;
@@ -76,7 +77,7 @@ fn watchdog_stops_vmcall_on_pvm() {
         Err(err) => {
             let msg = err.to_string();
             println!("vmcall: {msg} (stopped after {:?})", t0.elapsed());
-            assert!(matches!(err, ProbeError::Timeout(..)), "{msg}");
+            assert!(matches!(err, VmmError::Timeout { .. }), "{msg}");
             assert!(msg.contains("RIP 0x") && msg.contains("vmcall") && msg.contains("test.watchdog"), "{msg}");
         }
         Ok(()) => {
@@ -98,7 +99,8 @@ fn fatal_exit_names_exit_and_rip() {
     let err = vcpu.run(Instant::now() + Duration::from_secs(10), &mut |_| Handled::No).unwrap_err();
     let msg = err.to_string();
     println!("ud2 without IDT: {msg}");
-    assert!(matches!(err, ProbeError::Failed(_)), "{msg}");
+    assert!(matches!(&err, VmmError::GuestExit { what, .. } if what.starts_with("fatal exit")), "{msg}");
+    assert!(matches!(ProbeError::from(err), ProbeError::Failed(_)), "{msg}");
     assert!(msg.contains("test.ud2") && msg.contains("RIP 0x") && msg.contains("KVM_EXIT"), "{msg}");
 }
 
@@ -135,7 +137,7 @@ fn shared_memory_is_shared_between_vms() {
         for vm in [&a, &b] {
             s.spawn(move || {
                 let mut v = vm.create_vcpu(1).unwrap();
-                vm.backend().verify_native(&mut v, Instant::now() + Duration::from_secs(30)).unwrap();
+                vmm::native::verify(&mut v, Instant::now() + Duration::from_secs(30)).unwrap();
             });
         }
     });
@@ -212,7 +214,7 @@ fn emulated_guest_is_refused() {
     if !have_kvm() {
         return;
     }
-    let b = vmm::detected_backend().unwrap();
+    let b = vmm::host().backend().unwrap();
     if b.kind() != vmm::BackendKind::Pvm {
         println!("only kvm_pvm has a way to run a guest emulated on purpose (no VIF page)");
         return;
@@ -220,7 +222,7 @@ fn emulated_guest_is_refused() {
     let vm = Vm::new("test.emulated").unwrap();
     let mut vcpu = vm.create_vcpu_without_backend_setup(0).unwrap();
     let t0 = Instant::now();
-    let err = b.verify_native(&mut vcpu, Instant::now() + Duration::from_secs(60)).unwrap_err();
+    let err = vmm::native::verify(&mut vcpu, Instant::now() + Duration::from_secs(60)).unwrap_err();
     let msg = err.to_string();
     println!("{msg} ({:?})", t0.elapsed());
     assert!(msg.contains("guest is being emulated") && msg.contains("test.emulated"), "{msg}");
@@ -238,6 +240,6 @@ fn unexpected_exit_names_probe_exit_and_rip() {
         .unwrap_err();
     let msg = err.to_string();
     println!("{msg}");
-    assert!(matches!(err, ProbeError::Failed(_)), "{msg}");
+    assert!(matches!(err, VmmError::GuestExit { .. }), "{msg}");
     assert!(msg.contains("test.unexpected") && msg.contains("unexpected exit KVM_EXIT_IO out port 0x10") && msg.contains("RIP 0x"), "{msg}");
 }

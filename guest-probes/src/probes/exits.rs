@@ -85,7 +85,7 @@ fn pio_kernel_support() -> Support {
         Support::Supported => {}
         u => return u,
     }
-    match vmm::kvm() {
+    match vmm::host().kvm() {
         Ok(k) if k.check_extension(Cap::Ioeventfd) => Support::Supported,
         Ok(_) => Support::Unsupported("KVM lacks KVM_CAP_IOEVENTFD".into()),
         Err(e) => Support::Unsupported(e.to_string()),
@@ -159,7 +159,7 @@ fn run_mmio(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples, Pro
 
 fn run_cpuid(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples, ProbeError> {
     let batch = batch_of(budget);
-    let table = vmm::kvm()?
+    let table = vmm::host().kvm()?
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
         .map_err(|e| ProbeError::Failed(format!("{}: KVM_GET_SUPPORTED_CPUID: {e}", p.name)))?;
     let want = table.as_slice().iter().find(|e| e.function == CPUID_LEAF).map(|e| (e.ebx, e.ecx, e.edx));

@@ -85,10 +85,10 @@ pub fn probes() -> Vec<Box<dyn Probe>> {
 
 /// Support shared by every VM probe: a usable `/dev/kvm` with a known backend.
 pub(crate) fn vm_support() -> Support {
-    if let Err(e) = vmm::kvm() {
+    if let Err(e) = vmm::host().kvm() {
         return Support::Unsupported(e.to_string().trim_start_matches("unsupported: ").to_string());
     }
-    match vmm::detected_backend() {
+    match vmm::host().backend() {
         Ok(_) => Support::Supported,
         Err(e) => Support::Unsupported(e.to_string().trim_start_matches("unsupported: ").to_string()),
     }
@@ -131,8 +131,8 @@ impl Ctx {
         batch: u64,
         setup: &dyn Fn(&mut kvm_bindings::kvm_regs),
         handler: &mut dyn FnMut(vmm::Exit<'_>) -> vmm::Handled,
-    ) -> Result<vmm::vm::Sampled, ProbeError> {
-        self.vcpu.run_sampling_until(entry, self.requested, batch, self.deadline, self.stop_at, setup, handler)
+    ) -> Result<vmm::Sampled, ProbeError> {
+        Ok(self.vcpu.run_sampling_until(entry, self.requested, batch, self.deadline, self.stop_at, setup, handler)?)
     }
 
     /// Samples from raw per-sample cycles (`batch` operations each). Measures the timer
@@ -201,7 +201,7 @@ pub(crate) fn in_vm<T: Send>(
                 let vm = Vm::new(name)?;
                 prepare(&vm)?;
                 let mut vcpu = vm.create_vcpu(0)?;
-                let native = vm.backend().verify_native(&mut vcpu, deadline)?;
+                let native = vmm::native::verify(&mut vcpu, deadline)?;
                 let overhead = vcpu.timer_overhead(deadline)?;
                 let tsc_khz = vcpu.tsc_khz()?;
                 let stop_at = duration.map(|d| Instant::now() + d);
@@ -274,11 +274,14 @@ pub fn backend_report() -> BackendReport {
         tsc_khz: None,
         details: Vec::new(),
     };
-    r.details.push(format!("modules loaded: {}", vmm::backend::loaded_modules().join(", ")));
+    r.details.push(format!("backend modules present: {}", vmm::host().modules().join(", ")));
+    if let Some(note) = vmm::host().backend_note() {
+        r.details.push(note.to_string());
+    }
     if vmm::backend::host_is_guest() {
         r.details.push("the host itself runs under a hypervisor (CPUID hypervisor bit)".into());
     }
-    let b = match vmm::detected_backend() {
+    let b = match vmm::host().backend() {
         Ok(b) => b,
         Err(e) => {
             r.details.push(e.to_string());
@@ -293,7 +296,7 @@ pub fn backend_report() -> BackendReport {
         let deadline = Instant::now() + std::time::Duration::from_secs(30);
         let tsc = vcpu.tsc_khz()?;
         let setup = vcpu.setup().to_string();
-        match b.verify_native(&mut vcpu, deadline) {
+        match vmm::native::verify(&mut vcpu, deadline) {
             Ok(c) => Ok((c, tsc, setup)),
             Err(e) => {
                 // report the measured figure even when it is too slow
@@ -313,7 +316,7 @@ pub fn backend_report() -> BackendReport {
             r.details.push(format!(
                 "verified by running {} dec;jnz iterations per sample in a guest at CPL0 (limit {} cycles/iteration); {setup}",
                 c.iterations,
-                vmm::backend::MAX_NATIVE_CYCLES_PER_ITER
+                vmm::native::MAX_NATIVE_CYCLES_PER_ITER
             ));
         }
         Err(e) => r.details.push(format!("native check failed: {e}")),

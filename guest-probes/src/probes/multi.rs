@@ -246,7 +246,7 @@ pub(crate) fn two_vcpu_support() -> Support {
     if cpus < 2 {
         return Support::Unsupported(format!("needs 2 host CPUs for two pinned vCPU threads; this process may use {cpus}"));
     }
-    match vmm::kvm() {
+    match vmm::host().kvm() {
         Ok(k) if k.get_max_vcpus() < 2 => Support::Unsupported(format!("KVM allows {} vCPU per VM", k.get_max_vcpus())),
         Ok(_) => Support::Supported,
         Err(e) => Support::Unsupported(e.to_string()),
@@ -259,7 +259,7 @@ pub(crate) fn irqchip_support() -> Support {
         Support::Supported => {}
         u => return u,
     }
-    let k = match vmm::kvm() {
+    let k = match vmm::host().kvm() {
         Ok(k) => k,
         Err(e) => return Support::Unsupported(e.to_string()),
     };
@@ -303,12 +303,12 @@ pub(crate) fn shared_atomic(shm: &SharedMemory, off: usize) -> &AtomicU64 {
 
 /// Zeroes vCPU `id`'s status area.
 pub(crate) fn clear_status(vm: &Vm, id: u32) -> Result<(), ProbeError> {
-    vm.write_bytes(layout::params(id), &[0u8; st::SIZE as usize])
+    Ok(vm.write_bytes(layout::params(id), &[0u8; st::SIZE as usize])?)
 }
 
 /// One status word of vCPU `id`.
 pub(crate) fn status(vm: &Vm, id: u32, off: u64) -> Result<u64, ProbeError> {
-    vm.read_u64(layout::params(id) + off)
+    Ok(vm.read_u64(layout::params(id) + off)?)
 }
 
 /// What a vCPU thread measured before its payload ran.
@@ -323,7 +323,7 @@ pub(crate) struct Prepared {
 /// Verifies that `vcpu` runs natively and measures its timer cost and TSC rate (on the
 /// thread that will run it).
 pub(crate) fn prepare(vcpu: &mut Vcpu, deadline: Instant) -> Result<Prepared, ProbeError> {
-    let native = vcpu.backend().verify_native(vcpu, deadline)?;
+    let native = vmm::native::verify(vcpu, deadline)?;
     let overhead = vcpu.timer_overhead(deadline)?;
     let tsc_khz = vcpu.tsc_khz()?;
     Ok(Prepared { native, overhead, tsc_khz, setup: vcpu.setup().to_string() })
@@ -456,7 +456,7 @@ pub(crate) fn read_samples(vcpu: &Vcpu, n: u64, entry: &str) -> Result<Vec<u64>,
             end.wrapping_sub(buf) as i64 / 8
         )));
     }
-    vcpu.vm().read_u64s(buf, n as usize)
+    Ok(vcpu.vm().read_u64s(buf, n as usize)?)
 }
 
 /// Fails when a one-way sample is "negative" (the two clocks are not comparable).

@@ -4,7 +4,7 @@ use crate::payloads::entry;
 use probe_api::{Budget, Method, Methods, Metric, Point, ProbeError, Samples};
 
 use super::{in_vm, invalid, no_points, vm_support, VmProbe};
-use crate::vmm::backend::MAX_NATIVE_CYCLES_PER_ITER;
+use crate::vmm::native::MAX_NATIVE_CYCLES_PER_ITER;
 use crate::vmm::Handled;
 
 /// Iterations per sample when the budget asks for per-op samples (a single `dec; jnz` is

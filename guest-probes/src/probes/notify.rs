@@ -245,7 +245,7 @@ fn mwait_support() -> Support {
         u => return u,
     }
     let monitor = raw_cpuid::CpuId::new().get_feature_info().map(|f| f.has_monitor_mwait()).unwrap_or(false);
-    let caps = match vmm::kvm() {
+    let caps = match vmm::host().kvm() {
         Ok(k) => k.check_extension_raw(libc::c_ulong::from(KVM_CAP_X86_DISABLE_EXITS)),
         Err(e) => return Support::Unsupported(e.to_string()),
     };

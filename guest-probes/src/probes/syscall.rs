@@ -4,7 +4,7 @@ use crate::payloads::entry;
 use probe_api::{Budget, Methods, Point, ProbeError, Samples};
 
 use super::{batch_of, in_vm, invalid, no_points, vm_support, VmProbe};
-use crate::vmm::{layout, vm::MSR_LSTAR, Handled};
+use crate::vmm::{arch::MSR_LSTAR, layout, Handled};
 
 pub(crate) const GETPPID: VmProbe = VmProbe {
     name: "vm.syscall.getppid",

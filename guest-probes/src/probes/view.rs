@@ -44,7 +44,7 @@ fn vmfunc_support() -> Support {
         Support::Supported => {}
         u => return u,
     }
-    match vmm::detected_backend() {
+    match vmm::host().backend() {
         Ok(b) => b.vmfunc_support(),
         Err(e) => Support::Unsupported(e.to_string()),
     }
@@ -67,7 +67,7 @@ fn run_hypercall(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples
         budget,
         |vm| {
             vm.add_private_slot(PROTECTED_SLOT, layout::PROTECTED_GPA, PROTECTED_SIZE)?;
-            vm.slot_write(PROTECTED_SLOT, 0, &SECRET.to_le_bytes())
+            Ok(vm.slot_write(PROTECTED_SLOT, 0, &SECRET.to_le_bytes())?)
         },
         move |ctx| {
             let res = layout::results(ctx.vcpu.id());
@@ -91,7 +91,7 @@ fn run_hypercall(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples
                         match vm.set_slot_mapped(PROTECTED_SLOT, data[0] == 1) {
                             Ok(()) => Handled::Continue,
                             Err(err) => {
-                                failure.set(Some(err));
+                                failure.set(Some(err.into()));
                                 Handled::No
                             }
                         }

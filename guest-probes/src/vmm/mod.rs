@@ -59,12 +59,30 @@
 //! The payload register convention and the sample-loop macros are documented in
 //! `crate::payloads`.
 
+// Layers, each using only those before it: abi (crate::abi, layout) -> backend (host)
+// -> image (crate::payloads) -> vm / vcpu / run / sampling -> helpers (irqchip,
+// kvmstats, native) -> worker -> probes.
+pub mod arch;
 pub mod backend;
+pub mod error;
+pub mod host;
 pub mod irqchip;
 pub mod kvmstats;
 pub mod layout;
+pub mod native;
+pub mod run;
+pub mod sampling;
+pub mod shared;
+pub mod vcpu;
 pub mod vm;
 pub mod watchdog;
 
-pub use backend::{Backend, BackendKind, NativeCheck};
-pub use vm::{detected_backend, kvm, Exit, ExitStats, Handled, SharedMemory, Vcpu, Vm};
+pub use backend::{Backend, BackendKind};
+pub use error::{GuestState, VmmError};
+pub use host::{host, KvmHost};
+pub use native::NativeCheck;
+pub use run::{Exit, ExitStats, Handled};
+pub use sampling::Sampled;
+pub use shared::{Backing, SharedMemory};
+pub use vcpu::Vcpu;
+pub use vm::Vm;
