@@ -567,45 +567,27 @@ fn cpu_info() -> CpuInfo {
     }
 }
 
-/// The KVM backends, in the order preferred when several are present.
-pub const KVM_BACKENDS: [&str; 3] = ["kvm_intel", "kvm_amd", "kvm_pvm"];
+/// The KVM backends, in the order preferred when several are present (the VMM's order:
+/// `guest_probes::vmm::host`).
+pub const KVM_BACKENDS: [&str; 3] = guest_probes::vmm::host::BACKEND_MODULES;
 
 fn kvm_info() -> KvmInfo {
+    // One fact-finder for /dev/kvm and the backend: the VMM's, so that the backend in the
+    // manifest is the one the VM probes ran on.
+    let host = guest_probes::vmm::host();
     let mut notes = Vec::new();
-    let dev_kvm_present = Path::new("/dev/kvm").exists();
-    let (dev_kvm_accessible, dev_kvm_error, api_version) = if dev_kvm_present {
-        match kvm_ioctls::Kvm::new() {
-            Ok(kvm) => (true, None, Some(kvm.get_api_version())),
-            Err(e) => (false, Some(e.to_string()), None),
-        }
-    } else {
-        (false, None, None)
-    };
-
-    let backends_present: Vec<String> = KVM_BACKENDS
-        .iter()
-        .filter(|m| Path::new("/sys/module").join(m).exists())
-        .map(|m| m.to_string())
-        .collect();
-    // A loadable module that is loaded has initstate "live". Built-in modules have no
-    // initstate, and a built-in backend for the other vendor still shows up in /sys/module,
-    // so a live one wins; otherwise the first present is taken and the ambiguity noted.
-    let live: Vec<&String> = backends_present
-        .iter()
-        .filter(|m| read_trimmed(format!("/sys/module/{m}/initstate")).as_deref() == Some("live"))
-        .collect();
-    let backend = match (live.as_slice(), backends_present.as_slice()) {
-        ([one], _) => Some((*one).clone()),
-        (_, []) => None,
-        (_, [one]) => Some(one.clone()),
-        (_, [first, ..]) => {
-            notes.push(format!(
-                "several backend modules present ({}); reporting {first}",
-                backends_present.join(", ")
-            ));
-            Some(first.clone())
-        }
-    };
+    let dev_kvm_present = host.dev_present();
+    let dev_kvm_error = host.open_error().map(str::to_string);
+    let dev_kvm_accessible = dev_kvm_present && dev_kvm_error.is_none();
+    let api_version = host.api_version();
+    let backends_present: Vec<String> = host.modules().iter().map(|m| m.to_string()).collect();
+    let backend = host.backend_kind().ok().map(|k| k.name().to_string()).or_else(|| {
+        // no usable /dev/kvm: still name the module the host has, as before
+        guest_probes::vmm::host::choose_backend(host.modules(), host.live_modules()).0.map(|k| k.name().to_string())
+    });
+    if let Some(n) = host.backend_note() {
+        notes.push(n.to_string());
+    }
 
     let mut unreadable_params = Vec::new();
     let mut params_of = |module: &str| -> BTreeMap<String, String> {

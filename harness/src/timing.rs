@@ -188,17 +188,7 @@ fn detect_uncached() -> TscInfo {
 }
 
 fn kvm_tsc_khz() -> Result<u64, String> {
-    if !std::path::Path::new("/dev/kvm").exists() {
-        return Err("no /dev/kvm".into());
-    }
-    let kvm = kvm_ioctls::Kvm::new().map_err(|e| format!("open /dev/kvm: {e}"))?;
-    let vm = kvm.create_vm().map_err(|e| format!("KVM_CREATE_VM: {e}"))?;
-    let vcpu = vm
-        .create_vcpu(0)
-        .map_err(|e| format!("KVM_CREATE_VCPU: {e}"))?;
-    vcpu.get_tsc_khz()
-        .map(u64::from)
-        .map_err(|e| format!("KVM_GET_TSC_KHZ: {e}"))
+    guest_probes::vmm::host().tsc_khz()
 }
 
 fn sysfs_tsc_khz() -> Option<u64> {

@@ -96,15 +96,7 @@ pub(crate) fn vm_support() -> Support {
 
 /// Pins the calling thread to one CPU.
 pub fn pin_current_thread(cpu: usize) -> Result<(), ProbeError> {
-    // SAFETY: cpu_set_t is plain data; sched_setaffinity reads it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            return Err(ProbeError::last_os(format!("sched_setaffinity(cpu {cpu})")));
-        }
-    }
-    Ok(())
+    crate::worker::pin_current_thread(cpu).map_err(ProbeError::Failed)
 }
 
 /// Everything a probe body gets: a fresh VM with vCPU 0, verified native, with the guest's
