@@ -155,6 +155,9 @@ enum FormatArg {
 }
 
 fn main() -> ExitCode {
+    // `ivbench __ivbench-vm-worker <name>`: this process is a VM worker of another ivbench
+    // (hidden; see guest_probes::worker). Otherwise it may start workers of its own.
+    guest_probes::worker::serve_if_worker();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::List { json } => cmd::list::list(json),

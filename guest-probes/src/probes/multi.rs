@@ -16,7 +16,7 @@ use vm_memory::{GuestAddress, GuestMemoryBackend};
 use super::{pin_current_thread, vm_support, VmProbe, CLOCK};
 use crate::payloads::Entry;
 use crate::vmm::irqchip::{self, st};
-use crate::vmm::{self, layout, Handled, NativeCheck, SharedMemory, Vcpu, Vm};
+use crate::vmm::{self, layout, Handled, NativeCheck, Vcpu, Vm};
 
 /// The checks the probe table leaves to the multi-vCPU probes: the host must support the
 /// probe, and a per-op-only probe (one delivery per sample) refuses batched budgets.
@@ -292,13 +292,6 @@ pub(crate) fn guest_atomic(vm: &Vm, gpa: u64) -> Result<&AtomicU64, ProbeError> 
     // SAFETY: p is an 8-aligned address inside guest memory, which lives as long as `vm`;
     // the guest and host only access it with naturally aligned 8-byte loads and stores.
     Ok(unsafe { &*(p as *const AtomicU64) })
-}
-
-/// Host view of a u64 of a shared memfd region.
-pub(crate) fn shared_atomic(shm: &SharedMemory, off: usize) -> &AtomicU64 {
-    assert!(off & 7 == 0 && off + 8 <= shm.size());
-    // SAFETY: aligned, inside the mapping, which lives as long as `shm`.
-    unsafe { &*(shm.host_addr().add(off) as *const AtomicU64) }
 }
 
 /// Zeroes vCPU `id`'s status area.

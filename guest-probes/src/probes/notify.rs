@@ -10,13 +10,14 @@ use kvm_bindings::{KVM_CAP_X86_DISABLE_EXITS, KVM_X86_DISABLE_EXITS_MWAIT};
 use probe_api::{Budget, Methods, Metric, Point, ProbeError, Samples, Support};
 
 use super::multi::{
-    check_exits, check_one_way, clear_status, counters_ab, halt_points, halt_stats, irq_vm, irqchip_support, pins_ab,
+    check_exits, check_one_way, counters_ab, halt_points, halt_stats, irq_vm, irqchip_support, pins_ab,
     prepare, push_exit_stats, push_halt_stats, read_samples, run_entry, run_entry_counted, run_pair, samples, set_stop,
-    set_stops, shared_atomic, status, stop_and_kick, two_vcpu_support, vcpu_pair, Around, IrqVm, Prepared, Run,
+    set_stops, status, stop_and_kick, two_vcpu_support, vcpu_pair, Around, IrqVm, Prepared, Run,
 };
 use super::{batch_of, invalid, no_points, VmProbe};
 use crate::vmm::irqchip::{self, st, VEC_IRQ};
 use crate::vmm::{self, layout, Handled, SharedMemory, Vcpu, Vm};
+use crate::worker::{self, Group, Role, Shared, WorkerSpec};
 use std::sync::atomic::Ordering;
 
 /// The two cache lines of the one-VM ping-pong (ping at +0, pong at +64): in main memory,
@@ -40,8 +41,8 @@ pub(crate) const POLL: VmProbe = VmProbe {
 
 pub(crate) const POLL_INTERVM: VmProbe = VmProbe {
     name: "vm.notify.poll-intervm",
-    description: "the vm.notify.poll round trip between two VMs (one vCPU each, one process, two pinned threads) whose \
-                  memslots map one shared memfd region; no exits during the loop",
+    description: "the vm.notify.poll round trip between two VMs, each in its own worker process with its vCPU thread \
+                  pinned, whose memslots map one shared memfd region; no exits during the loop",
     group: "notify",
     methods: Methods::Both,
     support: two_vcpu_support,
@@ -172,57 +173,81 @@ fn run_poll(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples, Pro
     Ok(s)
 }
 
+/// Byte offset of the worker barrier in the shared region (past the two lines).
+const INTERVM_BARRIER: u64 = 4096;
+
+/// The one-process `Prepared` of what a worker measured.
+fn prepared_of(p: &worker::proto::Prepared) -> Prepared {
+    Prepared {
+        native: vmm::NativeCheck { cycles_per_iter: p.cycles_per_iter, iterations: p.native_iterations },
+        overhead: p.overhead,
+        tsc_khz: p.tsc_khz,
+        setup: p.setup.clone(),
+    }
+}
+
+/// Fails when a worker's run had userspace exits beyond its `done` exits.
+fn check_worker_exits(name: &str, who: &str, e: &worker::proto::Exits, done: u64) -> Result<(), ProbeError> {
+    if e.userspace != done || e.done != done {
+        return Err(invalid(name, format!("userspace exits during the loop: {who}: {} userspace exits ({} done, {done} expected)", e.userspace, e.done)));
+    }
+    Ok(())
+}
+
 fn run_poll_intervm(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples, ProbeError> {
     let run = Run::start(p, budget)?;
     let (name, n, batch) = (run.name, run.n, batch_of(budget));
     let shm = SharedMemory::new(SHARED_SIZE)?;
-    for off in (0..128).step_by(8) {
-        shared_atomic(&shm, off).store(0, Ordering::SeqCst);
-    }
-    let vm_a = Vm::new(name)?;
-    let vm_b = Vm::new(name)?;
-    vm_a.add_shared(1, layout::SHARED_GPA, &shm)?;
-    vm_b.add_shared(1, layout::SHARED_GPA, &shm)?;
-    let mut va = vm_a.create_vcpu(0)?;
-    let mut vb = vm_b.create_vcpu(0)?;
-    clear_status(&vm_a, 0)?;
-    clear_status(&vm_b, 0)?;
-    let ((raw, prep_a, ka), (prep_b, kb)) = ping_pong(&run, batch, layout::SHARED_GPA, &mut va, &mut vb)?;
-    let echoes = status(&vm_b, 0, st::COUNT)?;
+    let lines = layout::SHARED_GPA;
+    let spec = |who: &str, cpu, role, stops_when_done| WorkerSpec { name: who.into(), cpu, role, stops_when_done, deadline: None };
+    let specs = vec![
+        spec("VM A", run.cpus[0], Role::PollPing { samples: n, batch, lines }, vec![1]),
+        spec("VM B", run.cpus[1], Role::PollPong { lines }, vec![]),
+    ];
+    let shared = [Shared { memory: &shm, slot: 1, gpa: layout::SHARED_GPA }];
+    let mut group = Group::spawn(name, &shared, INTERVM_BARRIER, specs, run.deadline)?;
+    let pids = group.pids();
+    let mut reports = group.supervise(&|| false)?;
+    drop(group);
+    let (b, a) = (reports.remove(1), reports.remove(0));
+    let echoes = b.status["COUNT"];
     if echoes != n * batch {
         return Err(invalid(name, format!("VM B echoed {echoes} pings, expected {}", n * batch)));
     }
-    let host_ping = shared_atomic(&shm, 0).load(Ordering::SeqCst);
+    let host_ping = shm.atomic(0).load(Ordering::SeqCst);
     if host_ping != n * batch {
         return Err(invalid(name, format!("the shared memfd holds ping {host_ping}, expected {}", n * batch)));
     }
-    let chunks = check_ping_pong_exits(name, &va, &vb, n)?;
+    let chunks = a.exits.chunks;
+    check_worker_exits(name, "VM A", &a.exits, chunks)?;
+    check_worker_exits(name, "VM B", &b.exits, 1)?;
+    let (prep_a, prep_b) = (prepared_of(&a.prepared), prepared_of(&b.prepared));
     let mut s = samples(
-        per_op(raw, batch),
+        per_op(a.samples, batch),
         budget.method,
         &prep_a,
         &[("VM B's vCPU", &prep_b)],
         &[("VM A vCPU", run.cpus[0]), ("VM B vCPU", run.cpus[1])],
-        vm_a.backend().name(),
+        vmm::host().backend()?.name(),
     );
     s.notes.push(format!(
-        "two VMs in one process, one vCPU each; memslot 1 of both at GPA {:#x} maps the same {} KiB memfd (MAP_SHARED); \
-         ping at +0, pong at +64; PAUSE spin loops; {echoes} echoes; the host sees ping = {host_ping}",
+        "two VMs in two worker processes (pids {} and {}), one vCPU each, started together on a barrier in shared memory; \
+         memslot 1 of both at GPA {:#x} maps the same {} KiB memfd (MAP_SHARED, passed over a socket); ping at +0, pong at +64; \
+         PAUSE spin loops; {echoes} echoes; the parent sees ping = {host_ping}",
+        pids[0],
+        pids[1],
         layout::SHARED_GPA,
         SHARED_SIZE >> 10
     ));
     s.notes.push(format!(
         "exits to userspace during the measured loop: 0 (VM A: {} exits = its {chunks} done port write(s); VM B: {} = done); \
          KVM_RUN interruptions (EINTR): A {} B {}",
-        va.stats.userspace_exits(),
-        vb.stats.userspace_exits(),
-        va.stats.intr,
-        vb.stats.intr
+        a.exits.userspace, b.exits.userspace, a.exits.intr, b.exits.intr
     ));
     s.metrics.push(Metric::new("echoes", echoes as f64, "round trips"));
     s.metrics.push(Metric::new("userspace_exits", 0.0, "exits"));
-    push_exit_stats(&mut s, "VM A's vCPU", "a", &ka);
-    push_exit_stats(&mut s, "VM B's vCPU", "b", &kb);
+    push_exit_stats(&mut s, "VM A's vCPU", "a", &(a.kvm_before, a.kvm_after));
+    push_exit_stats(&mut s, "VM B's vCPU", "b", &(b.kvm_before, b.kvm_after));
     Ok(s)
 }
 
