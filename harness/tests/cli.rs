@@ -70,6 +70,7 @@ fn unwritable_output_directory_fails_before_any_measurement() {
 fn a_results_directory_in_use_is_refused() {
     let d = tempfile::tempdir().unwrap();
     let lock = fs::OpenOptions::new().create(true).truncate(false).write(true).open(d.path().join(".ivbench.lock")).unwrap();
+    // SAFETY: flock on the fd of an open file; no memory is passed.
     assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) }, 0);
     let o = ivbench(&["run", "host.timer.overhead", "--iterations", "10", "--out", d.path().to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
@@ -166,6 +167,7 @@ fn ctrl_c_keeps_finished_probes_and_marks_the_run_partial() {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    // SAFETY: kill sends a signal to our own child process; no memory is involved.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let o = child.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(130), "{}", text(&o));

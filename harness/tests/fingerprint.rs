@@ -6,8 +6,14 @@ use std::process::Command;
 use ivbench::fingerprint::{self, collect, Fingerprint};
 use ivbench::timing::{detect_tsc, TscSource};
 
+/// With `IVBENCH_REQUIRE_KVM=1` (CI where /dev/kvm exists) a KVM test may not skip.
+fn require_kvm_unset() {
+    assert!(std::env::var("IVBENCH_REQUIRE_KVM").as_deref() != Ok("1"), "IVBENCH_REQUIRE_KVM=1 but there is no /dev/kvm");
+}
+
 fn kvm_tsc_khz_directly() -> Option<u64> {
     if !Path::new("/dev/kvm").exists() {
+        require_kvm_unset();
         eprintln!("SKIPPED: no /dev/kvm (KVM_GET_TSC_KHZ comparison)");
         return None;
     }
@@ -56,6 +62,7 @@ fn kvm_backend_matches_sysfs() {
 fn kvm_device_and_api_version() {
     let fp = collect(&[]);
     if !Path::new("/dev/kvm").exists() {
+        require_kvm_unset();
         eprintln!("SKIPPED: no /dev/kvm (device and API version checks)");
         assert!(!fp.kvm.dev_kvm_present);
         assert_eq!(fp.kvm.api_version, None);

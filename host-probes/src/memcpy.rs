@@ -39,7 +39,7 @@ impl Ring {
         Ring { lines, stride }
     }
     fn slot(&mut self, i: usize) -> *mut u8 {
-        // In bounds: i < RING and the vector holds RING * stride bytes.
+        // SAFETY: in bounds: i < RING and the vector holds RING * stride bytes.
         unsafe { self.lines.as_mut_ptr().cast::<u8>().add(i * self.stride) }
     }
 }
@@ -92,6 +92,7 @@ impl Probe for Memcpy {
             // black_box on the pointers and the length: the copy has a run-time length
             // (as a packet's would) and its result is treated as observed, so the
             // compiler can neither specialise nor drop it.
+            // SAFETY: s and d point at `size` valid bytes of two distinct buffers.
             unsafe { std::ptr::copy_nonoverlapping(black_box(s), black_box(d), black_box(size)) };
             black_box(d);
             Ok(())

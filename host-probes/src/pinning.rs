@@ -32,6 +32,7 @@ impl Drop for PinnedHere {
     fn drop(&mut self) {
         if let Some(set) = &self.previous {
             // Best effort: failing to widen the mask again is not worth a panic in drop.
+            // SAFETY: `set` is an initialised cpu_set_t; sched_setaffinity only reads it.
             unsafe {
                 libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set);
             }
@@ -40,6 +41,8 @@ impl Drop for PinnedHere {
 }
 
 fn current_affinity() -> io::Result<libc::cpu_set_t> {
+    // SAFETY: cpu_set_t is plain data; zeroed is a valid value and sched_getaffinity
+    // writes at most size_of::<cpu_set_t>() bytes into it.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {

@@ -191,6 +191,7 @@ pub fn prefaulted(len: usize) -> Vec<u64> {
     let mut v = vec![0u64; len];
     for x in v.iter_mut().step_by(512) {
         // A volatile write cannot be dropped as "storing zero into zeroed memory".
+        // SAFETY: x is a valid, aligned &mut u64 of the vector.
         unsafe { std::ptr::write_volatile(x, 0) };
     }
     v

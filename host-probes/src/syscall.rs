@@ -11,6 +11,7 @@ pub struct Getppid;
 /// The raw syscall, not glibc's `getppid()`, which a libc may answer from a cache.
 #[inline(always)]
 fn raw_getppid() -> libc::c_long {
+    // SAFETY: getppid takes no arguments and cannot fail.
     unsafe { libc::syscall(libc::SYS_getppid) }
 }
 
@@ -32,6 +33,7 @@ impl Probe for Getppid {
     }
     fn run(&self, _point: &Point, budget: &Budget) -> Result<Samples, ProbeError> {
         let _pin = PinnedHere::measuring_thread(budget)?;
+        // SAFETY: getppid has no preconditions.
         let expected = unsafe { libc::getppid() } as libc::c_long;
         if raw_getppid() != expected {
             return Err(ProbeError::Failed(

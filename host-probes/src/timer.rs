@@ -81,6 +81,7 @@ fn has_rdtscp() -> bool {
     // SAFETY: cpuid is always available on x86-64.
     let max_ext = unsafe { std::arch::x86_64::__cpuid(0x8000_0000) }.eax;
     max_ext >= 0x8000_0001
+        // SAFETY: leaf 0x8000_0001 exists (max_ext checked above); cpuid has no side effects.
         && unsafe { std::arch::x86_64::__cpuid(0x8000_0001) }.edx & (1 << 27) != 0
 }
 

@@ -35,16 +35,19 @@ struct EventfdPair {
 
 fn new_eventfd() -> io::Result<OwnedFd> {
     // Blocking, counter mode: a read sleeps until the other side writes.
+    // SAFETY: eventfd takes plain integers and returns a new fd or -1.
     let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
+    // SAFETY: fd was just returned by eventfd and is owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 fn eventfd_signal(fd: &OwnedFd) -> io::Result<()> {
     let one: u64 = 1;
     loop {
+        // SAFETY: writes the 8 bytes of `one`, which lives across the call, to an open fd.
         let n = unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
         if n == 8 {
             return Ok(());
@@ -59,6 +62,7 @@ fn eventfd_signal(fd: &OwnedFd) -> io::Result<()> {
 fn eventfd_wait(fd: &OwnedFd) -> io::Result<u64> {
     let mut v: u64 = 0;
     loop {
+        // SAFETY: reads at most 8 bytes into `v`, a u64 that lives across the call.
         let n = unsafe { libc::read(fd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
         if n == 8 {
             return Ok(v);
@@ -157,6 +161,8 @@ struct FutexPair {
 }
 
 fn futex_wait(word: &AtomicU32, expected: u32) -> io::Result<()> {
+    // SAFETY: FUTEX_WAIT on the address of a live, aligned AtomicU32 with no timeout;
+    // the kernel only reads the word.
     let r = unsafe {
         libc::syscall(
             libc::SYS_futex,
@@ -174,6 +180,7 @@ fn futex_wait(word: &AtomicU32, expected: u32) -> io::Result<()> {
 }
 
 fn futex_wake(word: &AtomicU32, count: i32) {
+    // SAFETY: FUTEX_WAKE on the address of a live, aligned AtomicU32; no memory is written.
     unsafe {
         libc::syscall(
             libc::SYS_futex,

@@ -33,14 +33,14 @@ pub enum VmmError {
     /// The guest stopped in a way the run does not accept (a fatal or unexpected exit, a
     /// guest-reported error, a wrong sample count).
     #[error("{vm}: {what} at RIP {} (vCPU {}, last exit: {}){}", at.rip, at.vcpu, at.last_exit, at.hint)]
-    GuestExit { vm: String, what: String, at: GuestState },
+    GuestExit { vm: String, what: String, at: Box<GuestState> },
     /// The watchdog stopped a guest that did not finish by its deadline.
     #[error(
         "{vm}: guest did not finish: the watchdog stopped vCPU {} at RIP {} after {after:?} in this run call \
          (last exit: {}; {exits} exits since the last stats reset){}",
         at.vcpu, at.rip, at.last_exit, at.hint
     )]
-    Timeout { vm: String, at: GuestState, after: Duration, exits: u64, since_created: Duration },
+    Timeout { vm: String, at: Box<GuestState>, after: Duration, exits: u64, since_created: Duration },
     /// Set-up that is neither an ioctl nor guest memory (layout, backend preparation).
     #[error("{vm}: {what}")]
     Setup { vm: String, what: String },
@@ -91,8 +91,8 @@ impl From<VmmError> for ProbeError {
 mod tests {
     use super::*;
 
-    fn at() -> GuestState {
-        GuestState { vcpu: 1, rip: "0x10040".into(), last_exit: "KVM_EXIT_HLT".into(), hint: String::new() }
+    fn at() -> Box<GuestState> {
+        Box::new(GuestState { vcpu: 1, rip: "0x10040".into(), last_exit: "KVM_EXIT_HLT".into(), hint: String::new() })
     }
 
     #[test]

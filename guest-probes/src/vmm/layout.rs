@@ -79,7 +79,7 @@ const _: () = {
     assert!(MWAIT_LINE + 64 <= SAMPLES);
     assert!(mem_size(2) == MEM_SIZE);
     assert!(mem_size(MAX_VCPUS) as u64 <= SHARED_GPA);
-    assert!(SHARED_GPA % HUGE_PAGE == 0 && SHARED_STRIDE % HUGE_PAGE == 0);
+    assert!(SHARED_GPA.is_multiple_of(HUGE_PAGE) && SHARED_STRIDE.is_multiple_of(HUGE_PAGE));
     assert!(SHARED_GPA + MAX_SHARED as u64 * SHARED_STRIDE <= PROTECTED_GPA);
     assert!(PROTECTED_GPA < MMIO_GPA && MMIO_GPA < IDENTITY_MAPPED);
 };
@@ -161,7 +161,7 @@ impl GuestLayout {
             return Err(LayoutError::SharedCount(shared_sizes.len()));
         }
         for (region, &size) in shared_sizes.iter().enumerate() {
-            if size == 0 || size % PAGE != 0 || size > SHARED_STRIDE {
+            if size == 0 || !size.is_multiple_of(PAGE) || size > SHARED_STRIDE {
                 return Err(LayoutError::SharedSize { region, size });
             }
         }
@@ -250,6 +250,6 @@ mod tests {
         assert_eq!(GuestLayout::new(9, &[]), Err(LayoutError::Vcpus(9)));
         assert_eq!(GuestLayout::new(1, &[100]), Err(LayoutError::SharedSize { region: 0, size: 100 }));
         assert!(GuestLayout::new(1, &[SHARED_STRIDE + 4096]).is_err());
-        assert!(GuestLayout::new(1, &vec![4096; 17]).unwrap_err().to_string().contains("room for 16"));
+        assert!(GuestLayout::new(1, &[4096; 17]).unwrap_err().to_string().contains("room for 16"));
     }
 }

@@ -210,7 +210,7 @@ impl Vcpu {
     fn timeout(&self, guard: &watchdog::Guard) -> VmmError {
         VmmError::Timeout {
             vm: self.label().to_string(),
-            at: self.state(),
+            at: Box::new(self.state()),
             after: guard.elapsed(),
             exits: self.stats.total,
             since_created: self.created.elapsed(),

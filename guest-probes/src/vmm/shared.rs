@@ -51,7 +51,7 @@ impl SharedMemory {
         const WHO: &str = "shared memory";
         let mut flags = libc::MFD_CLOEXEC;
         if backing == Backing::Huge2M {
-            if size % HUGE_PAGE != 0 {
+            if !size.is_multiple_of(HUGE_PAGE) {
                 return Err(VmmError::setup(WHO, format!("{size} bytes is not a multiple of 2 MiB")));
             }
             let free = free_huge_pages_2m();
@@ -108,7 +108,7 @@ impl SharedMemory {
     }
     /// Host view of the aligned u64 at byte `off`.
     pub fn atomic(&self, off: usize) -> &AtomicU64 {
-        assert!(off % 8 == 0 && off + 8 <= self.size(), "u64 at {off:#x} of a {}-byte region", self.size());
+        assert!(off.is_multiple_of(8) && off + 8 <= self.size(), "u64 at {off:#x} of a {}-byte region", self.size());
         // SAFETY: `off` is 8-aligned and inside the mapping, which lives as long as `self`;
         // guests and hosts only access the region with naturally aligned 8-byte accesses.
         unsafe { &*(self.host_addr().add(off) as *const AtomicU64) }

@@ -184,6 +184,6 @@ impl Vcpu {
 
     /// A [`VmmError::GuestExit`] naming what went wrong and where the guest is.
     pub fn fail(&self, what: &str) -> VmmError {
-        VmmError::GuestExit { vm: self.label().to_string(), what: what.to_string(), at: self.state() }
+        VmmError::GuestExit { vm: self.label().to_string(), what: what.to_string(), at: Box::new(self.state()) }
     }
 }

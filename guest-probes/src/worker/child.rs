@@ -156,7 +156,7 @@ fn wait_on_barrier(label: &str, barrier: &std::sync::atomic::AtomicU64, parties:
     let mut spins = 0u64;
     while barrier.load(Ordering::SeqCst) < parties {
         spins += 1;
-        if spins % 1024 == 0 {
+        if spins.is_multiple_of(1024) {
             if Instant::now() >= deadline {
                 return Err(VmmError::setup(
                     label,

@@ -31,6 +31,7 @@ impl DirLock {
             .write(true)
             .open(&path)
             .map_err(|e| LockError::Io(dir.to_path_buf(), e))?;
+        // SAFETY: flock on the fd of an open file; no memory is passed.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc != 0 {
             let err = io::Error::last_os_error();
