@@ -21,7 +21,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn budget(iterations: u64, method: Method) -> Budget {
-    Budget { iterations, duration: None, cpus: vec![0, 1], method, timeout: Duration::from_secs(120) }
+    Budget { iterations, duration: None, cpus: vec![0, 1], method, timeout: Duration::from_secs(120), stop: Default::default() }
 }
 
 fn pct(s: &Samples, q: f64) -> u64 {

@@ -10,7 +10,7 @@ mod common;
 use common::{have_kvm, metric, probe};
 
 fn budget(iterations: u64, method: Method) -> Budget {
-    Budget { iterations, duration: None, cpus: vec![0], method, timeout: Duration::from_secs(120) }
+    Budget { iterations, duration: None, cpus: vec![0], method, timeout: Duration::from_secs(120), stop: Default::default() }
 }
 
 fn median(s: &Samples) -> u64 {

@@ -156,6 +156,7 @@ fn probe_timeout_names_the_probe() {
         cpus: vec![0],
         method: Method::PerOp,
         timeout: Duration::from_millis(400),
+        stop: Default::default(),
     };
     let t0 = Instant::now();
     let err = p.run(&Point::none(), &budget).unwrap_err();

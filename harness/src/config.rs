@@ -3,10 +3,11 @@
 
 use std::path::Path;
 
-use probe_api::{Budget, Method, Point, Probe};
+use probe_api::{cpu, limits, Budget, Method, Point, Probe, StopFlag};
 use serde::Deserialize;
 
 use crate::registry;
+use crate::store::read::{read_text_bounded, MAX_CONFIG_BYTES};
 
 pub const DEFAULT_SWEEP: &str = include_str!("../default-sweep.toml");
 
@@ -71,8 +72,8 @@ pub enum ConfigError {
     Syntax { file: String, line: usize, column: usize, message: String },
     #[error("{file}: {message}")]
     Invalid { file: String, message: String },
-    #[error("cannot read config {file}: {source}")]
-    Io { file: String, source: std::io::Error },
+    #[error("cannot read config: {0}")]
+    Read(#[from] crate::store::read::ReadError),
 }
 
 /// One unit of work of a sweep: a probe, a point, and how to time it.
@@ -80,6 +81,38 @@ pub struct Job<'a> {
     pub probe: &'a dyn Probe,
     pub point: Point,
     pub budget: Budget,
+    /// Tells this job's row apart from another of the same probe, point and method
+    /// (see `SummaryRow::variant`); empty when there is no other.
+    pub variant: String,
+}
+
+/// Every CPU must be one this process may run on: pinning to any other fails at the
+/// first point, after the run directory was made.
+pub fn check_cpus_available(cpus: &[usize]) -> Result<(), String> {
+    let allowed = cpu::allowed_cpus();
+    for &c in cpus {
+        limits::cpu(c)?;
+        if !allowed.is_empty() && !allowed.contains(&c) {
+            let list: Vec<String> = allowed.iter().map(|c| c.to_string()).collect();
+            return Err(format!("cpu {c} is not available to this process (it may run on CPUs {})", list.join(",")));
+        }
+    }
+    Ok(())
+}
+
+/// Gives every job that shares probe, point and method with another a variant that tells
+/// them apart: their CPUs when those differ, else their sweep entry number.
+pub fn assign_variants(jobs: &mut [Job<'_>], entries: &[usize]) {
+    let key = |j: &Job<'_>| (j.probe.name(), j.point.clone(), j.budget.method.label());
+    for i in 0..jobs.len() {
+        let same: Vec<usize> = (0..jobs.len()).filter(|&k| key(&jobs[k]) == key(&jobs[i])).collect();
+        if same.len() < 2 {
+            continue;
+        }
+        let cpus = |k: usize| jobs[k].budget.cpus.iter().map(|c| c.to_string()).collect::<Vec<_>>().join("+");
+        let cpus_unique = same.iter().all(|&a| same.iter().filter(|&&b| cpus(b) == cpus(a)).count() == 1);
+        jobs[i].variant = if cpus_unique { format!("cpus={}", cpus(i)) } else { format!("entry={}", entries[i] + 1) };
+    }
 }
 
 impl SweepConfig {
@@ -91,11 +124,22 @@ impl SweepConfig {
         let invalid = |message: String| ConfigError::Invalid { file: file.into(), message };
         for (i, e) in cfg.probes.iter().enumerate() {
             let s = cfg.defaults.merged(&e.settings());
-            if s.iterations.unwrap_or(1) == 0 || s.quick_iterations.unwrap_or(1) == 0 {
-                return Err(invalid(format!("probe entry {} (`{}`): iterations must be at least 1", i + 1, e.name)));
+            let at = |m: String| invalid(format!("probe entry {} (`{}`): {m}", i + 1, e.name));
+            registry::check_pattern(&e.name).map_err(at)?;
+            for n in [s.iterations, s.quick_iterations].into_iter().flatten() {
+                limits::iterations(n).map_err(at)?;
             }
-            if s.batch == Some(0) {
-                return Err(invalid(format!("probe entry {} (`{}`): batch must be at least 1", i + 1, e.name)));
+            if let Some(b) = s.batch {
+                limits::batch(u64::from(b)).map_err(at)?;
+            }
+            if let Some(t) = s.timeout_s {
+                limits::timeout_s(t).map_err(at)?;
+            }
+            for &c in s.cpus.iter().flatten() {
+                limits::cpu(c).map_err(at)?;
+            }
+            if s.cpus.as_ref().is_some_and(|c| c.is_empty()) {
+                return Err(at("cpus is empty".into()));
             }
             if s.methods.as_ref().is_some_and(|m| m.is_empty()) {
                 return Err(invalid(format!("probe entry {} (`{}`): methods is empty", i + 1, e.name)));
@@ -107,20 +151,24 @@ impl SweepConfig {
         Ok(cfg)
     }
 
-    pub fn load(path: &Path) -> Result<SweepConfig, ConfigError> {
+    /// Reads (at most [`MAX_CONFIG_BYTES`]: `--config /dev/zero` ends at once) and parses
+    /// a config file; also returns its text, which the manifest keeps.
+    pub fn load(path: &Path) -> Result<(SweepConfig, String), ConfigError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { file: file.clone(), source })?;
-        Self::parse(&text, &file)
+        let text = read_text_bounded(path, MAX_CONFIG_BYTES)?;
+        Ok((Self::parse(&text, &file)?, text))
     }
 
     pub fn default_sweep() -> SweepConfig {
         Self::parse(DEFAULT_SWEEP, "<default sweep>").expect("the embedded default sweep parses")
     }
 
-    /// Expands entries into jobs, in file order; a probe named twice runs twice.
+    /// Expands entries into jobs, in file order; a probe named twice runs twice, each row
+    /// told apart by its variant.
     pub fn jobs<'a>(&self, probes: &'a [Box<dyn Probe>], quick: bool, file: &str) -> Result<Vec<Job<'a>>, ConfigError> {
         let mut jobs = Vec::new();
-        for e in &self.probes {
+        let mut entries = Vec::new();
+        for (entry, e) in self.probes.iter().enumerate() {
             let selected = registry::select(probes, &e.name);
             if selected.is_empty() {
                 let near = registry::closest(probes, &e.name, 3).join(", ");
@@ -128,10 +176,17 @@ impl SweepConfig {
             }
             let s = self.defaults.merged(&e.settings());
             for probe in selected {
-                let points = match &e.params {
+                let points: Vec<Point> = match &e.params {
                     Some(list) => list.iter().map(|p| Point::parse(p).expect("validated in parse")).collect(),
                     None => probe.points(),
                 };
+                for p in &points {
+                    registry::check_point(probe, p)
+                        .map_err(|m| ConfigError::Invalid { file: file.into(), message: format!("probe entry {} (`{}`): {m}", entry + 1, e.name) })?;
+                }
+                let cpus = s.cpus.clone().unwrap_or_else(|| vec![0, 1]);
+                check_cpus_available(&cpus)
+                    .map_err(|m| ConfigError::Invalid { file: file.into(), message: format!("probe entry {} (`{}`): {m}", entry + 1, e.name) })?;
                 for point in points {
                     for m in s.methods.clone().unwrap_or_else(|| vec![MethodName::PerOp]) {
                         let method = match m {
@@ -142,15 +197,18 @@ impl SweepConfig {
                         let budget = Budget {
                             iterations,
                             duration: None,
-                            cpus: s.cpus.clone().unwrap_or_else(|| vec![0, 1]),
+                            cpus: cpus.clone(),
                             method,
                             timeout: std::time::Duration::from_secs(s.timeout_s.unwrap_or(120)),
+                            stop: StopFlag::new(),
                         };
-                        jobs.push(Job { probe, point: point.clone(), budget });
+                        jobs.push(Job { probe, point: point.clone(), budget, variant: String::new() });
+                        entries.push(entry);
                     }
                 }
             }
         }
+        assign_variants(&mut jobs, &entries);
         Ok(jobs)
     }
 }
@@ -209,11 +267,58 @@ mod tests {
         let e = SweepConfig::parse("[defaults]\niteratoins = 5\n", "c.toml").unwrap_err();
         assert!(e.to_string().contains("c.toml:2:"), "{e}");
         let e = SweepConfig::parse("[defaults]\n[[probe]]\nname='x'\niterations=0\n", "c.toml").unwrap_err();
-        assert!(e.to_string().contains("at least 1"), "{e}");
+        assert!(e.to_string().contains("iterations must be 1..="), "{e}");
         let e = SweepConfig::parse("[defaults]\nmethods=['sideways']\n", "c.toml").unwrap_err();
         assert!(matches!(e, ConfigError::Syntax { line: 2, .. }), "{e}");
         let e = SweepConfig::parse("[defaults]\n[[probe]]\nname='x'\nparams=['nokey']\n", "c.toml").unwrap_err();
         assert!(e.to_string().contains("key=value"), "{e}");
+    }
+
+    #[test]
+    fn numbers_out_of_range_are_refused_naming_the_entry() {
+        for (line, why) in [
+            ("iterations = 18446744073709551615", "iterations must be 1..="),
+            ("quick_iterations = 1000000000000", "iterations must be 1..="),
+            ("batch = 4000000000", "batch must be 1..="),
+            ("timeout_s = 18446744073709551615", "timeout must be 1..="),
+            ("timeout_s = 0", "timeout must be 1..="),
+            ("cpus = [99999]", "beyond the affinity mask"),
+            ("cpus = []", "cpus is empty"),
+        ] {
+            let text = format!("[defaults]\n[[probe]]\nname = 'host.memcpy'\n{line}\n");
+            let e = SweepConfig::parse(&text, "c.toml").unwrap_err().to_string();
+            assert!(e.contains("c.toml") && e.contains("probe entry 1") && e.contains(why), "{line}: {e}");
+        }
+        let e = SweepConfig::parse("[defaults]\n[[probe]]\nname = ''\n", "c.toml").unwrap_err().to_string();
+        assert!(e.contains("names no probe"), "{e}");
+    }
+
+    #[test]
+    fn a_probe_listed_twice_gets_rows_told_apart() {
+        let probes = registry::all();
+        let text = "[defaults]\n[[probe]]\nname = 'host.syscall.getppid'\ncpus = [0]\n[[probe]]\nname = 'host.syscall.getppid'\ncpus = [1]\n\
+                    [[probe]]\nname = 'host.syscall.getppid'\ncpus = [1]\n[[probe]]\nname = 'host.memcpy'\nparams = ['size=64']\n";
+        let cfg = SweepConfig::parse(text, "c.toml").unwrap();
+        let jobs = cfg.jobs(&probes, true, "c.toml").unwrap();
+        let variants: Vec<&str> = jobs.iter().map(|j| j.variant.as_str()).collect();
+        assert_eq!(variants, vec!["entry=1", "entry=2", "entry=3", ""]);
+        let text = "[defaults]\n[[probe]]\nname = 'host.syscall.getppid'\ncpus = [0]\n[[probe]]\nname = 'host.syscall.getppid'\ncpus = [1]\n";
+        let jobs = SweepConfig::parse(text, "c.toml").unwrap().jobs(&probes, true, "c.toml").unwrap();
+        assert_eq!(jobs.iter().map(|j| j.variant.as_str()).collect::<Vec<_>>(), vec!["cpus=0", "cpus=1"]);
+    }
+
+    #[test]
+    fn undeclared_params_in_a_config_are_refused() {
+        let probes = registry::all();
+        let text = "[defaults]\n[[probe]]\nname = 'host.memcpy'\nparams = ['size=64', 'sise=128']\n";
+        let e = SweepConfig::parse(text, "c.toml").unwrap().jobs(&probes, true, "c.toml").err().expect("refused").to_string();
+        assert!(e.contains("no parameter `sise`"), "{e}");
+    }
+
+    #[test]
+    fn an_endless_config_file_is_refused() {
+        let e = SweepConfig::load(Path::new("/dev/zero")).unwrap_err().to_string();
+        assert!(e.contains("/dev/zero") && e.contains("larger than"), "{e}");
     }
 
     #[test]

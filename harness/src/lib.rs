@@ -4,7 +4,11 @@
 //! (histogram + summary, overhead subtracted once) -> store (run directory) -> show /
 //! compare / report, which read only the store.
 
+#[macro_use]
+pub mod out;
+
 pub mod cmd;
+pub mod contention;
 pub mod config;
 pub mod fingerprint;
 pub mod registry;

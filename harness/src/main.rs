@@ -3,9 +3,32 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::time::Duration;
+
 use clap::{Parser, Subcommand, ValueEnum};
 use ivbench::cmd::{self, UsageError, EXIT_USAGE};
-use probe_api::Method;
+use ivbench::{errln, out};
+use probe_api::{limits, Method};
+
+// Range-checked parsers: a number out of range is an exit-2 message naming the range,
+// never an abort or a backtrace later on.
+fn parse_iterations(s: &str) -> Result<u64, String> {
+    limits::parse_u64(s, limits::iterations)
+}
+fn parse_batch(s: &str) -> Result<u32, String> {
+    limits::parse_u64(s, |n| limits::batch(n).map(u64::from)).map(|n| n as u32)
+}
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    limits::parse_u64(s, |n| limits::timeout_s(n).map(|_| n)).map(Duration::from_secs)
+}
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let v: f64 = s.trim().parse().map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    limits::duration_s(v)
+}
+fn parse_cpu(s: &str) -> Result<usize, String> {
+    let n: usize = s.trim().parse().map_err(|_| format!("`{s}` is not a CPU number"))?;
+    limits::cpu(n)
+}
 
 #[derive(Parser)]
 #[command(name = "ivbench", version, about = "Measures what communication between virtual machines on KVM really costs.", long_about = None)]
@@ -36,7 +59,7 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// CPUs the probes would pin to (recorded as the pinning).
-        #[arg(long, value_delimiter = ',', default_value = "0,1")]
+        #[arg(long, value_delimiter = ',', default_value = "0,1", value_parser = parse_cpu)]
         cpus: Vec<usize>,
     },
     /// Run named probes (exact name, `prefix.*` or dotted prefix) into a new run directory.
@@ -44,26 +67,27 @@ enum Command {
     Run {
         #[arg(required = true)]
         probes: Vec<String>,
-        /// Samples per point (per-op: operations; batched: batches). Default 10000.
-        #[arg(long, conflicts_with = "duration")]
+        /// Samples per point (per-op: operations; batched: batches), 1..=100000000. Default 10000.
+        #[arg(long, conflicts_with = "duration", value_parser = parse_iterations)]
         iterations: Option<u64>,
         /// Seconds per point instead of a sample count (probes that honour it stop early).
-        #[arg(long)]
-        duration: Option<f64>,
+        #[arg(long, value_parser = parse_duration)]
+        duration: Option<Duration>,
         /// CPUs to pin to: the measuring thread first, its partner second.
-        #[arg(long, value_delimiter = ',', default_value = "0,1")]
+        #[arg(long, value_delimiter = ',', default_value = "0,1", value_parser = parse_cpu)]
         cpus: Vec<usize>,
         #[arg(long, value_enum, default_value = "per-op")]
         method: MethodArg,
-        /// Operations per timestamp pair with --method batched.
-        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+        /// Operations per timestamp pair with --method batched, 1..=1000000.
+        #[arg(long, default_value = "100", value_parser = parse_batch)]
         batch: u32,
         /// One parameter point instead of the probe's own, e.g. `size=64`.
         #[arg(long)]
         params: Option<String>,
-        /// Seconds after which a point is abandoned and recorded as failed.
-        #[arg(long, default_value_t = 120)]
-        timeout: u64,
+        /// Seconds after which a point stops, 1..=86400: what it measured by then is kept,
+        /// marked partial (failed only when it has no sample).
+        #[arg(long, default_value = "120", value_parser = parse_timeout)]
+        timeout: Duration,
         /// Parent directory of the run directory.
         #[arg(long, default_value_os_t = cmd::default_runs_dir())]
         out: PathBuf,
@@ -118,7 +142,8 @@ enum Command {
     ///   p50 noise = the larger of the two runs' p75/p25 (interquartile factor);
     ///   p99 noise = the larger of the two runs' p99.9/p90 (tail factor, a wider band).
     /// A row is a regression when p50 or p99 regressed. Verdicts: regression, improvement,
-    /// same (within noise), missing in base/new, not comparable (a side is not ok).
+    /// same (within noise), missing in base/new, lost (ok in base, not ok in new), not
+    /// comparable (not ok in base).
     /// Points without a stored histogram are judged by the threshold alone. The spread is
     /// within-run, so compare warns when the machines differ (CPU, kernel, KVM backend, TSC
     /// rate) or the timer's own cost moved between the runs.
@@ -126,7 +151,11 @@ enum Command {
     /// --format bmf prints Bencher Metric Format for NEW's ok rows:
     ///   {"<key>": {"latency": {"value": p50_ns, "lower_value": min_ns, "upper_value": p99_ns}}}
     ///
-    /// Exit status (every format): 0 no regression, 1 a regression, 2 bad input.
+    /// A row ok in BASE that is missing from NEW or not ok there ("lost") fails the gate
+    /// like a regression, and so does a NEW run without a single ok row.
+    ///
+    /// Exit status (every format): 0 nothing failed, 1 a regression, a lost or missing
+    /// row, or an empty NEW run; 2 bad input.
     #[command(verbatim_doc_comment, after_help = "Examples:\n  ivbench compare results/baselines/ref latest\n  ivbench compare BASE NEW --format json --threshold 0.05\n  ivbench compare BASE NEW --format bmf > bmf.json")]
     Compare {
         /// The reference run (directory, run id, or `latest`).
@@ -177,7 +206,7 @@ fn main() -> ExitCode {
         }),
         Command::Sweep { config, quick, print_default, no_report, out } => {
             if print_default {
-                print!("{}", ivbench::config::DEFAULT_SWEEP);
+                out!("{}", ivbench::config::DEFAULT_SWEEP);
                 Ok(0)
             } else {
                 cmd::sweep::sweep(config.as_deref(), quick, &out, !no_report)
@@ -197,7 +226,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("ivbench: error: {e:#}");
+            errln!("ivbench: error: {e:#}");
             if e.downcast_ref::<UsageError>().is_some() {
                 ExitCode::from(EXIT_USAGE)
             } else {

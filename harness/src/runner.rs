@@ -67,6 +67,7 @@ pub fn summarize(probe: &str, params: &str, samples: Samples, host_tsc_khz: u64)
     row.clock = samples.clock.clone();
     row.metrics = samples.metrics.iter().map(|m| format!("{}={} {}", m.name, fmt_value(m.value), m.unit)).collect::<Vec<_>>().join("; ");
     row.notes = samples.notes.join("; ");
+    row.partial = samples.partial.unwrap_or_default();
     Outcome { row, histogram: Some(histogram) }
 }
 
@@ -139,6 +140,25 @@ mod tests {
         assert!(o.row.status.to_string().contains("panicked: boom"), "{}", o.row.status);
         let empty = Fake(|b| Ok(Samples::new(vec![], b.method, 0, "x")), Support::Supported, Methods::Both);
         assert!(matches!(run_point(&empty, &Point::none(), &Budget::quick(10), 1).row.status, Status::Failed(_)));
+    }
+
+    #[test]
+    fn partial_samples_keep_their_figures_and_say_why() {
+        let cut = Fake(
+            |b| {
+                let mut s = Samples::new(vec![500; 7], b.method, 0, "x");
+                s.partial = Some(probe_api::Stop::Interrupted.describe(7, b.iterations));
+                Ok(s)
+            },
+            Support::Supported,
+            Methods::Both,
+        );
+        let o = run_point(&cut, &Point::none(), &Budget::quick(100), 1_000_000);
+        assert_eq!(o.row.status, Status::Ok);
+        assert_eq!(o.row.count, 7);
+        assert_eq!(o.row.partial, "interrupted after 7 of 100 samples");
+        let none = Fake(|_| Err(ProbeError::Interrupted("interrupted before its first sample".into())), Support::Supported, Methods::Both);
+        assert_eq!(run_point(&none, &Point::none(), &Budget::quick(1), 1).row.status.to_string(), "failed: interrupted before its first sample");
     }
 
     #[test]

@@ -19,10 +19,16 @@ pub fn summary_table(rows: &[SummaryRow]) -> String {
     t.set_header(vec!["probe", "params", "method", "status", "count", "p50 ns", "p99 ns", "p99.9 ns", "p50 cyc", "p99 cyc", "overhead cyc"]);
     for r in rows {
         let status = r.status.to_string();
-        let status = if status.len() > 60 { format!("{}...", &status[..status.char_indices().nth(57).map(|(i, _)| i).unwrap_or(status.len())]) } else { status };
+        let mut status = if status.len() > 60 { format!("{}...", &status[..status.char_indices().nth(57).map(|(i, _)| i).unwrap_or(status.len())]) } else { status };
+        if !r.partial.is_empty() {
+            status.push_str(" (partial)");
+        }
+        if !r.contention.is_empty() {
+            status.push_str(" (contended)");
+        }
         t.add_row(vec![
             Cell::new(&r.probe),
-            Cell::new(&r.params),
+            Cell::new(if r.variant.is_empty() { r.params.clone() } else { format!("{} <{}>", r.params, r.variant) }),
             Cell::new(&r.method),
             Cell::new(status),
             Cell::new(r.count).set_alignment(CellAlignment::Right),

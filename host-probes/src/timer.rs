@@ -5,10 +5,11 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use probe_api::tsc::{rdtsc, rdtsc_serialized, rdtscp, serialized_pair_overhead};
-use probe_api::{Budget, Method, Metric, Point, Probe, ProbeError, Samples, Support};
+use probe_api::{limits, Budget, Method, Metric, Point, Probe, ProbeError, Samples, Support};
 
 use crate::perf::PerfCounters;
 use crate::pinning::PinnedHere;
+use crate::sampling::SampleBuf;
 
 pub struct TimerOverhead;
 
@@ -130,38 +131,42 @@ impl Probe for TimerOverhead {
             )));
         }
         let _pin = PinnedHere::measuring_thread(budget)?;
-        let wanted = budget.iterations as usize;
+        let wanted = budget.iterations.min(limits::MAX_ITERATIONS) as usize;
         let started = Instant::now();
         for _ in 0..wanted.clamp(64, 2_000) {
             black_box(clock.one_sample());
         }
-        let mut cycles = crate::sampling::prefaulted(wanted);
+        let mut cycles = SampleBuf::new(wanted);
         let mut perf = PerfCounters::open();
         perf.start();
-        // One sample is a few dozen cycles: a deadline check per 4096 costs nothing.
-        let mut taken = 0;
-        for chunk in cycles.chunks_mut(4096) {
-            let elapsed = started.elapsed();
-            if elapsed > budget.timeout {
-                perf.stop();
-                return Err(ProbeError::Timeout(
-                    budget.timeout,
-                    format!("{NAME} did not finish"),
-                ));
-            }
-            if taken > 0 && budget.duration.is_some_and(|d| elapsed > d) {
+        // One sample is a few dozen cycles: a stop check per 4096 costs nothing.
+        let mut stopped = None;
+        while cycles.len() < wanted {
+            if let Some(stop) = budget.should_stop(started) {
+                stopped = Some(stop);
                 break;
             }
-            for c in chunk.iter_mut() {
-                *c = clock.one_sample();
+            if !cycles.is_empty() && budget.duration.is_some_and(|d| started.elapsed() > d) {
+                break;
             }
-            taken += chunk.len();
+            let chunk = 4096.min(wanted - cycles.len());
+            cycles.make_room(chunk);
+            for _ in 0..chunk {
+                cycles.push(clock.one_sample());
+            }
         }
         let reading = perf.stop();
-        cycles.truncate(taken);
-        let cut_short = taken < wanted;
+        let cycles = cycles.into_vec();
+        let taken = cycles.len();
+        if taken == 0 {
+            if let Some(stop) = stopped {
+                return Err(crate::sampling::stopped_before_any(stop, NAME));
+            }
+        }
+        let cut_short = taken < wanted && stopped.is_none();
 
         let mut s = Samples::new(cycles, Method::PerOp, 0, clock.description());
+        s.partial = stopped.map(|st| st.describe(taken as u64, budget.iterations));
         s.notes
             .push("overhead_cycles = 0: these samples are the timer overhead itself".into());
         if cut_short {

@@ -6,13 +6,17 @@
 //! store, report), so each of those steps lives in exactly one place.
 
 pub mod cpu;
+pub mod limits;
+pub mod stop;
 pub mod tsc;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+
+pub use stop::{Stop, StopFlag};
 
 /// One parameter point of a probe, e.g. `size=64`. Empty for probes without parameters.
 /// Ordered so that its text form (`size=64,mode=spin`) is stable across runs.
@@ -34,7 +38,8 @@ impl Point {
     pub fn get_u64(&self, key: &str) -> Option<u64> {
         self.get(key).and_then(|v| v.parse().ok())
     }
-    /// `key=value,key=value`, or the empty string.
+    /// `key=value,key=value`, or the empty string. A key given twice is an error: which
+    /// of the two values was meant cannot be guessed.
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut map = BTreeMap::new();
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -44,7 +49,9 @@ impl Point {
             if k.trim().is_empty() {
                 return Err(format!("parameter `{part}` has an empty key"));
             }
-            map.insert(k.trim().to_string(), v.trim().to_string());
+            if let Some(old) = map.insert(k.trim().to_string(), v.trim().to_string()) {
+                return Err(format!("parameter `{}` is given twice (`{}={old}` and `{part}`)", k.trim(), k.trim()));
+            }
         }
         Ok(Point(map))
     }
@@ -109,8 +116,12 @@ pub struct Budget {
     /// CPUs to pin to, in order of use (first: the measuring thread).
     pub cpus: Vec<usize>,
     pub method: Method,
-    /// A run that takes longer than this is abandoned with `ProbeError::Timeout`.
+    /// A point stops at this much wall time: with the samples it has, marked partial
+    /// (`ProbeError::Timeout` only when it has none).
     pub timeout: Duration,
+    /// Raised when the user interrupts the run: a point stops at its next check and
+    /// keeps what it measured, marked partial.
+    pub stop: StopFlag,
 }
 
 impl Budget {
@@ -121,7 +132,23 @@ impl Budget {
             cpus: vec![0, 1],
             method: Method::PerOp,
             timeout: Duration::from_secs(60),
+            stop: StopFlag::new(),
         }
+    }
+    /// Whether a point started at `started` must stop now, and why.
+    #[inline]
+    pub fn should_stop(&self, started: Instant) -> Option<Stop> {
+        if self.stop.is_requested() {
+            Some(Stop::Interrupted)
+        } else if started.elapsed() >= self.timeout {
+            Some(Stop::TimedOut(self.timeout))
+        } else {
+            None
+        }
+    }
+    /// When a point started at `started` times out.
+    pub fn deadline(&self, started: Instant) -> Instant {
+        stop::deadline(started, self.timeout)
     }
     /// The CPU for the n-th thread of a probe, wrapping around the configured list.
     pub fn cpu(&self, n: usize) -> Option<usize> {
@@ -169,6 +196,9 @@ pub struct Samples {
     pub metrics: Vec<Metric>,
     /// Facts the reader needs to interpret the figure ("APICv off", "1.2% early HLT wakes").
     pub notes: Vec<String>,
+    /// Why the point stopped before it had every sample it was asked for (interrupted,
+    /// timed out), when it did. The samples are real but fewer; the row says so.
+    pub partial: Option<String>,
 }
 
 impl Samples {
@@ -182,6 +212,7 @@ impl Samples {
             clock: clock.into(),
             metrics: Vec::new(),
             notes: Vec::new(),
+            partial: None,
         }
     }
 }
@@ -216,6 +247,9 @@ pub enum ProbeError {
     Unsupported(String),
     #[error("timed out after {0:?}: {1}")]
     Timeout(Duration, String),
+    /// The user stopped the run before this point had a single sample.
+    #[error("{0}")]
+    Interrupted(String),
     #[error("{0}")]
     Failed(String),
     #[error("{context}: {source}")]
@@ -255,6 +289,69 @@ pub trait Probe: Send + Sync {
     fn methods(&self) -> Methods {
         Methods::PerOpOnly
     }
+    /// The parameter keys this probe reads; a point with any other key is refused before
+    /// it runs (a misspelt key must not be recorded as if it had been applied). By
+    /// default the keys of its own points.
+    fn param_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.points().into_iter().flat_map(|p| p.0.into_keys()).collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
     /// Runs one parameter point.
     fn run(&self, point: &Point, budget: &Budget) -> Result<Samples, ProbeError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repeated_parameter_key_is_refused() {
+        let e = Point::parse("size=64,size=128").unwrap_err();
+        assert!(e.contains("`size` is given twice"), "{e}");
+        assert_eq!(Point::parse("size=64, wait=spin").unwrap().to_string(), "size=64,wait=spin");
+    }
+
+    struct Keys;
+    impl Probe for Keys {
+        fn name(&self) -> &'static str {
+            "test.keys"
+        }
+        fn description(&self) -> &'static str {
+            ""
+        }
+        fn group(&self) -> &'static str {
+            ""
+        }
+        fn support(&self) -> Support {
+            Support::Supported
+        }
+        fn points(&self) -> Vec<Point> {
+            vec![Point::none().with("wait", "spin"), Point::none().with("wait", "hlt").with("halt_poll_ns", 0)]
+        }
+        fn run(&self, _: &Point, _: &Budget) -> Result<Samples, ProbeError> {
+            Err(ProbeError::Failed("not run".into()))
+        }
+    }
+
+    #[test]
+    fn declared_keys_default_to_the_keys_of_the_points() {
+        assert_eq!(Keys.param_keys(), vec!["halt_poll_ns".to_string(), "wait".to_string()]);
+    }
+
+    #[test]
+    fn should_stop_reports_interrupt_before_timeout() {
+        let mut b = Budget::quick(1);
+        let t0 = Instant::now();
+        assert_eq!(b.should_stop(t0), None);
+        b.stop.request();
+        assert_eq!(b.should_stop(t0), Some(Stop::Interrupted));
+        b.stop.clear();
+        b.timeout = Duration::ZERO;
+        assert_eq!(b.should_stop(t0), Some(Stop::TimedOut(Duration::ZERO)));
+        // A timeout too large for Instant arithmetic does not panic.
+        b.timeout = Duration::from_secs(u64::MAX);
+        assert!(b.deadline(t0) > t0);
+    }
 }

@@ -207,7 +207,8 @@ fn run_poll_intervm(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samp
     let shared = [Shared { memory: &shm, slot: 1, gpa: layout::SHARED_GPA }];
     let mut group = Group::spawn(name, &shared, INTERVM_BARRIER, specs, run.deadline)?;
     let pids = group.pids();
-    let mut reports = group.supervise(&|| false)?;
+    // Ctrl-C / SIGTERM: the workers are torn down at once (a partial row is not kept).
+    let mut reports = group.supervise(&|| budget.stop.is_requested())?;
     drop(group);
     let (b, a) = (reports.remove(1), reports.remove(0));
     let echoes = b.status["COUNT"];

@@ -22,9 +22,13 @@ pub fn serve() -> i32 {
     // SAFETY: the parent dup2()ed its end of the socketpair onto CONTROL_FD right before
     // exec; nothing else in this fresh process owns or closes that fd.
     let sock = unsafe { UnixStream::from_raw_fd(CONTROL_FD) };
-    // SAFETY: SIG_IGN for SIGINT has no preconditions. A terminal's Ctrl-C goes to the
-    // whole process group; the parent decides what an interruption means for its workers.
-    unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+    // A terminal's Ctrl-C (and a SIGTERM or SIGHUP to the process group) reaches the
+    // workers too; the parent decides what an interruption means for them and tears them
+    // down itself, and PR_SET_PDEATHSIG ends them if it dies.
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
+        unsafe { libc::signal(sig, libc::SIG_IGN) };
+    }
     let (fds, job) = match receive_job(&sock) {
         Ok(x) => x,
         Err(e) => {

@@ -51,7 +51,16 @@ pub enum Verdict {
     Same,
     MissingInBase,
     MissingInNew,
+    /// ok in the base, not ok (failed, unsupported) in the new run: coverage was lost.
+    Lost,
     NotComparable,
+}
+
+impl Verdict {
+    /// Whether this verdict fails the gate (exit 1): slower, gone, or broken.
+    pub fn fails_gate(self) -> bool {
+        matches!(self, Verdict::Regression | Verdict::MissingInNew | Verdict::Lost)
+    }
 }
 
 impl fmt::Display for Verdict {
@@ -62,6 +71,7 @@ impl fmt::Display for Verdict {
             Verdict::Same => "same (within noise)",
             Verdict::MissingInBase => "missing in base",
             Verdict::MissingInNew => "missing in new",
+            Verdict::Lost => "lost (ok in base, not in new)",
             Verdict::NotComparable => "not comparable",
         })
     }
@@ -176,9 +186,19 @@ fn metric(base: Option<f64>, new: Option<f64>, noise: Option<f64>, threshold: f6
     Some(MetricCmp { base_ns: b, new_ns: n, ratio: n / b, noise_factor: noise, verdict: judge(b, n, noise, threshold) })
 }
 
+/// Keys that occur more than once in a run (written by an ivbench that did not tell
+/// repeated sweep entries apart): their rows cannot be matched without guessing.
+pub fn duplicate_keys(run: &LoadedRun) -> Vec<String> {
+    let mut seen = BTreeMap::new();
+    for r in &run.rows {
+        *seen.entry(r.key()).or_insert(0usize) += 1;
+    }
+    seen.into_iter().filter(|(_, n)| *n > 1).map(|(k, _)| k).collect()
+}
+
 pub fn compare_rows(base: &LoadedRun, new: &LoadedRun, threshold: f64) -> Vec<RowCmp> {
-    // A key written twice (a point re-run into the same directory) counts by its last row.
     let index = |run: &LoadedRun| -> BTreeMap<String, usize> { run.rows.iter().enumerate().map(|(i, r)| (r.key(), i)).collect() };
+    let (bdup, ndup) = (duplicate_keys(base), duplicate_keys(new));
     let (bi, ni) = (index(base), index(new));
     let mut order: Vec<(String, Option<usize>, Option<usize>)> = Vec::new();
     for (i, r) in new.rows.iter().enumerate() {
@@ -200,10 +220,25 @@ pub fn compare_rows(base: &LoadedRun, new: &LoadedRun, threshold: f64) -> Vec<Ro
             let ns = n.map(|i| side(new, &new.rows[i]));
             let (br, nr) = (b.map(|i| &base.rows[i]), n.map(|i| &new.rows[i]));
             let mut row = RowCmp { key, verdict: Verdict::Same, note: String::new(), base: bs.clone(), new: ns.clone(), p50: None, p99: None };
+            if bdup.contains(&row.key) || ndup.contains(&row.key) {
+                row.verdict = Verdict::NotComparable;
+                row.note = "this key appears more than once in a run: rows cannot be matched".into();
+                return row;
+            }
             match (br, nr, bs, ns) {
                 (None, _, _, _) => row.verdict = Verdict::MissingInBase,
-                (_, None, _, _) => row.verdict = Verdict::MissingInNew,
+                (Some(br), None, _, _) => {
+                    row.verdict = if br.status.is_ok() { Verdict::MissingInNew } else { Verdict::NotComparable };
+                    if !br.status.is_ok() {
+                        row.note = format!("missing in new; base: {}", br.status);
+                    }
+                }
                 (Some(br), Some(nr), Some(bs), Some(ns)) => {
+                    if br.status.is_ok() && !nr.status.is_ok() {
+                        row.verdict = Verdict::Lost;
+                        row.note = format!("new: {}", nr.status);
+                        return row;
+                    }
                     if !br.status.is_ok() || !nr.status.is_ok() {
                         row.verdict = Verdict::NotComparable;
                         row.note = if br.status == nr.status {
@@ -315,11 +350,12 @@ fn table(rows: &[RowCmp], base: &LoadedRun, new: &LoadedRun, threshold: f64) -> 
     }
     let count = |v: Verdict| rows.iter().filter(|r| r.verdict == v).count();
     format!(
-        "base {} -> new {}\n{t}\n{} regression(s), {} improvement(s), {} same, {} not comparable, {} missing in base, {} missing in new \
+        "base {} -> new {}\n{t}\n{} regression(s), {} lost, {} improvement(s), {} same, {} not comparable, {} missing in base, {} missing in new \
          (threshold {:.0}%; flagged only beyond the larger of threshold and noise: p50 noise = max p75/p25, p99 noise = max p99.9/p90 of the two runs)",
         base.manifest.run_id,
         new.manifest.run_id,
         count(Verdict::Regression),
+        count(Verdict::Lost),
         count(Verdict::Improvement),
         count(Verdict::Same),
         count(Verdict::NotComparable),
@@ -371,12 +407,22 @@ pub fn compare(base: &str, new: &str, runs_root: &Path, format: Format, threshol
     let n = load("new", new, runs_root)?;
     let rows = compare_rows(&b, &n, threshold);
     let regressions = rows.iter().filter(|r| r.verdict == Verdict::Regression).count();
-    let warns = warnings(&b, &n, &rows);
+    let failing = rows.iter().filter(|r| r.verdict.fails_gate()).count();
+    let mut warns = warnings(&b, &n, &rows);
+    for (which, run) in [("base", &b), ("new", &n)] {
+        warns.extend(run.problems.iter().map(|p| format!("{which} run: {p}")));
+        if run.manifest.status != crate::store::RunStatus::Complete {
+            warns.push(format!("{which} run {} is partial: {}", run.manifest.run_id, run.manifest.stop_reason.as_deref().unwrap_or("no reason recorded")));
+        }
+    }
+    if n.rows.iter().all(|r| !r.status.is_ok()) {
+        warns.push(format!("new run {} has no ok row: nothing in it was measured", n.manifest.run_id));
+    }
     match format {
         Format::Table => {
-            println!("{}", table(&rows, &b, &n, threshold));
+            outln!("{}", table(&rows, &b, &n, threshold));
             for w in &warns {
-                println!("warning: {w}");
+                outln!("warning: {w}");
             }
         }
         Format::Json => {
@@ -390,21 +436,24 @@ pub fn compare(base: &str, new: &str, runs_root: &Path, format: Format, threshol
                 "threshold": threshold,
                 "rule": "flag when NEW/BASE (or BASE/NEW) exceeds both 1+threshold and the noise factor: p50 noise = max(p75/p25) of the two runs, p99 noise = max(p99.9/p90); from the stored histograms",
                 "regressions": regressions,
+                "failing": failing,
                 "counts": counts,
                 "warnings": warns,
                 "rows": rows,
             });
-            println!("{}", serde_json::to_string_pretty(&doc)?);
+            outln!("{}", serde_json::to_string_pretty(&doc)?);
         }
         Format::Bmf => {
             // stdout is the BMF document alone; the warnings go where a CI log shows them.
             for w in &warns {
-                eprintln!("ivbench: warning: {w}");
+                errln!("ivbench: warning: {w}");
             }
-            println!("{}", serde_json::to_string_pretty(&bmf(&n))?)
+            outln!("{}", serde_json::to_string_pretty(&bmf(&n))?)
         }
     }
-    Ok(if regressions > 0 { 1 } else { 0 })
+    // A new run with nothing ok fails even against a base where nothing was ok either.
+    let empty_new = n.rows.iter().all(|r| !r.status.is_ok());
+    Ok(if failing > 0 || empty_new { 1 } else { 0 })
 }
 
 #[cfg(test)]

@@ -10,10 +10,10 @@ pub fn env(json: bool, cpus: &[usize]) -> anyhow::Result<u8> {
     if json {
         let mut v = serde_json::to_value(&fp)?;
         v["guest_backend"] = super::execute::backend_json(&backend);
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        print!("{}", fp.to_text());
-        println!("\n[guest backend]\n{backend}");
+        out!("{}", fp.to_text());
+        outln!("\n[guest backend]\n{backend}");
     }
     Ok(0)
 }

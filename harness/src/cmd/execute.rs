@@ -3,10 +3,12 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::LazyLock;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
+use probe_api::StopFlag;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::UsageError;
@@ -14,24 +16,31 @@ use crate::config::Job;
 use crate::store::lock::{DirLock, LockError};
 use crate::store::run_dir::{ensure_writable, utc_now};
 use crate::store::RunDir;
+use crate::contention::{self, LoadSample};
 use crate::{fingerprint, runner, table, timing};
 
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-static SIGINTS: AtomicUsize = AtomicUsize::new(0);
+static SIGNALS: AtomicUsize = AtomicUsize::new(0);
+/// Raised by the signal handler; every job's budget carries it, so a point in flight
+/// stops at its next check and keeps what it measured.
+static STOP: LazyLock<StopFlag> = LazyLock::new(StopFlag::new);
 
-/// First Ctrl-C: finish the point in flight, keep everything, mark the run partial.
-/// Second Ctrl-C: leave at once (what finished is already on disk).
-fn install_ctrlc() {
+/// First SIGINT, SIGTERM or SIGHUP: the point in flight stops at its next check and keeps
+/// its samples (marked partial), the run ends partial. A second one: leave at once (what
+/// finished is already on disk).
+fn install_signal_handler() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        let _ = ctrlc::set_handler(|| {
-            INTERRUPTED.store(true, Ordering::SeqCst);
-            if SIGINTS.fetch_add(1, Ordering::SeqCst) >= 1 {
-                eprintln!("\nivbench: second interrupt, leaving now; finished probes are in the run directory");
+        let handler = ctrlc::set_handler(|| {
+            STOP.request();
+            if SIGNALS.fetch_add(1, Ordering::SeqCst) >= 1 {
+                errln!("\nivbench: second interrupt, leaving now; finished probes are in the run directory");
                 std::process::exit(130);
             }
-            eprintln!("\nivbench: interrupted; finishing the current point, then stopping (Ctrl-C again to leave at once)");
+            errln!("\nivbench: interrupted; stopping the current point (its samples so far are kept, marked partial); interrupt again to leave at once");
         });
+        if let Err(e) = handler {
+            errln!("ivbench: warning: no signal handler ({e}); Ctrl-C will end the run without marking it");
+        }
     });
 }
 
@@ -53,31 +62,42 @@ pub struct Executed {
     pub failed: usize,
 }
 
-pub fn execute(jobs: Vec<Job<'_>>, out: &Path, kind: &str, config_text: &str) -> Result<Executed> {
+pub fn execute(mut jobs: Vec<Job<'_>>, out: &Path, kind: &str, config_text: &str) -> Result<Executed> {
     // Fail on the directory before measuring anything.
     ensure_writable(out).map_err(|e| UsageError(format!("{e:#}")))?;
     let _lock = DirLock::acquire(out).map_err(|e| match e {
-        LockError::Busy(..) => anyhow::Error::new(UsageError(e.to_string())),
+        LockError::Busy(..) | LockError::NotAFile(..) => anyhow::Error::new(UsageError(e.to_string())),
         other => anyhow::Error::new(other),
     })?;
-    install_ctrlc();
-    INTERRUPTED.store(false, Ordering::SeqCst);
+    install_signal_handler();
+    STOP.clear();
+    SIGNALS.store(0, Ordering::SeqCst);
+    for j in &mut jobs {
+        j.budget.stop = STOP.clone();
+    }
 
     let pinning: Vec<usize> = jobs.first().map(|j| j.budget.cpus.clone()).unwrap_or_default();
     let fp = fingerprint::collect(&pinning);
     let host_khz = timing::detect_tsc().khz;
     let mut run = RunDir::create(out, kind, config_text, serde_json::to_value(&fp)?)?;
+    let load_at_start = LoadSample::now();
+    if !load_at_start.other_ivbench.is_empty() {
+        let list: Vec<String> = load_at_start.other_ivbench.iter().map(|(p, c)| format!("pid {p} `{c}`")).collect();
+        errln!("ivbench: warning: another ivbench is running ({}): figures taken beside it are marked in the `contention` column", list.join(", "));
+    }
+    run.discovered("load_at_start", serde_json::to_value(&load_at_start)?)?;
     if jobs.iter().any(|j| j.probe.name().starts_with("vm.")) {
         // Which backend served the VM probes and how native execution was verified:
         // without it a VM figure cannot be read.
         run.discovered("guest_backend", backend_json(&guest_probes::backend_report()))?;
     }
     let terminal = std::io::stdout().is_terminal();
-    eprintln!("ivbench: {} point(s) -> {}", jobs.len(), run.path.display());
+    errln!("ivbench: {} point(s) -> {}", jobs.len(), run.path.display());
 
     let mut failed = 0;
+    let mut contended = 0;
     let mut i = 0;
-    while i < jobs.len() && !INTERRUPTED.load(Ordering::SeqCst) {
+    while i < jobs.len() && !STOP.is_requested() {
         // One progress bar per probe, over its points and methods.
         let name = jobs[i].probe.name();
         let n = jobs[i..].iter().take_while(|j| j.probe.name() == name).count();
@@ -90,33 +110,50 @@ pub fn execute(jobs: Vec<Job<'_>>, out: &Path, kind: &str, config_text: &str) ->
         bar.set_prefix(name);
         bar.enable_steady_tick(std::time::Duration::from_millis(200));
         for job in &jobs[i..i + n] {
-            if INTERRUPTED.load(Ordering::SeqCst) {
+            if STOP.is_requested() {
                 break;
             }
             bar.set_message(format!("{} {} x{}", job.point, job.budget.method.label(), job.budget.iterations));
             let started = Instant::now();
             let started_utc = utc_now();
-            let outcome = runner::run_point(job.probe, &job.point, &job.budget, host_khz);
+            let before = LoadSample::now();
+            let mut outcome = runner::run_point(job.probe, &job.point, &job.budget, host_khz);
+            outcome.row.variant = job.variant.clone();
+            if let Some(why) = contention::judge(&before, &LoadSample::now()) {
+                outcome.row.contention = why;
+                contended += 1;
+            }
             if matches!(outcome.row.status, crate::store::Status::Failed(_)) {
                 failed += 1;
             }
             if !terminal {
                 let p50 = outcome.row.p50_ns.map(|v| format!(" p50 {v:.1} ns")).unwrap_or_default();
-                eprintln!("  {} {} [{}]: {}{}", name, job.point, outcome.row.method, outcome.row.status, p50);
+                let partial = if outcome.row.partial.is_empty() { String::new() } else { format!(" (partial: {})", outcome.row.partial) };
+                errln!("  {} {} [{}]: {}{}{}", name, job.point, outcome.row.method, outcome.row.status, p50, partial);
             }
-            run.record(outcome.row, outcome.histogram, started, started_utc)
-                .with_context(|| format!("writing results of {name} to {}", run.path.display()))?;
+            if let Err(e) = run.record(outcome.row, outcome.histogram, started, started_utc) {
+                // The store says why it ends here, rather than "running" forever.
+                let _ = run.finish(Some(format!("stopped: results of {name} could not be written: {e:#}")));
+                return Err(e.context(format!("writing results of {name} to {}", run.path.display())));
+            }
             bar.inc(1);
         }
         bar.finish_and_clear();
         if terminal {
-            eprintln!("  done {name} ({n} point(s))");
+            errln!("  done {name} ({n} point(s))");
         }
         i += n;
     }
-    let interrupted = INTERRUPTED.load(Ordering::SeqCst);
-    run.finish(interrupted.then(|| "interrupted by Ctrl-C (SIGINT)".to_string()))?;
-    println!("{}", table::summary_table(run.rows()));
-    println!("run directory: {}{}", run.path.display(), if interrupted { " (partial: interrupted)" } else { "" });
+    let interrupted = STOP.is_requested();
+    run.discovered("load_at_end", serde_json::to_value(LoadSample::now())?)?;
+    if contended > 0 {
+        run.note(format!("{contended} point(s) ran beside other load (see the contention column)"))?;
+    }
+    outln!("{}", table::summary_table(run.rows()));
+    outln!("run directory: {}{}", run.path.display(), if interrupted { " (partial: interrupted)" } else { "" });
+    if let Some(lost) = crate::out::lost() {
+        run.note(lost)?;
+    }
+    run.finish(interrupted.then(|| "interrupted by a signal (SIGINT, SIGTERM or SIGHUP)".to_string()))?;
     Ok(Executed { dir: run.path.clone(), interrupted, failed })
 }

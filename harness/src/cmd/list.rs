@@ -20,7 +20,7 @@ pub fn list(json: bool) -> anyhow::Result<u8> {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(0);
     }
     let mut groups: BTreeMap<(String, String), Vec<_>> = BTreeMap::new();
@@ -29,11 +29,11 @@ pub fn list(json: bool) -> anyhow::Result<u8> {
         groups.entry((domain, p.group().to_string())).or_default().push(p);
     }
     for ((domain, group), ps) in groups {
-        println!("{domain} / {group}");
+        outln!("{domain} / {group}");
         for p in ps {
             let methods = if p.methods() == Methods::Both { "per-op|batched" } else { "per-op" };
-            println!("  {:<28} {:<15} {}", p.name(), methods, p.support());
-            println!("  {:<28} {}", "", p.description());
+            outln!("  {:<28} {:<15} {}", p.name(), methods, p.support());
+            outln!("  {:<28} {}", "", p.description());
         }
     }
     Ok(0)

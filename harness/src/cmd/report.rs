@@ -11,6 +11,6 @@ pub fn report(run: &str, runs_root: &Path, out: Option<&Path>) -> anyhow::Result
     let dir = resolve_run(run, runs_root).map_err(|e| super::UsageError(format!("{e:#}")))?;
     let loaded = load_run(&dir).map_err(|e| super::UsageError(format!("{e:#}")))?;
     let path = report::write(&loaded, out).with_context(|| format!("cannot write the report of {}", dir.display()))?;
-    println!("report: {}", path.display());
+    outln!("report: {}", path.display());
     Ok(0)
 }

@@ -3,22 +3,22 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use probe_api::{Budget, Method, Point};
+use probe_api::{Budget, Method, Point, StopFlag};
 
 use super::execute::execute;
 use super::{UsageError, EXIT_INTERRUPTED};
-use crate::config::Job;
+use crate::config::{check_cpus_available, Job};
 use crate::registry;
 
 pub struct RunArgs {
     pub probes: Vec<String>,
     pub iterations: Option<u64>,
-    pub duration: Option<f64>,
+    pub duration: Option<Duration>,
     pub cpus: Vec<usize>,
     pub method: Method,
     pub params: Option<String>,
     pub out: PathBuf,
-    pub timeout: u64,
+    pub timeout: Duration,
 }
 
 pub fn run(a: RunArgs) -> anyhow::Result<u8> {
@@ -28,19 +28,23 @@ pub fn run(a: RunArgs) -> anyhow::Result<u8> {
         Some(p) => Some(Point::parse(p).map_err(UsageError)?),
         None => None,
     };
+    check_cpus_available(&a.cpus).map_err(UsageError)?;
     let budget = Budget {
-        // --duration alone: a generous sample cap that the duration ends first.
+        // --duration alone: a generous sample cap that the duration ends first (sample
+        // buffers grow with what is measured, so the cap costs no memory up front).
         iterations: a.iterations.unwrap_or(if a.duration.is_some() { 10_000_000 } else { 10_000 }),
-        duration: a.duration.map(Duration::from_secs_f64),
+        duration: a.duration,
         cpus: a.cpus.clone(),
         method: a.method,
-        timeout: Duration::from_secs(a.timeout),
+        timeout: a.timeout,
+        stop: StopFlag::new(),
     };
     let mut jobs = Vec::new();
     for p in selected {
         let points = point_override.clone().map(|x| vec![x]).unwrap_or_else(|| p.points());
         for point in points {
-            jobs.push(Job { probe: p, point, budget: budget.clone() });
+            registry::check_point(p, &point).map_err(UsageError)?;
+            jobs.push(Job { probe: p, point, budget: budget.clone(), variant: String::new() });
         }
     }
     let text = format!("ivbench run {} --iterations {} --method {} --cpus {:?}", a.probes.join(" "), budget.iterations, a.method.label(), a.cpus);

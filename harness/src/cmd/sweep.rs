@@ -10,8 +10,8 @@ use crate::registry;
 pub fn sweep(config: Option<&Path>, quick: bool, out: &Path, report: bool) -> anyhow::Result<u8> {
     let (cfg, text, file) = match config {
         Some(p) => {
-            let cfg = SweepConfig::load(p).map_err(|e| UsageError(e.to_string()))?;
-            (cfg, std::fs::read_to_string(p)?, p.display().to_string())
+            let (cfg, text) = SweepConfig::load(p).map_err(|e| UsageError(e.to_string()))?;
+            (cfg, text, p.display().to_string())
         }
         None => (SweepConfig::default_sweep(), DEFAULT_SWEEP.to_string(), "<default sweep>".to_string()),
     };
@@ -23,8 +23,8 @@ pub fn sweep(config: Option<&Path>, quick: bool, out: &Path, report: bool) -> an
         // The measurements are already stored; a report that cannot be drawn must not
         // turn a finished sweep into a failed one.
         match crate::store::load_run(&done.dir).and_then(|r| crate::report::write(&r, None)) {
-            Ok(path) => println!("report: {}", path.display()),
-            Err(e) => eprintln!("ivbench: warning: report not written: {e:#}"),
+            Ok(path) => outln!("report: {}", path.display()),
+            Err(e) => errln!("ivbench: warning: report not written: {e:#}"),
         }
     }
     Ok(if done.interrupted { EXIT_INTERRUPTED } else { 0 })

@@ -91,7 +91,7 @@ fn figure_caption(r: &SummaryRow) -> String {
         format!("{} cycles ({}) per sample", r.overhead_cycles, fmt_ns(cycles_to_ns(per_op, r.tsc_khz)))
     };
     format!(
-        "<div class=\"caption\"><b>unit</b>: ns, converted from TSC cycles at {} kHz &middot; <b>method</b>: {} &middot; <b>clock</b>: {} &middot; <b>timer overhead subtracted</b>: {}<br>{} samples; p50 {} ns ({} cycles), p99 {} ns, p99.9 {} ns, max {} ns{}{}</div>",
+        "<div class=\"caption\"><b>unit</b>: ns, converted from TSC cycles at {} kHz &middot; <b>method</b>: {} &middot; <b>clock</b>: {} &middot; <b>timer overhead subtracted</b>: {}<br>{} samples; p50 {} ns ({} cycles), p99 {} ns, p99.9 {} ns, max {} ns{}{}{}{}</div>",
         r.tsc_khz,
         esc(&method),
         esc(if r.clock.is_empty() { "not recorded" } else { &r.clock }),
@@ -104,6 +104,8 @@ fn figure_caption(r: &SummaryRow) -> String {
         num(r.max_ns),
         if r.metrics.is_empty() { String::new() } else { format!("<br><b>metrics</b>: {}", esc(&r.metrics)) },
         if r.notes.is_empty() { String::new() } else { format!("<br><b>notes</b>: {}", esc(&r.notes)) },
+        if r.partial.is_empty() { String::new() } else { format!("<br><b>partial</b>: {}", esc(&r.partial)) },
+        if r.contention.is_empty() { String::new() } else { format!("<br><b>taken under contention</b>: {}", esc(&r.contention)) },
     )
 }
 

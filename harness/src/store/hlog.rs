@@ -65,8 +65,57 @@ pub fn write_log(base_time: SystemTime, probe: &str, intervals: &[Interval]) -> 
     Ok(out)
 }
 
+/// An inflated histogram larger than this is not one of ours (3 digits, 64-bit range:
+/// well under 1 MiB); a compressed "bomb" stops here instead of filling memory.
+pub const MAX_INFLATED_BYTES: u64 = 4 << 20;
+/// The precision ivbench writes; a log asking for more would make the reader allocate
+/// a counts array hundreds of times larger.
+const MAX_SIGFIG: u32 = 3;
+const V2_COOKIE: u32 = 0x1c84_9313;
+const V2_COMPRESSED_COOKIE: u32 = 0x1c84_9314;
+const V2_HEADER_BYTES: usize = 40;
+
+/// Checks an encoded histogram's header and size before the hdrhistogram deserializer
+/// sees it (it would allocate whatever the header declares), and returns it inflated.
+fn checked_payload(encoded: &[u8]) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let word = |b: &[u8], at: usize| -> Result<u32, String> {
+        b.get(at..at + 4).map(|w| u32::from_be_bytes([w[0], w[1], w[2], w[3]])).ok_or_else(|| "histogram payload is truncated".to_string())
+    };
+    let plain = match word(encoded, 0)? {
+        V2_COOKIE => encoded.to_vec(),
+        V2_COMPRESSED_COOKIE => {
+            let len = word(encoded, 4)? as usize;
+            let body = encoded.get(8..8 + len).ok_or("compressed histogram is shorter than its declared length")?;
+            let mut out = Vec::new();
+            flate2::read::ZlibDecoder::new(body)
+                .take(MAX_INFLATED_BYTES + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| format!("compressed histogram does not inflate: {e}"))?;
+            if out.len() as u64 > MAX_INFLATED_BYTES {
+                return Err(format!("histogram inflates to more than {MAX_INFLATED_BYTES} bytes; not an ivbench histogram"));
+            }
+            out
+        }
+        other => return Err(format!("histogram payload has unknown cookie {other:#x}")),
+    };
+    if word(&plain, 0)? != V2_COOKIE {
+        return Err("inflated histogram has no V2 cookie".into());
+    }
+    let declared = word(&plain, 4)? as usize;
+    if plain.len() < V2_HEADER_BYTES || declared > plain.len() - V2_HEADER_BYTES {
+        return Err(format!("histogram declares {declared} payload bytes but carries {}", plain.len().saturating_sub(V2_HEADER_BYTES)));
+    }
+    let sigfig = word(&plain, 12)?;
+    if sigfig > MAX_SIGFIG {
+        return Err(format!("histogram has {sigfig} significant digits; ivbench writes {MAX_SIGFIG}"));
+    }
+    Ok(plain)
+}
+
 /// Reads every tagged histogram of a log. Bytes that are not a log give an error naming
-/// the line, never a panic (the reader is fuzzed by a property test).
+/// the line, never a panic, and never allocate more than the log's own size allows (the
+/// reader is fuzzed by property tests that also bound memory).
 pub fn read_log(bytes: &[u8]) -> Result<BTreeMap<String, Histogram<u64>>, HlogError> {
     let mut out = BTreeMap::new();
     let mut de = Deserializer::new();
@@ -78,16 +127,27 @@ pub fn read_log(bytes: &[u8]) -> Result<BTreeMap<String, Histogram<u64>>, HlogEr
                 let decoded = base64::engine::general_purpose::STANDARD
                     .decode(ilh.encoded_histogram())
                     .map_err(|e| HlogError::Parse { line, message: format!("histogram payload is not base64: {e}") })?;
+                let plain = checked_payload(&decoded).map_err(|message| HlogError::Parse { line, message })?;
                 let h: Histogram<u64> = de
-                    .deserialize(&mut std::io::Cursor::new(decoded))
-                    .map_err(|e| HlogError::Parse { line, message: format!("histogram payload: {e:?}") })?;
-                out.insert(tag, h);
+                    .deserialize(&mut std::io::Cursor::new(plain))
+                    .map_err(|e| HlogError::Parse { line, message: format!("histogram payload does not decode: {e}") })?;
+                if out.insert(tag.clone(), h).is_some() {
+                    return Err(HlogError::Parse { line, message: format!("tag `{tag}` appears twice") });
+                }
             }
             Ok(_) => {}
-            Err(e) => return Err(HlogError::Parse { line, message: format!("{e:?}") }),
+            Err(e) => return Err(HlogError::Parse { line, message: describe_log_error(&e) }),
         }
     }
     Ok(out)
+}
+
+/// The interval-log parser's error as a sentence rather than a debug struct.
+fn describe_log_error(e: &hdrhistogram::serialization::interval_log::LogIteratorError) -> String {
+    use hdrhistogram::serialization::interval_log::LogIteratorError as E;
+    match e {
+        E::ParseError { offset } => format!("not an interval-log line (parse error at byte {offset})"),
+    }
 }
 
 #[cfg(test)]

@@ -20,7 +20,13 @@ pub struct ProbeEntry {
     pub probe: String,
     pub params: String,
     pub method: String,
+    /// What tells this entry apart from another of the same probe, point and method.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub variant: String,
     pub status: String,
+    /// Why the point stopped short, when it did.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub partial: String,
     /// Relative path of the probe's interval log, when samples were recorded.
     pub hlog: Option<String>,
     pub tag: Option<String>,
@@ -51,5 +57,8 @@ pub struct Manifest {
     /// was verified), keyed by who found them.
     #[serde(default)]
     pub discovered: BTreeMap<String, serde_json::Value>,
+    /// Facts about the run as a whole: output that could not be written, contention.
+    #[serde(default)]
+    pub notes: Vec<String>,
     pub probes: Vec<ProbeEntry>,
 }

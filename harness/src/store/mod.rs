@@ -14,6 +14,7 @@ pub mod atomic;
 pub mod hlog;
 pub mod lock;
 pub mod manifest;
+pub mod read;
 pub mod run_dir;
 pub mod summary;
 

@@ -7,6 +7,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use super::read::{read_bounded, MAX_SUMMARY_BYTES, ReadError};
 use crate::stats::CycleStats;
 
 /// Outcome of one probe at one point.
@@ -98,6 +99,19 @@ pub struct SummaryRow {
     pub notes: String,
     /// Tag of this point's histogram in `hlog/<probe>.hlog`; empty when none was written.
     pub hlog_tag: String,
+    /// What tells this row apart from another of the same probe, point and method in
+    /// one run (a sweep entry listed twice, e.g. on other CPUs): `cpus=2+3` or
+    /// `entry=4`. Empty for the usual one-row-per-key case. Part of the row's key.
+    #[serde(default)]
+    pub variant: String,
+    /// Why the point stopped before it had every sample (`interrupted after 1200 of
+    /// 10000 samples`, `timed out ...`); empty when it completed.
+    #[serde(default)]
+    pub partial: String,
+    /// What else was competing for the machine while the point ran (another ivbench,
+    /// steal time); empty when nothing was seen.
+    #[serde(default)]
+    pub contention: String,
 }
 
 impl SummaryRow {
@@ -131,6 +145,9 @@ impl SummaryRow {
             metrics: String::new(),
             notes: String::new(),
             hlog_tag: String::new(),
+            variant: String::new(),
+            partial: String::new(),
+            contention: String::new(),
         }
     }
 
@@ -147,11 +164,50 @@ impl SummaryRow {
 
     /// The key that identifies this row across runs (for compare).
     pub fn key(&self) -> String {
-        if self.params.is_empty() {
+        let mut k = if self.params.is_empty() {
             format!("{} [{}]", self.probe, self.method)
         } else {
             format!("{} {{{}}} [{}]", self.probe, self.params, self.method)
+        };
+        if !self.variant.is_empty() {
+            k.push_str(&format!(" <{}>", self.variant));
         }
+        k
+    }
+
+    /// The figures a reader does arithmetic with, by column name.
+    fn figures(&self) -> [(&'static str, Option<f64>); 16] {
+        [
+            ("min_ns", self.min_ns),
+            ("p50_ns", self.p50_ns),
+            ("p90_ns", self.p90_ns),
+            ("p99_ns", self.p99_ns),
+            ("p999_ns", self.p999_ns),
+            ("max_ns", self.max_ns),
+            ("mean_ns", self.mean_ns),
+            ("stddev_ns", self.stddev_ns),
+            ("min_cycles", self.min_cycles),
+            ("p50_cycles", self.p50_cycles),
+            ("p90_cycles", self.p90_cycles),
+            ("p99_cycles", self.p99_cycles),
+            ("p999_cycles", self.p999_cycles),
+            ("max_cycles", self.max_cycles),
+            ("mean_cycles", self.mean_cycles),
+            ("stddev_cycles", self.stddev_cycles),
+        ]
+    }
+
+    /// Why this row cannot be a measurement ivbench wrote, if it cannot: a percentile
+    /// that is NaN, infinite or negative, or figures on a row that is not ok.
+    pub fn implausible(&self) -> Option<String> {
+        for (name, v) in self.figures() {
+            match v {
+                Some(x) if !x.is_finite() || x < 0.0 => return Some(format!("{name} is {x}")),
+                Some(_) if !self.status.is_ok() => return Some(format!("{name} is set on a row with status `{}`", self.status)),
+                _ => {}
+            }
+        }
+        None
     }
 }
 
@@ -163,9 +219,47 @@ pub fn write_csv(rows: &[SummaryRow]) -> Result<Vec<u8>, csv::Error> {
     w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
 }
 
-pub fn read_csv(path: &Path) -> Result<Vec<SummaryRow>, csv::Error> {
-    let mut r = csv::Reader::from_path(path)?;
-    r.deserialize().collect()
+#[derive(Debug, thiserror::Error)]
+pub enum SummaryError {
+    #[error("{0}")]
+    Read(#[from] ReadError),
+    #[error("{}:{line}: {message}", path.display())]
+    Row { path: std::path::PathBuf, line: u64, message: String },
+}
+
+/// Reads summary.csv: bounded in size, every row checked, every error naming the file
+/// and line.
+pub fn read_csv(path: &Path) -> Result<Vec<SummaryRow>, SummaryError> {
+    let bytes = read_bounded(path, MAX_SUMMARY_BYTES)?;
+    let row_err = |line: u64, message: String| SummaryError::Row { path: path.to_path_buf(), line, message };
+    let mut r = csv::Reader::from_reader(bytes.as_slice());
+    let mut rows = Vec::new();
+    for rec in r.deserialize::<SummaryRow>() {
+        match rec {
+            Ok(row) => {
+                // Line of the record just read: header is line 1.
+                let line = rows.len() as u64 + 2;
+                if let Some(why) = row.implausible() {
+                    return Err(row_err(line, format!("row for {}: {why}", row.probe)));
+                }
+                rows.push(row);
+            }
+            Err(e) => {
+                let line = e.position().map(|p| p.line()).unwrap_or(rows.len() as u64 + 2);
+                let message = match e.kind() {
+                    csv::ErrorKind::Deserialize { err, .. } => match err.field() {
+                        Some(f) => format!("column {}: {}", f + 1, err.kind()),
+                        None => err.kind().to_string(),
+                    },
+                    csv::ErrorKind::UnequalLengths { expected_len, len, .. } => format!("{len} fields where the header has {expected_len}"),
+                    csv::ErrorKind::Utf8 { .. } => "not UTF-8".to_string(),
+                    _ => e.to_string(),
+                };
+                return Err(row_err(line, message));
+            }
+        }
+    }
+    Ok(rows)
 }
 
 /// The header line of summary.csv, for documentation and tests.
@@ -210,5 +304,37 @@ mod tests {
         let p = d.path().join("s.csv");
         std::fs::write(&p, write_csv(&[a.clone(), b.clone()]).unwrap()).unwrap();
         assert_eq!(read_csv(&p).unwrap(), vec![a, b]);
+    }
+
+    #[test]
+    fn implausible_figures_are_refused_naming_file_and_line() {
+        let c = CycleStats { count: 5, min: 1.0, p50: 2.0, p90: 3.0, p99: 4.0, p999: 5.0, max: 6.0, mean: 2.5, stddev: 1.0 };
+        let good = SummaryRow::without_samples("host.x", "", Status::Ok, "per-op").with_stats(&c, 2_000_000);
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("summary.csv");
+        for (what, bad) in [
+            ("p50_ns is NaN", SummaryRow { p50_ns: Some(f64::NAN), ..good.clone() }),
+            ("p99_ns is inf", SummaryRow { p99_ns: Some(f64::INFINITY), ..good.clone() }),
+            ("min_cycles is -1", SummaryRow { min_cycles: Some(-1.0), ..good.clone() }),
+        ] {
+            std::fs::write(&p, write_csv(&[good.clone(), bad]).unwrap()).unwrap();
+            let e = read_csv(&p).unwrap_err().to_string();
+            assert!(e.contains(&format!("{}:3:", p.display())) && e.contains(what), "{e}");
+        }
+        std::fs::write(&p, "probe,params\nx\n").unwrap();
+        let e = read_csv(&p).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("{}:", p.display())), "{e}");
+    }
+
+    #[test]
+    fn rows_written_before_the_appended_columns_still_read() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("summary.csv");
+        let row = SummaryRow::without_samples("host.x", "", Status::Ok, "per-op");
+        let text = String::from_utf8(write_csv(std::slice::from_ref(&row)).unwrap()).unwrap();
+        // Drop the three appended columns (variant, partial, contention) from both lines.
+        let old: String = text.lines().map(|l| l.rsplitn(4, ',').last().unwrap().to_string() + "\n").collect();
+        std::fs::write(&p, old).unwrap();
+        assert_eq!(read_csv(&p).unwrap(), vec![row]);
     }
 }
