@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use guest_probes::payloads::args::PioOut;
 use guest_probes::payloads::entry;
 use guest_probes::vmm::{self, layout, Handled, SharedMemory, Vm, VmmError};
 use probe_api::ProbeError;
@@ -237,7 +238,7 @@ fn unexpected_exit_names_probe_exit_and_rip() {
     let vm = Vm::new("test.unexpected").unwrap();
     let mut vcpu = vm.create_vcpu(0).unwrap();
     let err = vcpu
-        .run_sampling(entry::PIO_OUT, 10, 1, Instant::now() + Duration::from_secs(10), &|r| r.r15 = 0x10, &mut |_| Handled::No)
+        .run_sampling(&PioOut { port: 0x10 }, 10, 1, Instant::now() + Duration::from_secs(10), &mut |_| Handled::No)
         .unwrap_err();
     let msg = err.to_string();
     println!("{msg}");

@@ -24,6 +24,8 @@ pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
 
 /// CPUs this process may run on, ascending.
 pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity writes at most its size into it
+    // and CPU_ISSET reads it.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {

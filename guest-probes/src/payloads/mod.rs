@@ -26,6 +26,7 @@
 //! two-vCPU payloads wait for a word of a status area (documented in `payloads::irq`) with
 //! `IVB_POLL_SET word, stop`.
 
+pub mod args;
 mod cpuid;
 mod hang;
 mod hypercall;

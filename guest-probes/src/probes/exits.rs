@@ -1,6 +1,6 @@
 //! Exits: `vm.exit.pio`, `vm.exit.pio-kernel`, `vm.exit.mmio`, `vm.exit.cpuid`.
 
-use crate::payloads::entry;
+use crate::payloads::args::{Cpuid, MmioWrite, PioOut};
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 use kvm_ioctls::{Cap, IoEventAddress, NoDatamatch};
 use probe_api::{Budget, Methods, Metric, Point, ProbeError, Samples, Support};
@@ -61,9 +61,8 @@ fn run_pio(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples, Prob
     in_vm(p.name, budget, |_| Ok(()), move |ctx| {
         ctx.vcpu.stats.reset();
         let got = ctx.sample(
-            entry::PIO_OUT,
+            &PioOut { port: u64::from(PORT_USER) },
             batch,
-            &|r| r.r15 = u64::from(PORT_USER),
             &mut |e| match e {
                 Exit::IoOut { port: PORT_USER, .. } => Handled::Continue,
                 _ => Handled::No,
@@ -110,9 +109,8 @@ fn run_pio_kernel(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Sample
         move |ctx| {
             ctx.vcpu.stats.reset();
             let got = ctx.sample(
-                entry::PIO_OUT,
+                &PioOut { port: u64::from(PORT_IOEVENTFD) },
                 batch,
-                &|r| r.r15 = u64::from(PORT_IOEVENTFD),
                 &mut |_| Handled::No, // any exit besides "done" means the ioeventfd did not take it
             )?;
             let (n, raw) = (got.cycles.len() as u64, got.cycles);
@@ -138,9 +136,8 @@ fn run_mmio(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples, Pro
     in_vm(p.name, budget, |_| Ok(()), move |ctx| {
         ctx.vcpu.stats.reset();
         let got = ctx.sample(
-            entry::MMIO_WRITE,
+            &MmioWrite { gpa: layout::MMIO_GPA },
             batch,
-            &|r| r.r15 = layout::MMIO_GPA,
             &mut |e| match e {
                 Exit::MmioWrite { addr: layout::MMIO_GPA, data } if data == [1, 0, 0, 0] => Handled::Continue,
                 _ => Handled::No,
@@ -168,9 +165,8 @@ fn run_cpuid(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples, Pr
         ctx.vm.fill_u64s(res, 2, 0)?;
         ctx.vcpu.stats.reset();
         let got = ctx.sample(
-            entry::CPUID,
+            &Cpuid { leaf: u64::from(CPUID_LEAF) },
             batch,
-            &|r| r.r15 = u64::from(CPUID_LEAF),
             &mut |_| Handled::No,
         )?;
         let (chunks, raw) = (got.chunks, got.cycles);

@@ -1,6 +1,6 @@
 //! `vm.hypercall.null`: a null hypercall round trip (guest CPL0 -> KVM -> guest).
 
-use crate::payloads::entry;
+use crate::payloads::args::Hypercall;
 use probe_api::{Budget, Methods, Metric, Point, ProbeError, Samples};
 
 use super::{batch_of, in_vm, invalid, no_points, vm_support, VmProbe};
@@ -27,12 +27,8 @@ fn run(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples, ProbeErr
         ctx.vm.fill_u64s(res, 4, 0)?;
         ctx.vcpu.stats.reset();
         let got = ctx.sample(
-            entry::HYPERCALL,
+            &Hypercall { nr: UNKNOWN_NR, expected: expected as u64 },
             batch,
-            &|r| {
-                r.r10 = UNKNOWN_NR;
-                r.rbp = expected as u64;
-            },
             &mut |_| Handled::No,
         )?;
         let (n, chunks, raw) = (got.cycles.len() as u64, got.chunks, got.cycles);

@@ -1,7 +1,7 @@
 //! Interrupts: `vm.irq.inject` (host irqfd -> guest IDT handler) and `vm.ipi.roundtrip`
 //! (vCPU -> vCPU x2APIC IPI and back). Guest code: `payloads::irq`.
 
-use crate::payloads::entry;
+use crate::payloads::args::{IpiSend, IrqRecv};
 use probe_api::{Budget, Method, Methods, Metric, Point, ProbeError, Samples};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -80,14 +80,18 @@ fn run_inject(p: &VmProbe, point: &Point, budget: &Budget) -> Result<Samples, Pr
         name,
         cpus,
         || {
-            let (prep, kvm) = run_entry_counted(&mut v0, entry::IRQ_RECV, deadline, |r| {
-                r.rdi = layout::samples(0).0;
-                r.rsi = n;
-                r.r15 = layout::params(0);
-                r.rbx = flag;
-                r.r8 = wait.reg();
-                r.r11 = 0;
-            })?;
+            let (prep, kvm) = run_entry_counted(
+                &mut v0,
+                &IrqRecv {
+                    buffer: layout::samples(0).0,
+                    samples: n,
+                    status: layout::params(0),
+                    vif: flag,
+                    wait: wait.reg(),
+                    reply_icr: 0,
+                },
+                deadline,
+            )?;
             Ok((read_samples(&v0, n, "irq_recv")?, prep, kvm))
         },
         || {
@@ -186,27 +190,35 @@ fn run_ipi_roundtrip(p: &VmProbe, point: &Point, budget: &Budget) -> Result<Samp
         name,
         cpus,
         || {
-            let (prep, kvm) = run_entry_counted(&mut va, entry::IPI_SEND, deadline, |r| {
-                r.rdi = layout::samples(0).0;
-                r.rsi = n;
-                r.r15 = layout::params(0);
-                r.r10 = layout::params(1);
-                r.r11 = irqchip::x2apic_icr(1, VEC_IRQ);
-                r.rbx = fa;
-                r.r8 = wait.reg();
-                r.r9 = delay;
-            })?;
+            let (prep, kvm) = run_entry_counted(
+                &mut va,
+                &IpiSend {
+                    buffer: layout::samples(0).0,
+                    samples: n,
+                    status: layout::params(0),
+                    peer_status: layout::params(1),
+                    icr: irqchip::x2apic_icr(1, VEC_IRQ),
+                    vif: fa,
+                    mode: wait.reg(),
+                    delay,
+                },
+                deadline,
+            )?;
             Ok((read_samples(&va, n, "ipi_send")?, prep, kvm))
         },
         || {
-            let (prep, kvm) = run_entry_counted(&mut vb, entry::IRQ_RECV, deadline, |r| {
-                r.rdi = layout::samples(1).0;
-                r.rsi = n;
-                r.r15 = layout::params(1);
-                r.rbx = fb;
-                r.r8 = wait.reg();
-                r.r11 = irqchip::x2apic_icr(0, VEC_IRQ);
-            })?;
+            let (prep, kvm) = run_entry_counted(
+                &mut vb,
+                &IrqRecv {
+                    buffer: layout::samples(1).0,
+                    samples: n,
+                    status: layout::params(1),
+                    vif: fb,
+                    wait: wait.reg(),
+                    reply_icr: irqchip::x2apic_icr(0, VEC_IRQ),
+                },
+                deadline,
+            )?;
             Ok((read_samples(&vb, n, "irq_recv")?, prep, kvm))
         },
         &abort,

@@ -10,7 +10,6 @@ mod notify;
 mod syscall;
 mod view;
 
-use crate::payloads::entry;
 use std::fmt;
 use std::time::Instant;
 
@@ -119,12 +118,11 @@ impl Ctx {
     /// Runs a sampling payload for the budget: `requested` samples or until `stop_at`.
     pub fn sample(
         &mut self,
-        entry: crate::payloads::Entry,
+        args: &dyn crate::payloads::args::Args,
         batch: u64,
-        setup: &dyn Fn(&mut kvm_bindings::kvm_regs),
         handler: &mut dyn FnMut(vmm::Exit<'_>) -> vmm::Handled,
     ) -> Result<vmm::Sampled, ProbeError> {
-        Ok(self.vcpu.run_sampling_until(entry, self.requested, batch, self.deadline, self.stop_at, setup, handler)?)
+        Ok(self.vcpu.run_sampling_until(args, self.requested, batch, self.deadline, self.stop_at, handler)?)
     }
 
     /// Samples from raw per-sample cycles (`batch` operations each). Measures the timer
@@ -292,7 +290,7 @@ pub fn backend_report() -> BackendReport {
             Ok(c) => Ok((c, tsc, setup)),
             Err(e) => {
                 // report the measured figure even when it is too slow
-                let raw = vcpu.run_batched_payload(entry::NATIVE_LOOP, 1, 20_000, deadline).ok();
+                let raw = vcpu.run_batched_payload(&crate::payloads::args::NativeLoop {}, 1, 20_000, deadline).ok();
                 Err(ProbeError::Failed(format!(
                     "{e}{}",
                     raw.map(|s| format!(" [{} cycles for 20000 iterations]", s[0])).unwrap_or_default()

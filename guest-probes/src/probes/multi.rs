@@ -14,7 +14,7 @@ use probe_api::{Budget, Method, Methods, Point, ProbeError, Samples, Support};
 use vm_memory::{GuestAddress, GuestMemoryBackend};
 
 use super::{pin_current_thread, vm_support, VmProbe, CLOCK};
-use crate::payloads::Entry;
+use crate::payloads::args::Args;
 use crate::vmm::irqchip::{self, st};
 use crate::vmm::{self, layout, Handled, NativeCheck, Vcpu, Vm};
 
@@ -323,38 +323,34 @@ pub(crate) fn prepare(vcpu: &mut Vcpu, deadline: Instant) -> Result<Prepared, Pr
 }
 
 /// One vCPU thread's payload run: `prepare` (on this thread), exit counts reset, `entry`
-/// with the registers `regs` sets, run until the payload's done exit. Returns what
+/// with the registers of `args`, run until the payload's done exit. Returns what
 /// `prepare` measured.
 pub(crate) fn run_entry(
     v: &mut Vcpu,
-    entry: Entry,
+    args: &dyn Args,
     deadline: Instant,
-    regs: impl FnOnce(&mut kvm_bindings::kvm_regs),
 ) -> Result<Prepared, ProbeError> {
-    run_entry_around(v, entry, deadline, regs, |_| ()).map(|(prep, _)| prep)
+    run_entry_around(v, args, deadline, |_| ()).map(|(prep, _)| prep)
 }
 
 /// `run_entry`, with KVM's statistics of the vCPU taken right before and after the run.
 pub(crate) fn run_entry_counted(
     v: &mut Vcpu,
-    entry: Entry,
+    args: &dyn Args,
     deadline: Instant,
-    regs: impl FnOnce(&mut kvm_bindings::kvm_regs),
 ) -> Result<(Prepared, Around), ProbeError> {
-    run_entry_around(v, entry, deadline, regs, halt_stats)
+    run_entry_around(v, args, deadline, halt_stats)
 }
 
 fn run_entry_around<T>(
     v: &mut Vcpu,
-    entry: Entry,
+    args: &dyn Args,
     deadline: Instant,
-    regs: impl FnOnce(&mut kvm_bindings::kvm_regs),
     around: impl Fn(&Vcpu) -> T,
 ) -> Result<(Prepared, (T, T)), ProbeError> {
     let prep = prepare(v, deadline)?;
     v.stats.reset();
-    let rip = v.vm().entry(entry)?;
-    v.set_entry(rip, regs)?;
+    v.enter(args)?;
     let before = around(v);
     v.run(deadline, &mut |_| Handled::No)?;
     let after = around(v);

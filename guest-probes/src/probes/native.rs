@@ -1,6 +1,6 @@
 //! `vm.native.loop`: is guest code native? Cycles per `dec; jnz` iteration inside a guest.
 
-use crate::payloads::entry;
+use crate::payloads::args::NativeLoop;
 use probe_api::{Budget, Method, Methods, Metric, Point, ProbeError, Samples};
 
 use super::{in_vm, invalid, no_points, vm_support, VmProbe};
@@ -28,7 +28,7 @@ fn run(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples, ProbeErr
     };
     let n = budget.iterations;
     in_vm(p.name, budget, |_| Ok(()), move |ctx| {
-        let got = ctx.sample(entry::NATIVE_LOOP, u64::from(batch), &|_| {}, &mut |_| Handled::No)?;
+        let got = ctx.sample(&NativeLoop {}, u64::from(batch), &mut |_| Handled::No)?;
         if got.cycles.is_empty() || (!got.stopped_early && got.cycles.len() as u64 != n) {
             return Err(invalid(p.name, format!("{} samples, expected {n}", got.cycles.len())));
         }

@@ -3,7 +3,7 @@
 //! `vm.notify.halt` (HLT + IPI, the exit-based baseline). Guest code: `payloads::notify`
 //! and `payloads::irq`.
 
-use crate::payloads::entry;
+use crate::payloads::args::{IpiSend, IrqRecv, MwaitRecv, NotifyStore, PollPing, PollPong};
 use std::time::Instant;
 
 use kvm_bindings::{KVM_CAP_X86_DISABLE_EXITS, KVM_X86_DISABLE_EXITS_MWAIT};
@@ -94,17 +94,7 @@ fn ping(
     vcpu.stats.reset();
     let status_area = layout::params(vcpu.id());
     let before = halt_stats(vcpu);
-    let r = vcpu.run_sampling(
-        entry::POLL_PING,
-        n,
-        batch,
-        deadline,
-        &|r| {
-            r.r10 = lines;
-            r.r15 = status_area;
-        },
-        &mut |_| Handled::No,
-    );
+    let r = vcpu.run_sampling(&PollPing { lines, status: status_area }, n, batch, deadline, &mut |_| Handled::No);
     stop_peer();
     let after = halt_stats(vcpu);
     Ok((r?, prep, (before, after)))
@@ -113,10 +103,7 @@ fn ping(
 /// The responder: `poll_pong` until STOP.
 fn pong(vcpu: &mut Vcpu, lines: u64, deadline: Instant) -> Result<(Prepared, Around), ProbeError> {
     let status_area = layout::params(vcpu.id());
-    run_entry_counted(vcpu, entry::POLL_PONG, deadline, |r| {
-        r.r10 = lines;
-        r.r15 = status_area;
-    })
+    run_entry_counted(vcpu, &PollPong { lines, status: status_area }, deadline)
 }
 
 /// What a ping-pong returns: A's raw samples, what both vCPUs' `prepare` measured and KVM's
@@ -313,21 +300,18 @@ fn run_mwait(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples, Pr
         name,
         cpus,
         || {
-            run_entry(&mut va, entry::NOTIFY_STORE, deadline, |r| {
-                r.rsi = n;
-                r.r9 = settle;
-                r.r10 = layout::params(1);
-                r.r11 = MWAIT_LINE;
-                r.r15 = layout::params(0);
-            })
+            let store = NotifyStore {
+                samples: n,
+                delay: settle,
+                peer_status: layout::params(1),
+                line: MWAIT_LINE,
+                status: layout::params(0),
+            };
+            run_entry(&mut va, &store, deadline)
         },
         || {
-            let prep = run_entry(&mut vb, entry::MWAIT_RECV, deadline, |r| {
-                r.rdi = layout::samples(1).0;
-                r.rsi = n;
-                r.r11 = MWAIT_LINE;
-                r.r15 = layout::params(1);
-            })?;
+            let recv = MwaitRecv { buffer: layout::samples(1).0, samples: n, line: MWAIT_LINE, status: layout::params(1) };
+            let prep = run_entry(&mut vb, &recv, deadline)?;
             Ok((read_samples(&vb, n, "mwait_recv")?, prep))
         },
         &abort,
@@ -366,26 +350,31 @@ fn run_halt(p: &VmProbe, point: &Point, budget: &Budget) -> Result<Samples, Prob
         name,
         cpus,
         || {
-            run_entry(&mut va, entry::IPI_SEND, deadline, |r| {
-                r.rdi = layout::samples(0).0;
-                r.rsi = n;
-                r.r15 = layout::params(0);
-                r.r10 = layout::params(1);
-                r.r11 = irqchip::x2apic_icr(1, VEC_IRQ);
-                r.rbx = fa;
-                r.r8 = 2; // one way: no reply
-                r.r9 = settle;
-            })
+            let send = IpiSend {
+                buffer: layout::samples(0).0,
+                samples: n,
+                status: layout::params(0),
+                peer_status: layout::params(1),
+                icr: irqchip::x2apic_icr(1, VEC_IRQ),
+                vif: fa,
+                mode: 2, // one way: no reply
+                delay: settle,
+            };
+            run_entry(&mut va, &send, deadline)
         },
         || {
-            let (prep, kvm) = run_entry_counted(&mut vb, entry::IRQ_RECV, deadline, |r| {
-                r.rdi = layout::samples(1).0;
-                r.rsi = n;
-                r.r15 = layout::params(1);
-                r.rbx = fb;
-                r.r8 = 1; // HLT
-                r.r11 = 0;
-            })?;
+            let (prep, kvm) = run_entry_counted(
+                &mut vb,
+                &IrqRecv {
+                    buffer: layout::samples(1).0,
+                    samples: n,
+                    status: layout::params(1),
+                    vif: fb,
+                    wait: 1, // HLT
+                    reply_icr: 0,
+                },
+                deadline,
+            )?;
             Ok((read_samples(&vb, n, "irq_recv")?, (prep, kvm)))
         },
         &abort,

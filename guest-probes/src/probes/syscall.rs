@@ -1,5 +1,6 @@
 //! `vm.syscall.getppid`: guest user SYSCALL -> guest supervisor (LSTAR) -> SYSRETQ.
 
+use crate::payloads::args::Syscall;
 use crate::payloads::entry;
 use probe_api::{Budget, Methods, Point, ProbeError, Samples};
 
@@ -29,12 +30,8 @@ fn run(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples, ProbeErr
         let user_stack = layout::user_stack_top(ctx.vcpu.id());
         ctx.vcpu.stats.reset();
         let got = ctx.sample(
-            entry::SYSCALL,
+            &Syscall { user_stack, expected: ppid },
             batch,
-            &|r| {
-                r.rbx = user_stack;
-                r.rbp = ppid;
-            },
             &mut |_| Handled::No,
         )?;
         let (n, raw) = (got.cycles.len() as u64, got.cycles);

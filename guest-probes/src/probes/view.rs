@@ -1,7 +1,7 @@
 //! Memory views: `vm.view.vmfunc` (hardware EPTP switching) and `vm.view.hypercall` (the
 //! software fallback: the VMM maps and unmaps a protected memslot on request).
 
-use crate::payloads::entry;
+use crate::payloads::args::ViewSwitch;
 use std::cell::Cell;
 
 use probe_api::{Budget, Methods, Metric, Point, ProbeError, Samples, Support};
@@ -78,13 +78,8 @@ fn run_hypercall(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples
             let failure: Cell<Option<ProbeError>> = Cell::new(None);
             let vm = ctx.vm.clone();
             let got = ctx.sample(
-                entry::VIEW_SWITCH,
+                &ViewSwitch { port: u64::from(PORT_VIEW), protected: layout::PROTECTED_GPA, secret: SECRET },
                 batch,
-                &|r| {
-                    r.r10 = u64::from(PORT_VIEW);
-                    r.r15 = layout::PROTECTED_GPA;
-                    r.rbp = SECRET;
-                },
                 &mut |e| match e {
                     Exit::IoOut { port: PORT_VIEW, data } => {
                         switches.set(switches.get() + 1);

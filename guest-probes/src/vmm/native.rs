@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use super::error::VmmError;
 use super::vcpu::Vcpu;
-use crate::payloads::entry;
+use crate::payloads::args::NativeLoop;
 
 /// The result of [`verify`].
 #[derive(Clone, Debug)]
@@ -29,7 +29,7 @@ pub fn verify(vcpu: &mut Vcpu, deadline: Instant) -> Result<NativeCheck, VmmErro
     // emulated guest is slow every time.
     let mut best = u64::MAX;
     for _ in 0..TRIES {
-        let s = vcpu.run_batched_payload(entry::NATIVE_LOOP, 1, ITERATIONS, deadline)?;
+        let s = vcpu.run_batched_payload(&NativeLoop {}, 1, ITERATIONS, deadline)?;
         best = best.min(s[0]);
         if best as f64 / ITERATIONS as f64 <= MAX_NATIVE_CYCLES_PER_ITER {
             break;

@@ -3,13 +3,11 @@
 
 use std::time::Instant;
 
-use kvm_bindings::kvm_regs;
-
 use super::error::VmmError;
 use super::layout;
 use super::run::{Exit, Handled};
 use super::vcpu::Vcpu;
-use crate::payloads::{entry, Entry};
+use crate::payloads::args::{Args, TscOverhead};
 
 /// What [`Vcpu::run_sampling_until`] collected.
 #[derive(Clone, Debug)]
@@ -25,35 +23,33 @@ pub struct Sampled {
 impl Vcpu {
     /// Runs a sampling payload (common register convention, see `payloads`) for `samples`
     /// samples of `batch` operations each, in chunks that fit the vCPU's sample buffer.
-    /// `setup` sets payload-specific registers; `handler` takes the payload's exits.
+    /// `args` names the entry and sets its own registers; `handler` takes its exits.
     /// Returns the raw per-sample TSC differences (not divided by `batch`); fails unless
     /// the guest wrote exactly `samples` samples.
     pub fn run_sampling(
         &mut self,
-        entry: Entry,
+        args: &dyn Args,
         samples: u64,
         batch: u64,
         deadline: Instant,
-        setup: &dyn Fn(&mut kvm_regs),
         handler: &mut dyn FnMut(Exit<'_>) -> Handled,
     ) -> Result<Vec<u64>, VmmError> {
-        Ok(self.run_sampling_until(entry, samples, batch, deadline, None, setup, handler)?.cycles)
+        Ok(self.run_sampling_until(args, samples, batch, deadline, None, handler)?.cycles)
     }
 
     /// [`Vcpu::run_sampling`] that also stops (between chunks) once `stop_at` has passed,
     /// for budgets with a wall-clock duration. With `stop_at` the chunks are sized to take
     /// about 50 ms each, so the overshoot stays small.
-    #[allow(clippy::too_many_arguments)]
     pub fn run_sampling_until(
         &mut self,
-        entry: Entry,
+        args: &dyn Args,
         samples: u64,
         batch: u64,
         deadline: Instant,
         stop_at: Option<Instant>,
-        setup: &dyn Fn(&mut kvm_regs),
         handler: &mut dyn FnMut(Exit<'_>) -> Handled,
     ) -> Result<Sampled, VmmError> {
+        let entry = args.entry();
         let rip = self.vm.entry(entry)?;
         let (buf, cap) = layout::samples(self.id);
         let mut out = Vec::with_capacity(samples.min(cap) as usize);
@@ -72,7 +68,7 @@ impl Vcpu {
                 r.rsi = n;
                 r.r8 = batch;
                 r.r9 = layout::results(id);
-                setup(r);
+                args.set(r);
             })?;
             let t0 = Instant::now();
             self.run(deadline, handler)?;
@@ -100,8 +96,8 @@ impl Vcpu {
     }
 
     /// `run_sampling` for payloads without exits of their own.
-    pub fn run_batched_payload(&mut self, entry: Entry, samples: u64, batch: u64, deadline: Instant) -> Result<Vec<u64>, VmmError> {
-        self.run_sampling(entry, samples, batch, deadline, &|_| {}, &mut |_| Handled::No)
+    pub fn run_batched_payload(&mut self, args: &dyn Args, samples: u64, batch: u64, deadline: Instant) -> Result<Vec<u64>, VmmError> {
+        self.run_sampling(args, samples, batch, deadline, &mut |_| Handled::No)
     }
 
     /// Median cost of a back-to-back `lfence; rdtsc` pair measured in this guest (the
@@ -111,7 +107,7 @@ impl Vcpu {
     pub fn timer_overhead(&mut self, deadline: Instant) -> Result<u64, VmmError> {
         let mut best = u64::MAX;
         for _ in 0..5 {
-            let mut s = self.run_batched_payload(entry::TSC_OVERHEAD, 1001, 1, deadline)?;
+            let mut s = self.run_batched_payload(&TscOverhead {}, 1001, 1, deadline)?;
             s.sort_unstable();
             best = best.min(s[s.len() / 2]);
         }

@@ -128,6 +128,12 @@ impl Vcpu {
         self.fd.set_regs(&r).map_err(|e| VmmError::ioctl(self.label(), "KVM_SET_REGS", e))
     }
 
+    /// Points the vCPU at the entry of `args` with its registers set ([`Vcpu::set_entry`]).
+    pub fn enter(&mut self, args: &dyn crate::payloads::args::Args) -> Result<(), VmmError> {
+        let rip = self.vm.entry(args.entry())?;
+        self.set_entry(rip, |r| args.set(r))
+    }
+
     pub fn regs(&self) -> Result<kvm_regs, VmmError> {
         self.fd.get_regs().map_err(|e| VmmError::ioctl(self.label(), "KVM_GET_REGS", e))
     }

@@ -10,7 +10,7 @@ use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
 use super::proto::{self, Exits, FromWorker, Job, Prepared, Report, Role, ToWorker};
 use crate::abi::status;
-use crate::payloads::entry;
+use crate::payloads::args::{Args, HangLoop, PollPing, PollPong, TokenRing};
 use crate::vmm::layout::{self, GuestLayout};
 use crate::vmm::{kvmstats, native, Backing, Handled, SharedMemory, Vcpu, Vm, VmmError};
 
@@ -179,51 +179,25 @@ fn run_role(vcpu: &mut Vcpu, role: &Role, deadline: Instant) -> Result<(Vec<u64>
     let status_area = layout::params(0);
     match *role {
         Role::PollPing { samples, batch, lines } => {
-            let s = vcpu.run_sampling_until(
-                entry::POLL_PING,
-                samples,
-                batch,
-                deadline,
-                None,
-                &|r| {
-                    r.r10 = lines;
-                    r.r15 = status_area;
-                },
-                &mut |_| Handled::No,
-            )?;
+            let s = vcpu.run_sampling_until(&PollPing { lines, status: status_area }, samples, batch, deadline, None, &mut |_| Handled::No)?;
             Ok((s.cycles, s.chunks))
         }
         Role::PollPong { lines } => {
-            run_entry(vcpu, entry::POLL_PONG, deadline, |r| {
-                r.r10 = lines;
-                r.r15 = status_area;
-            })?;
+            run_entry(vcpu, &PollPong { lines, status: status_area }, deadline)?;
             Ok((Vec::new(), 1))
         }
         Role::TokenRing { passes, participants, index, token } => {
-            run_entry(vcpu, entry::TOKEN_RING, deadline, |r| {
-                r.rsi = passes;
-                r.r9 = participants;
-                r.r10 = token;
-                r.r11 = index;
-                r.r15 = status_area;
-            })?;
+            run_entry(vcpu, &TokenRing { passes, participants, token, index, status: status_area }, deadline)?;
             Ok((Vec::new(), 1))
         }
         Role::Hang => {
-            run_entry(vcpu, entry::HANG_LOOP, deadline, |_| {})?;
+            run_entry(vcpu, &HangLoop {}, deadline)?;
             Ok((Vec::new(), 1))
         }
     }
 }
 
-fn run_entry(
-    vcpu: &mut Vcpu,
-    e: crate::payloads::Entry,
-    deadline: Instant,
-    regs: impl FnOnce(&mut kvm_bindings::kvm_regs),
-) -> Result<(), VmmError> {
-    let rip = vcpu.vm().entry(e)?;
-    vcpu.set_entry(rip, regs)?;
+fn run_entry(vcpu: &mut Vcpu, args: &dyn Args, deadline: Instant) -> Result<(), VmmError> {
+    vcpu.enter(args)?;
     vcpu.run(deadline, &mut |_| Handled::No)
 }
