@@ -230,9 +230,19 @@ fn rows_on_one_side_only_are_reported_missing() {
     let a = write_run(&d.path().join("a"), vec![ok("host.syscall.getppid", "", "per-op", tight(230))], None);
     let b = write_run(&d.path().join("b"), vec![ok("vm.syscall.getppid", "", "per-op", tight(2600))], None);
     let (code, v) = compare_json(&a, &b);
-    assert_eq!(code, 0);
+    // A probe the base measured and the new run lacks fails the gate; a new probe does not.
+    assert_eq!(code, 1, "{v:#}");
     assert_eq!(verdict_of(&v, "host.syscall.getppid"), "missing in new");
     assert_eq!(verdict_of(&v, "vm.syscall.getppid"), "missing in base");
+    let (code, v) = compare_json(&b, &a);
+    assert_eq!(code, 1, "{v:#}");
+    let both = write_run(
+        &d.path().join("both"),
+        vec![ok("host.syscall.getppid", "", "per-op", tight(230)), ok("vm.syscall.getppid", "", "per-op", tight(2600))],
+        None,
+    );
+    let (code, v) = compare_json(&a, &both);
+    assert_eq!(code, 0, "only a new probe: {v:#}");
 }
 
 #[test]
