@@ -21,7 +21,14 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn budget(iterations: u64, method: Method) -> Budget {
-    Budget { iterations, duration: None, cpus: vec![0, 1], method, timeout: Duration::from_secs(120), stop: Default::default() }
+    Budget {
+        iterations,
+        duration: None,
+        cpus: vec![0, 1],
+        method,
+        timeout: Duration::from_secs(120),
+        stop: Default::default(),
+    }
 }
 
 fn pct(s: &Samples, q: f64) -> u64 {
@@ -41,7 +48,13 @@ fn run(name: &str, point: &Point, n: u64, method: Method) -> Samples {
     assert!(s.tsc_khz.unwrap_or(0) > 100_000, "{name}: tsc_khz {:?}", s.tsc_khz);
     assert!(s.overhead_cycles > 0 && s.overhead_cycles < 5_000, "{name}: overhead {}", s.overhead_cycles);
     assert!(s.cycles.iter().all(|&c| c > 0 && c < 1 << 62), "{name}: a zero or negative sample");
-    println!("{name} {point} {}: median {} p99 {} cycles (overhead {}); notes:", method.label(), pct(&s, 0.5), pct(&s, 0.99), s.overhead_cycles);
+    println!(
+        "{name} {point} {}: median {} p99 {} cycles (overhead {}); notes:",
+        method.label(),
+        pct(&s, 0.5),
+        pct(&s, 0.99),
+        s.overhead_cycles
+    );
     for n in &s.notes {
         println!("    {n}");
     }
@@ -55,7 +68,14 @@ fn wait(w: &str) -> Point {
 #[test]
 fn points_and_table() {
     let names: Vec<&str> = probes().iter().map(|p| p.name()).collect();
-    for n in ["vm.irq.inject", "vm.ipi.roundtrip", "vm.notify.poll", "vm.notify.poll-intervm", "vm.notify.mwait", "vm.notify.halt"] {
+    for n in [
+        "vm.irq.inject",
+        "vm.ipi.roundtrip",
+        "vm.notify.poll",
+        "vm.notify.poll-intervm",
+        "vm.notify.mwait",
+        "vm.notify.halt",
+    ] {
         assert!(names.contains(&n), "{n} missing from the probe table");
     }
     for p in ["vm.irq.inject", "vm.ipi.roundtrip"] {
@@ -79,7 +99,8 @@ fn bad_point_and_same_cpu_are_refused() {
     b.cpus = vec![0, 0];
     let e = probe("vm.notify.poll").run(&Point::none(), &b).unwrap_err().to_string();
     assert!(e.contains("two distinct CPUs"), "{e}");
-    let e = probe("vm.notify.halt").run(&Point::none(), &budget(10, Method::Batched { batch: 4 })).unwrap_err().to_string();
+    let e =
+        probe("vm.notify.halt").run(&Point::none(), &budget(10, Method::Batched { batch: 4 })).unwrap_err().to_string();
     assert!(e.contains("per-op"), "{e}");
 }
 
@@ -302,7 +323,9 @@ fn figures() {
                 let extra = s
                     .metrics
                     .iter()
-                    .filter(|m| m.name.starts_with("one_way") || m.name.starts_with("early") || m.name.starts_with("halt_"))
+                    .filter(|m| {
+                        m.name.starts_with("one_way") || m.name.starts_with("early") || m.name.starts_with("halt_")
+                    })
                     .map(|m| format!(" {}={}", m.name, m.value))
                     .collect::<String>();
                 println!(

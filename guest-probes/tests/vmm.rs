@@ -20,7 +20,12 @@ fn native_execution_is_verified() {
     let mut vcpu = vm.create_vcpu(0).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let check = vmm::native::verify(&mut vcpu, deadline).unwrap();
-    println!("backend {} native: {:.3} cycles/iteration ({})", vm.backend().name(), check.cycles_per_iter, vcpu.setup());
+    println!(
+        "backend {} native: {:.3} cycles/iteration ({})",
+        vm.backend().name(),
+        check.cycles_per_iter,
+        vcpu.setup()
+    );
     assert!(check.cycles_per_iter < 10.0, "{} cycles/iteration", check.cycles_per_iter);
     let ovh = vcpu.timer_overhead(deadline).unwrap();
     println!("guest lfence;rdtsc pair: {ovh} cycles");
@@ -210,7 +215,6 @@ fn thousand_vms_leak_nothing() {
     assert!(rss1 <= rss0 + 64 * 1024, "RSS grew from {rss0} to {rss1} KiB");
 }
 
-
 #[test]
 fn emulated_guest_is_refused() {
     if !have_kvm() {
@@ -243,5 +247,10 @@ fn unexpected_exit_names_probe_exit_and_rip() {
     let msg = err.to_string();
     println!("{msg}");
     assert!(matches!(err, VmmError::GuestExit { .. }), "{msg}");
-    assert!(msg.contains("test.unexpected") && msg.contains("unexpected exit KVM_EXIT_IO out port 0x10") && msg.contains("RIP 0x"), "{msg}");
+    assert!(
+        msg.contains("test.unexpected")
+            && msg.contains("unexpected exit KVM_EXIT_IO out port 0x10")
+            && msg.contains("RIP 0x"),
+        "{msg}"
+    );
 }

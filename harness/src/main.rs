@@ -48,7 +48,9 @@ enum MethodArg {
 #[derive(Subcommand)]
 enum Command {
     /// List every probe, grouped, with whether this host can run it (and why not).
-    #[command(after_help = "Examples:\n  ivbench list\n  ivbench list --json | jq '.[] | select(.support != \"supported\")'")]
+    #[command(
+        after_help = "Examples:\n  ivbench list\n  ivbench list --json | jq '.[] | select(.support != \"supported\")'"
+    )]
     List {
         #[arg(long)]
         json: bool,
@@ -63,7 +65,9 @@ enum Command {
         cpus: Vec<usize>,
     },
     /// Run named probes (exact name, `prefix.*` or dotted prefix) into a new run directory.
-    #[command(after_help = "Examples:\n  ivbench run host.syscall.getppid --iterations 100000\n  ivbench run host.memcpy --params size=1518 --method batched --batch 1000\n  ivbench run 'vm.exit.*' --cpus 1")]
+    #[command(
+        after_help = "Examples:\n  ivbench run host.syscall.getppid --iterations 100000\n  ivbench run host.memcpy --params size=1518 --method batched --batch 1000\n  ivbench run 'vm.exit.*' --cpus 1"
+    )]
     Run {
         #[arg(required = true)]
         probes: Vec<String>,
@@ -93,7 +97,9 @@ enum Command {
         out: PathBuf,
     },
     /// Run a sweep: the embedded default, or --config FILE which replaces it.
-    #[command(after_help = "Examples:\n  ivbench sweep --quick\n  ivbench sweep --print-default > my-sweep.toml && ivbench sweep --config my-sweep.toml")]
+    #[command(
+        after_help = "Examples:\n  ivbench sweep --quick\n  ivbench sweep --print-default > my-sweep.toml && ivbench sweep --config my-sweep.toml"
+    )]
     Sweep {
         #[arg(long)]
         config: Option<PathBuf>,
@@ -122,7 +128,9 @@ enum Command {
     /// Reads only the run directory: summary table, latency histogram and percentile plot per
     /// point, the per-packet budget chart, the 2014 seed figures beside this run's, and the
     /// environment fingerprint. Writes report.html into the run directory unless --out.
-    #[command(after_help = "Examples:\n  ivbench report latest\n  ivbench report results/runs/20261130T120000Z-1a2b3c --out /tmp/r.html")]
+    #[command(
+        after_help = "Examples:\n  ivbench report latest\n  ivbench report results/runs/20261130T120000Z-1a2b3c --out /tmp/r.html"
+    )]
     Report {
         /// A run directory, a run id, or `latest`.
         run: String,
@@ -156,7 +164,10 @@ enum Command {
     ///
     /// Exit status (every format): 0 nothing failed, 1 a regression, a lost or missing
     /// row, or an empty NEW run; 2 bad input.
-    #[command(verbatim_doc_comment, after_help = "Examples:\n  ivbench compare results/baselines/ref latest\n  ivbench compare BASE NEW --format json --threshold 0.05\n  ivbench compare BASE NEW --format bmf > bmf.json")]
+    #[command(
+        verbatim_doc_comment,
+        after_help = "Examples:\n  ivbench compare results/baselines/ref latest\n  ivbench compare BASE NEW --format json --threshold 0.05\n  ivbench compare BASE NEW --format bmf > bmf.json"
+    )]
     Compare {
         /// The reference run (directory, run id, or `latest`).
         base: String,
@@ -191,19 +202,21 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::List { json } => cmd::list::list(json),
         Command::Env { json, cpus } => cmd::env::env(json, &cpus),
-        Command::Run { probes, iterations, duration, cpus, method, batch, params, timeout, out } => cmd::run::run(cmd::run::RunArgs {
-            probes,
-            iterations,
-            duration,
-            cpus,
-            method: match method {
-                MethodArg::PerOp => Method::PerOp,
-                MethodArg::Batched => Method::Batched { batch },
-            },
-            params,
-            out,
-            timeout,
-        }),
+        Command::Run { probes, iterations, duration, cpus, method, batch, params, timeout, out } => {
+            cmd::run::run(cmd::run::RunArgs {
+                probes,
+                iterations,
+                duration,
+                cpus,
+                method: match method {
+                    MethodArg::PerOp => Method::PerOp,
+                    MethodArg::Batched => Method::Batched { batch },
+                },
+                params,
+                out,
+                timeout,
+            })
+        }
         Command::Sweep { config, quick, print_default, no_report, out } => {
             if print_default {
                 out!("{}", ivbench::config::DEFAULT_SWEEP);

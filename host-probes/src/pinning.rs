@@ -13,9 +13,8 @@ pub struct PinnedHere {
 impl PinnedHere {
     pub fn to(cpu_id: usize) -> Result<Self, ProbeError> {
         let previous = current_affinity().ok();
-        cpu::pin_current_thread(cpu_id).map_err(|e| {
-            ProbeError::io(format!("pinning the measuring thread to cpu {cpu_id}"), e)
-        })?;
+        cpu::pin_current_thread(cpu_id)
+            .map_err(|e| ProbeError::io(format!("pinning the measuring thread to cpu {cpu_id}"), e))?;
         Ok(PinnedHere { previous })
     }
 
@@ -55,9 +54,7 @@ fn current_affinity() -> io::Result<libc::cpu_set_t> {
 /// The two distinct CPUs a two-thread probe runs on: (measuring, partner).
 pub fn cpu_pair(budget: &Budget, probe: &str) -> Result<(usize, usize), ProbeError> {
     let (Some(a), Some(b)) = (budget.cpu(0), budget.cpu(1)) else {
-        return Err(ProbeError::Unsupported(format!(
-            "{probe} needs two CPUs; the budget names none"
-        )));
+        return Err(ProbeError::Unsupported(format!("{probe} needs two CPUs; the budget names none")));
     };
     if a == b {
         return Err(ProbeError::Unsupported(format!(

@@ -182,12 +182,7 @@ fn futex_wait(word: &AtomicU32, expected: u32) -> io::Result<()> {
 fn futex_wake(word: &AtomicU32, count: i32) {
     // SAFETY: FUTEX_WAKE on the address of a live, aligned AtomicU32; no memory is written.
     unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
-            count,
-        );
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, count);
     }
 }
 
@@ -282,11 +277,7 @@ impl Probe for FutexRoundtrip {
         drop(watchdog);
         partner.finish()?;
         let mut s = recorded?.into_samples(sampling::HOST_CLOCK);
-        s.metrics.push(Metric::new(
-            "main_slept_fraction",
-            slept_rounds as f64 / rounds.max(1) as f64,
-            "fraction",
-        ));
+        s.metrics.push(Metric::new("main_slept_fraction", slept_rounds as f64 / rounds.max(1) as f64, "fraction"));
         s.notes.push(format!(
             "measuring thread on cpu {main_cpu}, partner on cpu {partner_cpu}; FUTEX_WAIT/FUTEX_WAKE (private) on two words; main_slept_fraction = rounds (warm-up included) in which the measuring thread actually slept"
         ));

@@ -4,6 +4,9 @@
 
 fn main() {
     guest_probes::worker::serve_if_worker();
-    eprintln!("ivbench-vm-worker: started without `{}`; it is started by ivbench, not by hand", guest_probes::worker::WORKER_ARG);
+    eprintln!(
+        "ivbench-vm-worker: started without `{}`; it is started by ivbench, not by hand",
+        guest_probes::worker::WORKER_ARG
+    );
     std::process::exit(2);
 }

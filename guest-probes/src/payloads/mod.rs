@@ -49,7 +49,9 @@ use crate::vmm::layout;
 /// that the payloads can be assembled in any order and in any codegen unit.
 macro_rules! asm_prelude {
     () => {
-        concat!(asm_symbols!(), r#"
+        concat!(
+            asm_symbols!(),
+            r#"
 .pushsection .rodata.ivb_payloads,"a",@progbits
 .p2align 6
 .macro IVB_TSC reg
@@ -115,7 +117,8 @@ macro_rules! asm_prelude {
 \site:
     .byte 0x0f, 0x01, 0xc1
 .endm
-"#)
+"#
+        )
     };
 }
 
@@ -138,10 +141,7 @@ macro_rules! asm_postlude {
 /// `guest_payload!(r#"...asm..."#)`: assembles one payload with the shared macros.
 macro_rules! guest_payload {
     ($body:expr) => {
-        core::arch::global_asm!(
-            concat!(asm_prelude!(), $body, asm_postlude!()),
-            options(att_syntax, raw)
-        );
+        core::arch::global_asm!(concat!(asm_prelude!(), $body, asm_postlude!()), options(att_syntax, raw));
     };
 }
 pub(crate) use {asm_postlude, asm_prelude, guest_payload};
@@ -211,7 +211,35 @@ pub mod entry {
     pub const VIEW_SWITCH: Entry = Entry("view_switch");
     pub const TOKEN_RING: Entry = Entry("token_ring");
     /// Every constant above.
-    pub const ALL: &[Entry] = &[CPUID, DONE, HANG_VMCALL, HANG_LOOP, CRASH_UD2, PEEK, HYPERCALL, IRQ_EXC_STUBS, IRQ_HANDLER, IRQ_KICK, IRQ_SPURIOUS, IRQ_UNEXPECTED, IRQ_RECV, IPI_SEND, IRQ_FIXUP_SELFTEST, MMIO_WRITE, NATIVE_LOOP, POLL_PING, POLL_PONG, MWAIT_RECV, NOTIFY_STORE, PIO_OUT, SYSCALL, SYS_ENTRY, TSC_OVERHEAD, VIEW_SWITCH, TOKEN_RING];
+    pub const ALL: &[Entry] = &[
+        CPUID,
+        DONE,
+        HANG_VMCALL,
+        HANG_LOOP,
+        CRASH_UD2,
+        PEEK,
+        HYPERCALL,
+        IRQ_EXC_STUBS,
+        IRQ_HANDLER,
+        IRQ_KICK,
+        IRQ_SPURIOUS,
+        IRQ_UNEXPECTED,
+        IRQ_RECV,
+        IPI_SEND,
+        IRQ_FIXUP_SELFTEST,
+        MMIO_WRITE,
+        NATIVE_LOOP,
+        POLL_PING,
+        POLL_PONG,
+        MWAIT_RECV,
+        NOTIFY_STORE,
+        PIO_OUT,
+        SYSCALL,
+        SYS_ENTRY,
+        TSC_OVERHEAD,
+        VIEW_SWITCH,
+        TOKEN_RING,
+    ];
 }
 
 /// One payload as it sits in the host binary.
@@ -282,7 +310,11 @@ impl Image {
                 }
                 let off = base + site - p.start;
                 if bytes[off..off + 3] != [0x0f, 0x01, 0xc1] {
-                    return Err(format!("payload {}: hypercall site at +{:#x} is not a placeholder", p.name, site - p.start));
+                    return Err(format!(
+                        "payload {}: hypercall site at +{:#x} is not a placeholder",
+                        p.name,
+                        site - p.start
+                    ));
                 }
                 bytes[off..off + 3].copy_from_slice(&insn);
             }

@@ -20,7 +20,8 @@ pub const IRQFD_GSI: u32 = 5;
 
 pub(crate) const INJECT: VmProbe = VmProbe {
     name: "vm.irq.inject",
-    description: "interrupt delivery from the host to a native guest: host lfence;rdtsc, then write to an irqfd with an MSI \
+    description:
+        "interrupt delivery from the host to a native guest: host lfence;rdtsc, then write to an irqfd with an MSI \
                   route on the in-kernel irqchip; sample = guest IDT handler entry (lfence;rdtsc) - host stamp. \
                   wait=spin: the guest spins with interrupts enabled; wait=hlt: the guest is halted (HLT + wake-up)",
     group: "irq",
@@ -148,7 +149,9 @@ fn run_inject(p: &VmProbe, point: &Point, budget: &Budget) -> Result<Samples, Pr
     ));
     s.notes.push(format!("wait={}: {}", wait.name(), wait_note(wait, "the guest", pvm)));
     if wait == Wait::Hlt {
-        s.notes.push(format!("host sends {settle} cycles (20 us) after the guest announced its HLT, so that it is halted"));
+        s.notes.push(format!(
+            "host sends {settle} cycles (20 us) after the guest announced its HLT, so that it is halted"
+        ));
         s.notes.push(c.hlt_note("guest"));
         s.notes.push(poll_note);
         push_halt_stats(&mut s, "the guest", &kvm);
@@ -161,7 +164,9 @@ fn run_inject(p: &VmProbe, point: &Point, budget: &Budget) -> Result<Samples, Pr
              +-{tsc_err} cycles of the KVM_GET_MSRS(IA32_TSC) bracket"
         )
     } else {
-        format!("{tsc_attr}; measured guest TSC - host TSC = {tsc_off} +- {tsc_err} cycles: host stamps corrected by it")
+        format!(
+            "{tsc_attr}; measured guest TSC - host TSC = {tsc_off} +- {tsc_err} cycles: host stamps corrected by it"
+        )
     });
     s.notes.push(format!(
         "handler ran {} times for {n} interrupts; {} spurious (0xff); 0 userspace exits during the loop; {} KVM_RUN interruptions (EINTR)",
@@ -241,19 +246,17 @@ fn run_ipi_roundtrip(p: &VmProbe, point: &Point, budget: &Budget) -> Result<Samp
         c.sort_unstable();
         c[(c.len() * 99 / 100).min(c.len() - 1)]
     };
-    let mut s = samples(
-        rt,
-        Method::PerOp,
-        &prep_a,
-        &[("vCPU B", &prep_b)],
-        &pins_ab(cpus),
-        vm.backend().name(),
-    );
+    let mut s = samples(rt, Method::PerOp, &prep_a, &[("vCPU B", &prep_b)], &pins_ab(cpus), vm.backend().name());
     s.notes.push(format!(
         "true round trip: A lfence;rdtsc -> x2APIC ICR write (wrmsr 0x830, fixed vector {VEC_IRQ:#x}, physical dest 1) -> \
          B's IDT handler -> B's loop writes the ICR back (dest 0) -> A's handler entry lfence;rdtsc; EOIs (wrmsr 0x80b) after the timed part"
     ));
-    s.notes.push(format!("wait={}: {}; {}", wait.name(), wait_note(wait, "B", pvm), wait_note(wait, "A (for the reply)", pvm)));
+    s.notes.push(format!(
+        "wait={}: {}; {}",
+        wait.name(),
+        wait_note(wait, "B", pvm),
+        wait_note(wait, "A (for the reply)", pvm)
+    ));
     if wait == Wait::Hlt {
         s.notes.push(format!(
             "A sends {settle} cycles (20 us) after B announced its HLT; A halts right after its ICR write, so the reply may \
@@ -267,7 +270,9 @@ fn run_ipi_roundtrip(p: &VmProbe, point: &Point, budget: &Budget) -> Result<Samp
     }
     push_exit_stats(&mut s, "vCPU A", "a", &kvm_a);
     push_exit_stats(&mut s, "vCPU B", "b", &kvm_b);
-    s.notes.push(format!("one-way A stamp -> B handler entry: median {ow} cycles, p99 {ow99} (metrics one_way_median, one_way_p99)"));
+    s.notes.push(format!(
+        "one-way A stamp -> B handler entry: median {ow} cycles, p99 {ow99} (metrics one_way_median, one_way_p99)"
+    ));
     s.notes.push(irqchip::apicv_note(vm.backend().kind()));
     s.notes.push(format!(
         "handlers: A {} B {}; IPIs sent: A {} B {}; spurious: A {} B {}; 0 userspace exits during the loop; EINTR: A {} B {}",
@@ -279,6 +284,10 @@ fn run_ipi_roundtrip(p: &VmProbe, point: &Point, budget: &Budget) -> Result<Samp
     s.metrics.push(Metric::new("handler_entries_a", ca.handler as f64, "interrupts"));
     s.metrics.push(Metric::new("handler_entries_b", cb.handler as f64, "interrupts"));
     s.metrics.push(Metric::new("early_hlt_wakes", (ca.early + cb.early) as f64, "wakes"));
-    s.metrics.push(Metric::new("userspace_exits", (stats_a.userspace_exits() + stats_b.userspace_exits() - 2) as f64, "exits"));
+    s.metrics.push(Metric::new(
+        "userspace_exits",
+        (stats_a.userspace_exits() + stats_b.userspace_exits() - 2) as f64,
+        "exits",
+    ));
     Ok(s)
 }

@@ -136,7 +136,14 @@ impl Ctx {
         // 0.7 cycles per iteration is not reported as 1.
         const BATCHED_SCALE: u64 = 1000;
         let (cycles, scale) = if batch > 1 {
-            (raw.iter().map(|&c| ((u128::from(c) * u128::from(BATCHED_SCALE) + u128::from(batch / 2)) / u128::from(batch)) as u64).collect(), BATCHED_SCALE)
+            (
+                raw.iter()
+                    .map(|&c| {
+                        ((u128::from(c) * u128::from(BATCHED_SCALE) + u128::from(batch / 2)) / u128::from(batch)) as u64
+                    })
+                    .collect(),
+                BATCHED_SCALE,
+            )
         } else {
             (raw, 1)
         };

@@ -124,7 +124,8 @@ pub(crate) fn halt_stats(v: &Vcpu) -> KvmStats {
 
 /// KVM's exit counters that tell whether a loop really ran without exits: all exits to
 /// KVM, those caused by host interrupts, I/O, HLT, injected interrupts, emulation.
-pub(crate) const EXIT_COUNTERS: [&str; 6] = ["exits", "irq_exits", "io_exits", "halt_exits", "irq_injections", "insn_emulation"];
+pub(crate) const EXIT_COUNTERS: [&str; 6] =
+    ["exits", "irq_exits", "io_exits", "halt_exits", "irq_injections", "insn_emulation"];
 
 /// Notes and metrics from KVM's exit counters taken before and after a loop on `who`
 /// (metric `kvm_exits_<tag>`: every exit to KVM, not only those to userspace).
@@ -133,7 +134,10 @@ pub(crate) fn push_exit_stats(s: &mut Samples, who: &str, tag: &str, (before, af
         (Some(b), Some(a)) => {
             let d = vmm::kvmstats::delta(b, a, &EXIT_COUNTERS);
             let text: Vec<String> = d.iter().map(|(k, v)| format!("{k} {v}")).collect();
-            s.notes.push(format!("KVM exit counters of {who} during the loop (KVM_GET_STATS_FD; exits to KVM, not to userspace): {}", text.join(", ")));
+            s.notes.push(format!(
+                "KVM exit counters of {who} during the loop (KVM_GET_STATS_FD; exits to KVM, not to userspace): {}",
+                text.join(", ")
+            ));
             if let Some((_, v)) = d.iter().find(|(k, _)| k == "exits") {
                 s.metrics.push(probe_api::Metric::new(&format!("kvm_exits_{tag}"), *v as f64, "exits"));
             }
@@ -147,8 +151,16 @@ pub(crate) fn push_halt_stats(s: &mut Samples, who: &str, (before, after): &Arou
     match (before, after) {
         (Some(b), Some(a)) => {
             let d = vmm::kvmstats::halt_delta(b, a);
-            s.notes.push(format!("KVM halt statistics of {who} during the loop (KVM_GET_STATS_FD): {}", vmm::kvmstats::halt_summary(&d)));
-            let tag = who.split_whitespace().next_back().unwrap_or(who).trim_matches(|c: char| !c.is_alphanumeric()).to_lowercase();
+            s.notes.push(format!(
+                "KVM halt statistics of {who} during the loop (KVM_GET_STATS_FD): {}",
+                vmm::kvmstats::halt_summary(&d)
+            ));
+            let tag = who
+                .split_whitespace()
+                .next_back()
+                .unwrap_or(who)
+                .trim_matches(|c: char| !c.is_alphanumeric())
+                .to_lowercase();
             for k in ["halt_successful_poll", "halt_wakeup"] {
                 if let Some(v) = d.get(k) {
                     s.metrics.push(probe_api::Metric::new(&format!("{k}_{tag}"), *v as f64, "halts"));
@@ -187,7 +199,9 @@ fn two_cpus(name: &str, budget: &Budget) -> Result<[Option<usize>; 2], ProbeErro
 fn check_iterations(name: &str, n: u64) -> Result<(), ProbeError> {
     let cap = layout::samples(0).1;
     if n == 0 || n > cap {
-        return Err(ProbeError::Failed(format!("{name}: {n} iterations requested; 1..={cap} fit the guest sample buffer")));
+        return Err(ProbeError::Failed(format!(
+            "{name}: {n} iterations requested; 1..={cap} fit the guest sample buffer"
+        )));
     }
     Ok(())
 }
@@ -244,7 +258,9 @@ pub(crate) fn two_vcpu_support() -> Support {
     }
     let cpus = host_cpus();
     if cpus < 2 {
-        return Support::Unsupported(format!("needs 2 host CPUs for two pinned vCPU threads; this process may use {cpus}"));
+        return Support::Unsupported(format!(
+            "needs 2 host CPUs for two pinned vCPU threads; this process may use {cpus}"
+        ));
     }
     match vmm::host().kvm() {
         Ok(k) if k.get_max_vcpus() < 2 => Support::Unsupported(format!("KVM allows {} vCPU per VM", k.get_max_vcpus())),
@@ -325,11 +341,7 @@ pub(crate) fn prepare(vcpu: &mut Vcpu, deadline: Instant) -> Result<Prepared, Pr
 /// One vCPU thread's payload run: `prepare` (on this thread), exit counts reset, `entry`
 /// with the registers of `args`, run until the payload's done exit. Returns what
 /// `prepare` measured.
-pub(crate) fn run_entry(
-    v: &mut Vcpu,
-    args: &dyn Args,
-    deadline: Instant,
-) -> Result<Prepared, ProbeError> {
+pub(crate) fn run_entry(v: &mut Vcpu, args: &dyn Args, deadline: Instant) -> Result<Prepared, ProbeError> {
     run_entry_around(v, args, deadline, |_| ()).map(|(prep, _)| prep)
 }
 
@@ -387,7 +399,9 @@ pub(crate) fn run_pair<A: Send, B: Send>(
             }
             f()
         }))
-        .unwrap_or_else(|p| Err(ProbeError::Failed(format!("{name}: thread {} panicked: {}", who as char, panic_msg(p)))));
+        .unwrap_or_else(|p| {
+            Err(ProbeError::Failed(format!("{name}: thread {} panicked: {}", who as char, panic_msg(p))))
+        });
         if r.is_err() {
             let _ = first.compare_exchange(0, who, Ordering::SeqCst, Ordering::SeqCst);
             abort();
@@ -397,9 +411,15 @@ pub(crate) fn run_pair<A: Send, B: Send>(
     let first = AtomicU8::new(0);
     let first = &first;
     let (ra, rb) = std::thread::scope(|s| {
-        let ha = std::thread::Builder::new().name(format!("{name}:a")).spawn_scoped(s, move || side(name, b'a', cpus[0], a, abort, first));
-        let hb = std::thread::Builder::new().name(format!("{name}:b")).spawn_scoped(s, move || side(name, b'b', cpus[1], b, abort, first));
-        let join = |who: &str, p: Box<dyn std::any::Any + Send>| ProbeError::Failed(format!("{name}: thread {who} panicked: {}", panic_msg(p)));
+        let ha = std::thread::Builder::new()
+            .name(format!("{name}:a"))
+            .spawn_scoped(s, move || side(name, b'a', cpus[0], a, abort, first));
+        let hb = std::thread::Builder::new()
+            .name(format!("{name}:b"))
+            .spawn_scoped(s, move || side(name, b'b', cpus[1], b, abort, first));
+        let join = |who: &str, p: Box<dyn std::any::Any + Send>| {
+            ProbeError::Failed(format!("{name}: thread {who} panicked: {}", panic_msg(p)))
+        };
         let ra = match ha {
             Ok(h) => h.join().unwrap_or_else(|p| Err(join("a", p))),
             Err(e) => {
@@ -425,7 +445,9 @@ pub(crate) fn run_pair<A: Send, B: Send>(
             let (cause, other) = if first.load(Ordering::SeqCst) == b'b' { (eb, ea) } else { (ea, eb) };
             match cause {
                 ProbeError::Unsupported(r) => Err(ProbeError::Unsupported(r)),
-                ProbeError::Timeout(d, m) => Err(ProbeError::Timeout(d, format!("{m}; then the other thread: {other}"))),
+                ProbeError::Timeout(d, m) => {
+                    Err(ProbeError::Timeout(d, format!("{m}; then the other thread: {other}")))
+                }
                 c => Err(ProbeError::Failed(format!("{c}; then the other thread: {other}"))),
             }
         }
@@ -466,7 +488,14 @@ pub(crate) fn median(v: &[u64]) -> u64 {
 }
 
 /// Samples with the facts every multi-vCPU probe reports.
-pub(crate) fn samples(cycles: Vec<u64>, method: Method, prep: &Prepared, others: &[(&str, &Prepared)], cpus: &[(&str, Option<usize>)], backend: &str) -> Samples {
+pub(crate) fn samples(
+    cycles: Vec<u64>,
+    method: Method,
+    prep: &Prepared,
+    others: &[(&str, &Prepared)],
+    cpus: &[(&str, Option<usize>)],
+    backend: &str,
+) -> Samples {
     let mut s = Samples::new(cycles, method, prep.overhead, CLOCK);
     s.tsc_khz = Some(prep.tsc_khz);
     s.metrics.push(probe_api::Metric::new("native_cycles_per_iteration", prep.native.cycles_per_iter, "cycles"));
@@ -585,7 +614,10 @@ impl Counters {
     /// Fails when the host had to kick this vCPU (only abort paths do).
     pub fn check_no_kicks(&self, name: &str, who: &str) -> Result<(), ProbeError> {
         if self.kicks != 0 {
-            return Err(super::invalid(name, format!("{who} took {} host kicks (vector 0x41) in a run that was not aborted", self.kicks)));
+            return Err(super::invalid(
+                name,
+                format!("{who} took {} host kicks (vector 0x41) in a run that was not aborted", self.kicks),
+            ));
         }
         Ok(())
     }

@@ -10,8 +10,8 @@ use kvm_bindings::{KVM_CAP_X86_DISABLE_EXITS, KVM_X86_DISABLE_EXITS_MWAIT};
 use probe_api::{Budget, Methods, Metric, Point, ProbeError, Samples, Support};
 
 use super::multi::{
-    check_exits, check_one_way, counters_ab, halt_points, halt_stats, irq_vm, irqchip_support, pins_ab,
-    prepare, push_exit_stats, push_halt_stats, read_samples, run_entry, run_entry_counted, run_pair, samples, set_stop,
+    check_exits, check_one_way, counters_ab, halt_points, halt_stats, irq_vm, irqchip_support, pins_ab, prepare,
+    push_exit_stats, push_halt_stats, read_samples, run_entry, run_entry_counted, run_pair, samples, set_stop,
     set_stops, status, stop_and_kick, two_vcpu_support, vcpu_pair, Around, IrqVm, Prepared, Run,
 };
 use super::{batch_of, invalid, no_points, VmProbe};
@@ -30,7 +30,8 @@ pub const SHARED_SIZE: usize = 2 << 20;
 
 pub(crate) const POLL: VmProbe = VmProbe {
     name: "vm.notify.poll",
-    description: "two vCPUs of one VM ping-pong two cache lines with PAUSE loops (no exits): vCPU A writes ping = n and \
+    description:
+        "two vCPUs of one VM ping-pong two cache lines with PAUSE loops (no exits): vCPU A writes ping = n and \
                   spins until vCPU B echoes it in pong; sample = one round trip (A lfence;rdtsc)",
     group: "notify",
     methods: Methods::Both,
@@ -52,7 +53,8 @@ pub(crate) const POLL_INTERVM: VmProbe = VmProbe {
 
 pub(crate) const MWAIT: VmProbe = VmProbe {
     name: "vm.notify.mwait",
-    description: "MONITOR/MWAIT wake-up between two vCPUs with MWAIT exits disabled (KVM_CAP_X86_DISABLE_EXITS, MWAIT): \
+    description:
+        "MONITOR/MWAIT wake-up between two vCPUs with MWAIT exits disabled (KVM_CAP_X86_DISABLE_EXITS, MWAIT): \
                   B MONITORs a line and MWAITs; A stores its lfence;rdtsc there; sample = B's lfence;rdtsc after the \
                   wake - A's stamp (one way)",
     group: "notify",
@@ -64,7 +66,8 @@ pub(crate) const MWAIT: VmProbe = VmProbe {
 
 pub(crate) const HALT: VmProbe = VmProbe {
     name: "vm.notify.halt",
-    description: "HLT + interrupt wake-up between two vCPUs (the exit-based baseline for poll / mwait): B halts; A stamps \
+    description:
+        "HLT + interrupt wake-up between two vCPUs (the exit-based baseline for poll / mwait): B halts; A stamps \
                   lfence;rdtsc and sends an x2APIC IPI; sample = B's IDT handler entry - A's stamp (one way)",
     group: "notify",
     methods: Methods::PerOpOnly,
@@ -122,7 +125,13 @@ fn ping_pong(run: &Run, batch: u64, lines: u64, va: &mut Vcpu, vb: &mut Vcpu) ->
     };
     let stop_b = move || set_stop(&vm_b2, id_b);
     let deadline = run.deadline;
-    run_pair(run.name, run.cpus, || ping(va, run.n, batch, lines, deadline, &stop_b), || pong(vb, lines, deadline), &abort)
+    run_pair(
+        run.name,
+        run.cpus,
+        || ping(va, run.n, batch, lines, deadline, &stop_b),
+        || pong(vb, lines, deadline),
+        &abort,
+    )
 }
 
 /// Fails when a ping-pong of `n` samples had userspace exits beyond A's done exits (one per
@@ -145,7 +154,14 @@ fn run_poll(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples, Pro
         return Err(invalid(name, format!("B echoed {echoes} pings, expected {}", n * batch)));
     }
     check_ping_pong_exits(name, &va, &vb, n)?;
-    let mut s = samples(per_op(raw, batch), budget.method, &prep_a, &[("vCPU B", &prep_b)], &pins_ab(run.cpus), vm.backend().name());
+    let mut s = samples(
+        per_op(raw, batch),
+        budget.method,
+        &prep_a,
+        &[("vCPU B", &prep_b)],
+        &pins_ab(run.cpus),
+        vm.backend().name(),
+    );
     s.notes.push(format!(
         "ping at GPA {POLL_LINES:#x}, pong at {:#x} (separate cache lines, one writer each); PAUSE in both spin loops; \
          {echoes} echoes; 0 userspace exits during the loop (EINTR: A {} B {})",
@@ -176,7 +192,13 @@ fn prepared_of(p: &worker::proto::Prepared) -> Prepared {
 /// Fails when a worker's run had userspace exits beyond its `done` exits.
 fn check_worker_exits(name: &str, who: &str, e: &worker::proto::Exits, done: u64) -> Result<(), ProbeError> {
     if e.userspace != done || e.done != done {
-        return Err(invalid(name, format!("userspace exits during the loop: {who}: {} userspace exits ({} done, {done} expected)", e.userspace, e.done)));
+        return Err(invalid(
+            name,
+            format!(
+                "userspace exits during the loop: {who}: {} userspace exits ({} done, {done} expected)",
+                e.userspace, e.done
+            ),
+        ));
     }
     Ok(())
 }
@@ -186,7 +208,13 @@ fn run_poll_intervm(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samp
     let (name, n, batch) = (run.name, run.n, batch_of(budget));
     let shm = SharedMemory::new(SHARED_SIZE)?;
     let lines = layout::SHARED_GPA;
-    let spec = |who: &str, cpu, role, stops_when_done| WorkerSpec { name: who.into(), cpu, role, stops_when_done, deadline: None };
+    let spec = |who: &str, cpu, role, stops_when_done| WorkerSpec {
+        name: who.into(),
+        cpu,
+        role,
+        stops_when_done,
+        deadline: None,
+    };
     let specs = vec![
         spec("VM A", run.cpus[0], Role::PollPing { samples: n, batch, lines }, vec![1]),
         spec("VM B", run.cpus[1], Role::PollPong { lines }, vec![]),
@@ -274,14 +302,19 @@ fn mwait_support() -> Support {
     let kvm = if caps < 0 {
         format!("KVM_CHECK_EXTENSION(KVM_CAP_X86_DISABLE_EXITS) failed ({caps})")
     } else if kvm_mwait {
-        format!("KVM_CHECK_EXTENSION(KVM_CAP_X86_DISABLE_EXITS) = {caps:#x} ({}) offers MWAIT", disable_exits_names(caps as u32))
+        format!(
+            "KVM_CHECK_EXTENSION(KVM_CAP_X86_DISABLE_EXITS) = {caps:#x} ({}) offers MWAIT",
+            disable_exits_names(caps as u32)
+        )
     } else {
         format!(
             "KVM_CHECK_EXTENSION(KVM_CAP_X86_DISABLE_EXITS) = {caps:#x} ({}): no KVM_X86_DISABLE_EXITS_MWAIT (0x1)",
             disable_exits_names(caps as u32)
         )
     };
-    Support::Unsupported(format!("{cpu}; {kvm}; MWAIT would exit to KVM, so there is no exit-free MWAIT wake-up to time"))
+    Support::Unsupported(format!(
+        "{cpu}; {kvm}; MWAIT would exit to KVM, so there is no exit-free MWAIT wake-up to time"
+    ))
 }
 
 fn run_mwait(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples, ProbeError> {
@@ -310,7 +343,8 @@ fn run_mwait(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples, Pr
             run_entry(&mut va, &store, deadline)
         },
         || {
-            let recv = MwaitRecv { buffer: layout::samples(1).0, samples: n, line: MWAIT_LINE, status: layout::params(1) };
+            let recv =
+                MwaitRecv { buffer: layout::samples(1).0, samples: n, line: MWAIT_LINE, status: layout::params(1) };
             let prep = run_entry(&mut vb, &recv, deadline)?;
             Ok((read_samples(&vb, n, "mwait_recv")?, prep))
         },
@@ -320,14 +354,8 @@ fn run_mwait(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples, Pr
     check_exits(name, "userspace exits during the loop", &[(&va, 1), (&vb, 1)])?;
     let mwaits = status(&vm, 1, st::MWAITS)?;
     let early = status(&vm, 1, st::EARLY)?;
-    let mut s = samples(
-        cycles,
-        probe_api::Method::PerOp,
-        &prep_b,
-        &[("vCPU A", &prep_a)],
-        &pins_ab(cpus),
-        vm.backend().name(),
-    );
+    let mut s =
+        samples(cycles, probe_api::Method::PerOp, &prep_b, &[("vCPU A", &prep_a)], &pins_ab(cpus), vm.backend().name());
     s.notes.push(format!(
         "KVM_ENABLE_CAP(KVM_CAP_X86_DISABLE_EXITS, MWAIT): MONITOR/MWAIT run natively; guest CPUID left as KVM reports it; \
          A stores {settle} cycles (20 us) after B announced its MWAIT; {mwaits} MWAITs, {early} early wakes"
@@ -385,20 +413,17 @@ fn run_halt(p: &VmProbe, point: &Point, budget: &Budget) -> Result<Samples, Prob
     if cb.handler != n || ca.sent != n || ca.handler != 0 {
         return Err(invalid(
             name,
-            format!("B's handler ran {} times, A sent {} IPIs and took {} interrupts; expected {n}, {n}, 0", cb.handler, ca.sent, ca.handler),
+            format!(
+                "B's handler ran {} times, A sent {} IPIs and took {} interrupts; expected {n}, {n}, 0",
+                cb.handler, ca.sent, ca.handler
+            ),
         ));
     }
     check_exits(name, "userspace exits during the loop", &[(&va, 1), (&vb, 1)])?;
     let (intr_a, intr_b) = (va.stats.intr, vb.stats.intr);
     let pvm = vm.backend().kind() == vmm::BackendKind::Pvm;
-    let mut s = samples(
-        cycles,
-        probe_api::Method::PerOp,
-        &prep_b,
-        &[("vCPU A", &prep_a)],
-        &pins_ab(cpus),
-        vm.backend().name(),
-    );
+    let mut s =
+        samples(cycles, probe_api::Method::PerOp, &prep_b, &[("vCPU A", &prep_a)], &pins_ab(cpus), vm.backend().name());
     s.notes.push(format!(
         "one way: A lfence;rdtsc -> x2APIC ICR write (wrmsr 0x830, vector {VEC_IRQ:#x}, dest 1) -> B wakes from HLT \
          ({}=1; HLT handled by the in-kernel irqchip, no userspace exit) -> B's IDT handler entry lfence;rdtsc; \

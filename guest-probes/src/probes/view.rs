@@ -111,11 +111,17 @@ fn run_hypercall(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples
             if w[0] != POISON || w[2] != POISON {
                 return Err(invalid(
                     p.name,
-                    format!("the default view read {:#x} / {:#x} at the protected GPA instead of failing (MMIO exit)", w[0], w[2]),
+                    format!(
+                        "the default view read {:#x} / {:#x} at the protected GPA instead of failing (MMIO exit)",
+                        w[0], w[2]
+                    ),
                 ));
             }
             if w[1] != SECRET {
-                return Err(invalid(p.name, format!("the alternate view read {:#x}, expected the secret {SECRET:#x}", w[1])));
+                return Err(invalid(
+                    p.name,
+                    format!("the alternate view read {:#x}, expected the secret {SECRET:#x}", w[1]),
+                ));
             }
             if w[3] != 0 {
                 return Err(invalid(p.name, format!("{} timed alternate-view reads missed the secret", w[3])));

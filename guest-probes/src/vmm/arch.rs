@@ -122,7 +122,15 @@ mod tests {
     #[test]
     fn the_first_gib_is_identity_mapped_with_user_bits() {
         let t = identity_page_tables();
-        for va in [0, 0x1000, layout::IMAGE, layout::SHARED_GPA + 0x40, layout::PROTECTED_GPA, layout::MMIO_GPA, (1 << 30) - 8] {
+        for va in [
+            0,
+            0x1000,
+            layout::IMAGE,
+            layout::SHARED_GPA + 0x40,
+            layout::PROTECTED_GPA,
+            layout::MMIO_GPA,
+            (1 << 30) - 8,
+        ] {
             assert_eq!(walk(&t, va), Some((va, true)), "{va:#x}");
         }
         assert_eq!(walk(&t, 1 << 30), None, "GiB 1 is not mapped");

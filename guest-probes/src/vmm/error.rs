@@ -100,15 +100,29 @@ mod tests {
         let e = VmmError::ioctl("vm.x", "KVM_SET_SREGS", vmm_sys_util::errno::Error::new(libc::EINVAL));
         assert!(e.to_string().starts_with("vm.x: KVM_SET_SREGS: "), "{e}");
         let e = VmmError::GuestExit { vm: "vm.x".into(), what: "fatal exit KVM_EXIT_SHUTDOWN".into(), at: at() };
-        assert_eq!(e.to_string(), "vm.x: fatal exit KVM_EXIT_SHUTDOWN at RIP 0x10040 (vCPU 1, last exit: KVM_EXIT_HLT)");
-        let e = VmmError::WorkerDied { group: "g".into(), worker: "vm1".into(), pid: 7, how: "killed by signal 9 (SIGKILL)".into() };
+        assert_eq!(
+            e.to_string(),
+            "vm.x: fatal exit KVM_EXIT_SHUTDOWN at RIP 0x10040 (vCPU 1, last exit: KVM_EXIT_HLT)"
+        );
+        let e = VmmError::WorkerDied {
+            group: "g".into(),
+            worker: "vm1".into(),
+            pid: 7,
+            how: "killed by signal 9 (SIGKILL)".into(),
+        };
         assert_eq!(e.to_string(), "g: VM worker vm1 (pid 7) died: killed by signal 9 (SIGKILL)");
     }
 
     #[test]
     fn probe_errors_keep_the_category() {
         assert!(matches!(ProbeError::from(VmmError::Unsupported("no /dev/kvm".into())), ProbeError::Unsupported(_)));
-        let t = VmmError::Timeout { vm: "v".into(), at: at(), after: Duration::from_millis(300), exits: 3, since_created: Duration::from_secs(1) };
+        let t = VmmError::Timeout {
+            vm: "v".into(),
+            at: at(),
+            after: Duration::from_millis(300),
+            exits: 3,
+            since_created: Duration::from_secs(1),
+        };
         match ProbeError::from(t) {
             ProbeError::Timeout(d, m) => {
                 assert_eq!(d, Duration::from_secs(1));

@@ -112,8 +112,7 @@ impl KvmHost {
                     signal_msi: k.check_extension(Cap::SignalMsi),
                     ioeventfd: k.check_extension(Cap::Ioeventfd),
                     split_irqchip: k.check_extension(Cap::SplitIrqchip),
-                    disable_exits: k
-                        .check_extension_raw(libc::c_ulong::from(kvm_bindings::KVM_CAP_X86_DISABLE_EXITS)),
+                    disable_exits: k.check_extension_raw(libc::c_ulong::from(kvm_bindings::KVM_CAP_X86_DISABLE_EXITS)),
                     get_tsc_khz: k.check_extension(Cap::GetTscKhz),
                 },
             ),

@@ -15,11 +15,11 @@
 use crate::payloads::entry;
 use std::time::Instant;
 
-use kvm_bindings::{
-    kvm_enable_cap, kvm_irq_routing_entry, kvm_mp_state, kvm_msi, kvm_msr_entry, KvmIrqRouting, Msrs, KVM_IRQ_ROUTING_MSI,
-    KVM_MP_STATE_RUNNABLE,
-};
 use super::error::VmmError;
+use kvm_bindings::{
+    kvm_enable_cap, kvm_irq_routing_entry, kvm_mp_state, kvm_msi, kvm_msr_entry, KvmIrqRouting, Msrs,
+    KVM_IRQ_ROUTING_MSI, KVM_MP_STATE_RUNNABLE,
+};
 
 use super::backend::BackendKind;
 use super::layout;
@@ -55,9 +55,7 @@ pub const EXC_STUB_SIZE: u64 = 8;
 
 /// KVM_CREATE_IRQCHIP (PIC + IOAPIC + in-kernel LAPICs). Call before any vCPU exists.
 pub fn create_irqchip(vm: &Vm) -> Result<(), VmmError> {
-    vm.fd()
-        .create_irq_chip()
-        .map_err(|e| VmmError::Unsupported(format!("KVM_CREATE_IRQCHIP refused: {e}")))
+    vm.fd().create_irq_chip().map_err(|e| VmmError::Unsupported(format!("KVM_CREATE_IRQCHIP refused: {e}")))
 }
 
 fn gate(handler: u64) -> (u64, u64) {
@@ -144,7 +142,8 @@ pub fn route_msi(vm: &Vm, gsi: u32, dest: u32, vector: u8) -> Result<(), VmmErro
     e.u.msi.address_lo = msi_address(dest);
     e.u.msi.address_hi = 0;
     e.u.msi.data = u32::from(vector);
-    let r = KvmIrqRouting::from_entries(&[e]).map_err(|e| VmmError::setup(vm.label(), format!("routing table: {e:?}")))?;
+    let r =
+        KvmIrqRouting::from_entries(&[e]).map_err(|e| VmmError::setup(vm.label(), format!("routing table: {e:?}")))?;
     vm.fd()
         .set_gsi_routing(&r)
         .map_err(|e| VmmError::Unsupported(format!("KVM_SET_GSI_ROUTING (MSI route) refused: {e}")))
@@ -153,10 +152,7 @@ pub fn route_msi(vm: &Vm, gsi: u32, dest: u32, vector: u8) -> Result<(), VmmErro
 /// KVM_SIGNAL_MSI: one fixed interrupt `vector` to APIC id `dest` (used for kicks).
 pub fn signal_msi(vm: &Vm, dest: u32, vector: u8) -> Result<(), VmmError> {
     let m = kvm_msi { address_lo: msi_address(dest), data: u32::from(vector), ..Default::default() };
-    vm.fd()
-        .signal_msi(m)
-        .map(|_| ())
-        .map_err(|e| VmmError::setup(vm.label(), format!("KVM_SIGNAL_MSI: {e}")))
+    vm.fd().signal_msi(m).map(|_| ()).map_err(|e| VmmError::setup(vm.label(), format!("KVM_SIGNAL_MSI: {e}")))
 }
 
 /// KVM_ENABLE_CAP(KVM_CAP_X86_DISABLE_EXITS, `flags`) on the VM (before any vCPU exists).
@@ -166,9 +162,9 @@ pub fn disable_exits(vm: &Vm, flags: u32) -> Result<(), VmmError> {
         args: [u64::from(flags), 0, 0, 0],
         ..Default::default()
     };
-    vm.fd()
-        .enable_cap(&cap)
-        .map_err(|e| VmmError::Unsupported(format!("KVM_ENABLE_CAP(KVM_CAP_X86_DISABLE_EXITS, {flags:#x}) refused: {e}")))
+    vm.fd().enable_cap(&cap).map_err(|e| {
+        VmmError::Unsupported(format!("KVM_ENABLE_CAP(KVM_CAP_X86_DISABLE_EXITS, {flags:#x}) refused: {e}"))
+    })
 }
 
 /// Address the payloads use to switch the guest's interrupt flag: the vCPU's VIF page on
@@ -259,7 +255,9 @@ pub fn zero_tsc_offset(vcpu: &Vcpu) -> String {
 pub fn apicv_note(kind: BackendKind) -> String {
     let read = |p: &str| std::fs::read_to_string(p).map(|s| s.trim().to_string());
     match kind {
-        BackendKind::Pvm => "no APICv: kvm_pvm (interrupts are injected by PVM in software; no posted interrupts)".into(),
+        BackendKind::Pvm => {
+            "no APICv: kvm_pvm (interrupts are injected by PVM in software; no posted interrupts)".into()
+        }
         BackendKind::Intel => match read("/sys/module/kvm_intel/parameters/enable_apicv") {
             Ok(v) if v == "Y" || v == "1" => {
                 "APICv on (kvm_intel enable_apicv=Y): posted-interrupt delivery path".into()

@@ -40,7 +40,12 @@ impl ExitStats {
     /// Exits that reached the VMM with work to do (PIO incl. the done port, MMIO, HLT, IRQ
     /// window); signals and KVM_EXIT_INTR are not counted.
     pub fn userspace_exits(&self) -> u64 {
-        self.io_out_total() + self.io_in.values().sum::<u64>() + self.mmio_read + self.mmio_write + self.hlt + self.irq_window
+        self.io_out_total()
+            + self.io_in.values().sum::<u64>()
+            + self.mmio_read
+            + self.mmio_write
+            + self.hlt
+            + self.irq_window
     }
 }
 
@@ -119,7 +124,11 @@ impl Vcpu {
         result
     }
 
-    fn run_loop(&mut self, guard: &watchdog::Guard, handler: &mut dyn FnMut(Exit<'_>) -> Handled) -> Result<(), VmmError> {
+    fn run_loop(
+        &mut self,
+        guard: &watchdog::Guard,
+        handler: &mut dyn FnMut(Exit<'_>) -> Handled,
+    ) -> Result<(), VmmError> {
         enum Next {
             Continue,
             Stop,
@@ -189,7 +198,9 @@ impl Vcpu {
                         l => l,
                     };
                     match next {
-                        Next::Error(e) if e.is_empty() => Next::Error(format!("fatal exit {}", self.describe_last_exit())),
+                        Next::Error(e) if e.is_empty() => {
+                            Next::Error(format!("fatal exit {}", self.describe_last_exit()))
+                        }
                         n => n,
                     }
                 }
@@ -216,5 +227,4 @@ impl Vcpu {
             since_created: self.created.elapsed(),
         }
     }
-
 }

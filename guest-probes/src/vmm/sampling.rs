@@ -96,7 +96,13 @@ impl Vcpu {
     }
 
     /// `run_sampling` for payloads without exits of their own.
-    pub fn run_batched_payload(&mut self, args: &dyn Args, samples: u64, batch: u64, deadline: Instant) -> Result<Vec<u64>, VmmError> {
+    pub fn run_batched_payload(
+        &mut self,
+        args: &dyn Args,
+        samples: u64,
+        batch: u64,
+        deadline: Instant,
+    ) -> Result<Vec<u64>, VmmError> {
         self.run_sampling(args, samples, batch, deadline, &mut |_| Handled::No)
     }
 
@@ -114,4 +120,3 @@ impl Vcpu {
         Ok(best)
     }
 }
-

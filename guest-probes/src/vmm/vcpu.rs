@@ -43,7 +43,10 @@ impl Vm {
     fn create_vcpu_inner(&self, id: u32, backend_setup: bool) -> Result<Vcpu, VmmError> {
         let label = self.label();
         if id >= self.layout().vcpus() {
-            return Err(VmmError::setup(label, format!("vCPU {id}: the VM is laid out for {} vCPUs", self.layout().vcpus())));
+            return Err(VmmError::setup(
+                label,
+                format!("vCPU {id}: the VM is laid out for {} vCPUs", self.layout().vcpus()),
+            ));
         }
         let kvm = host().kvm()?;
         let fd = self.fd().create_vcpu(u64::from(id)).map_err(|e| VmmError::ioctl(label, "KVM_CREATE_VCPU", e))?;
@@ -108,7 +111,8 @@ impl Vcpu {
     pub fn set_msrs(&self, msrs: &[(u32, u64)]) -> Result<(), VmmError> {
         let entries: Vec<kvm_msr_entry> =
             msrs.iter().map(|&(index, data)| kvm_msr_entry { index, data, ..Default::default() }).collect();
-        let list = Msrs::from_entries(&entries).map_err(|e| VmmError::setup(self.label(), format!("MSR list: {e:?}")))?;
+        let list =
+            Msrs::from_entries(&entries).map_err(|e| VmmError::setup(self.label(), format!("MSR list: {e:?}")))?;
         let n = self.fd.set_msrs(&list).map_err(|e| VmmError::ioctl(self.label(), "KVM_SET_MSRS", e))?;
         if n != msrs.len() {
             let failed = msrs[n];

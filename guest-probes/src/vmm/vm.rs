@@ -148,7 +148,10 @@ impl Vm {
     pub fn read_u64s(&self, gpa: u64, n: usize) -> Result<Vec<u64>, VmmError> {
         let mut bytes = vec![0u8; n * 8];
         self.read_bytes(gpa, &mut bytes)?;
-        Ok(bytes.chunks_exact(8).map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])).collect())
+        Ok(bytes
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+            .collect())
     }
     /// Fills `n` u64 words of main memory with `v`.
     pub fn fill_u64s(&self, gpa: u64, n: usize, v: u64) -> Result<(), VmmError> {
@@ -163,7 +166,11 @@ impl Vm {
             return Err(VmmError::setup(self.label(), "slot 0 is the main memory"));
         }
         if gpa < self.inner.layout.mem_size() as u64 || gpa + region.size() as u64 > layout::IDENTITY_MAPPED {
-            return Err(VmmError::memory(self.label(), gpa, "an extra memslot must lie above main memory, inside the first GiB"));
+            return Err(VmmError::memory(
+                self.label(),
+                gpa,
+                "an extra memslot must lie above main memory, inside the first GiB",
+            ));
         }
         let region = Arc::new(
             GuestRegionMmap::with_arc(region, GuestAddress(gpa))

@@ -61,7 +61,8 @@ fn receive_job(sock: &UnixStream) -> Result<(Vec<OwnedFd>, Job), String> {
     let mut raw = [-1 as RawFd; layout::MAX_SHARED as usize];
     let mut iov = [libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 }];
     // SAFETY: the iovec points at `byte`, one writable byte that outlives the call.
-    let (n, nfds) = unsafe { sock.recv_with_fds(&mut iov, &mut raw) }.map_err(|e| format!("receive the shared fds: {e}"))?;
+    let (n, nfds) =
+        unsafe { sock.recv_with_fds(&mut iov, &mut raw) }.map_err(|e| format!("receive the shared fds: {e}"))?;
     // SAFETY: recvmsg installed `nfds` new descriptors in `raw[..nfds]`; they are owned
     // by nobody else in this process.
     let fds: Vec<OwnedFd> = raw[..nfds].iter().map(|&fd| unsafe { OwnedFd::from_raw_fd(fd) }).collect();
@@ -86,7 +87,10 @@ fn run(job: &Job, fds: Vec<OwnedFd>, sock: UnixStream) -> Result<Report, VmmErro
     let deadline = start + Duration::from_millis(job.deadline_ms);
     let label = job.group.as_str();
     if fds.len() != job.shared.len() {
-        return Err(VmmError::setup(label, format!("{} shared fds received, {} regions in the job", fds.len(), job.shared.len())));
+        return Err(VmmError::setup(
+            label,
+            format!("{} shared fds received, {} regions in the job", fds.len(), job.shared.len()),
+        ));
     }
     if let Some(cpu) = job.cpu {
         super::pin_current_thread(cpu).map_err(|e| VmmError::setup(label, e))?;
@@ -127,7 +131,8 @@ fn run(job: &Job, fds: Vec<OwnedFd>, sock: UnixStream) -> Result<Report, VmmErro
     let s = &vcpu.stats;
     let exits = Exits { userspace: s.userspace_exits(), done: s.io_out_on(layout::PORT_DONE), intr: s.intr, chunks };
     let words = vm.read_u64s(layout::params(0), (status::SIZE / 8) as usize)?;
-    let names = ["STAMP", "COUNT", "READY", "SRC", "STOP", "EARLY", "HLTS", "FIXUPS", "KICKS", "SPURIOUS", "MWAITS", "SENT"];
+    let names =
+        ["STAMP", "COUNT", "READY", "SRC", "STOP", "EARLY", "HLTS", "FIXUPS", "KICKS", "SPURIOUS", "MWAITS", "SENT"];
     let status: BTreeMap<String, u64> = names.iter().zip(words).map(|(n, w)| (n.to_string(), w)).collect();
     Ok(Report { prepared, samples, status, exits, kvm_before, kvm_after, cpu: job.cpu, pid: std::process::id() })
 }
@@ -154,7 +159,12 @@ fn listen_for_stop(vm: &Vm, sock: &UnixStream) -> Result<(), VmmError> {
         .map_err(|e| VmmError::setup("worker", format!("spawn the control thread: {e}")))
 }
 
-fn wait_on_barrier(label: &str, barrier: &std::sync::atomic::AtomicU64, parties: u64, deadline: Instant) -> Result<(), VmmError> {
+fn wait_on_barrier(
+    label: &str,
+    barrier: &std::sync::atomic::AtomicU64,
+    parties: u64,
+    deadline: Instant,
+) -> Result<(), VmmError> {
     use std::sync::atomic::Ordering;
     barrier.fetch_add(1, Ordering::SeqCst);
     let mut spins = 0u64;
@@ -179,7 +189,14 @@ fn run_role(vcpu: &mut Vcpu, role: &Role, deadline: Instant) -> Result<(Vec<u64>
     let status_area = layout::params(0);
     match *role {
         Role::PollPing { samples, batch, lines } => {
-            let s = vcpu.run_sampling_until(&PollPing { lines, status: status_area }, samples, batch, deadline, None, &mut |_| Handled::No)?;
+            let s = vcpu.run_sampling_until(
+                &PollPing { lines, status: status_area },
+                samples,
+                batch,
+                deadline,
+                None,
+                &mut |_| Handled::No,
+            )?;
             Ok((s.cycles, s.chunks))
         }
         Role::PollPong { lines } => {

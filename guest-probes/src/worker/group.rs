@@ -125,7 +125,8 @@ impl Group {
         let fds: Vec<RawFd> = shared.iter().map(|s| s.memory.fd().as_raw_fd()).collect();
         let (tx, events) = mpsc::channel();
         let stops = specs.iter().map(|s| s.stops_when_done.clone()).collect();
-        let mut group = Group { name: name.to_string(), workers: Vec::new(), events, readers: Vec::new(), deadline, stops };
+        let mut group =
+            Group { name: name.to_string(), workers: Vec::new(), events, readers: Vec::new(), deadline, stops };
         let parties = specs.len() as u64;
         for (index, spec) in specs.iter().enumerate() {
             let own = spec.deadline.map_or(deadline, |d| d.min(deadline));
@@ -195,9 +196,18 @@ impl Group {
                 Ok(())
             })
         };
-        let proc = cmd.spawn().map_err(|e| VmmError::setup(name, format!("start VM worker {worker} ({}): {e}", exe.display())))?;
+        let proc = cmd
+            .spawn()
+            .map_err(|e| VmmError::setup(name, format!("start VM worker {worker} ({}): {e}", exe.display())))?;
         drop(child);
-        let mut w = Worker { name: worker.to_string(), child: proc, sock: parent, last: "nothing yet", report: None, reaped: false };
+        let mut w = Worker {
+            name: worker.to_string(),
+            child: proc,
+            sock: parent,
+            last: "nothing yet",
+            report: None,
+            reaped: false,
+        };
         let sent = w
             .sock
             .send_with_fds(&[&[b'F'][..]], fds)
@@ -259,8 +269,12 @@ impl Group {
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     return Err(VmmError::setup(&self.name, "every worker reader ended before all reports"));
                 }
-                Ok(Event::Msg(i, FromWorker::Ready)) => self.workers[i].last = "ready (VM verified native, at the barrier)",
-                Ok(Event::Msg(i, FromWorker::Started)) => self.workers[i].last = "started (past the barrier, vCPU running)",
+                Ok(Event::Msg(i, FromWorker::Ready)) => {
+                    self.workers[i].last = "ready (VM verified native, at the barrier)"
+                }
+                Ok(Event::Msg(i, FromWorker::Started)) => {
+                    self.workers[i].last = "started (past the barrier, vCPU running)"
+                }
                 Ok(Event::Msg(i, FromWorker::Done(report))) => {
                     self.workers[i].last = "its report";
                     self.workers[i].report = Some(*report);

@@ -110,7 +110,10 @@ pub enum FromWorker {
     Started,
     Done(Box<Report>),
     /// The worker's own error (a VMM error as text); `timeout` when its watchdog fired.
-    Error { what: String, timeout: bool },
+    Error {
+        what: String,
+        timeout: bool,
+    },
 }
 
 /// Writes one frame.
@@ -135,7 +138,10 @@ pub fn read_frame<T: for<'de> Deserialize<'de>>(r: &mut impl Read) -> io::Result
     }
     let len = u32::from_le_bytes(len) as usize;
     if len > MAX_FRAME {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("frame of {len} bytes announced (limit {MAX_FRAME})")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("frame of {len} bytes announced (limit {MAX_FRAME})"),
+        ));
     }
     let mut body = vec![0u8; len];
     r.read_exact(&mut body)?;

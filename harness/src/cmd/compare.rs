@@ -197,7 +197,9 @@ pub fn duplicate_keys(run: &LoadedRun) -> Vec<String> {
 }
 
 pub fn compare_rows(base: &LoadedRun, new: &LoadedRun, threshold: f64) -> Vec<RowCmp> {
-    let index = |run: &LoadedRun| -> BTreeMap<String, usize> { run.rows.iter().enumerate().map(|(i, r)| (r.key(), i)).collect() };
+    let index = |run: &LoadedRun| -> BTreeMap<String, usize> {
+        run.rows.iter().enumerate().map(|(i, r)| (r.key(), i)).collect()
+    };
     let (bdup, ndup) = (duplicate_keys(base), duplicate_keys(new));
     let (bi, ni) = (index(base), index(new));
     let mut order: Vec<(String, Option<usize>, Option<usize>)> = Vec::new();
@@ -344,7 +346,11 @@ fn table(rows: &[RowCmp], base: &LoadedRun, new: &LoadedRun, threshold: f64) -> 
             }
         }
         // The terminal gets the gist; --format json carries the whole reason.
-        let note = if r.note.chars().count() > 80 { format!("{}...", r.note.chars().take(77).collect::<String>()) } else { r.note.clone() };
+        let note = if r.note.chars().count() > 80 {
+            format!("{}...", r.note.chars().take(77).collect::<String>())
+        } else {
+            r.note.clone()
+        };
         cells.push(Cell::new(note));
         t.add_row(cells);
     }
@@ -380,7 +386,9 @@ pub fn warnings(base: &LoadedRun, new: &LoadedRun, rows: &[RowCmp]) -> Vec<Strin
     let khz = |run: &LoadedRun| run.rows.iter().map(|r| r.tsc_khz).find(|k| *k > 0);
     if let (Some(a), Some(b)) = (khz(base), khz(new)) {
         if a != b {
-            w.push(format!("TSC rate differs (base {a} kHz, new {b} kHz): ns figures are compared, cycle counts would not be"));
+            w.push(format!(
+                "TSC rate differs (base {a} kHz, new {b} kHz): ns figures are compared, cycle counts would not be"
+            ));
         }
     }
     // The timer's own cost does not depend on any probe's code: when it moved, the machine did.
@@ -401,7 +409,9 @@ fn run_info(r: &LoadedRun) -> serde_json::Value {
 
 pub fn compare(base: &str, new: &str, runs_root: &Path, format: Format, threshold: f64) -> anyhow::Result<u8> {
     if !(threshold.is_finite() && threshold >= 0.0) {
-        return Err(UsageError(format!("--threshold must be a non-negative fraction (0.10 = 10%), got {threshold}")).into());
+        return Err(
+            UsageError(format!("--threshold must be a non-negative fraction (0.10 = 10%), got {threshold}")).into()
+        );
     }
     let b = load("base", base, runs_root)?;
     let n = load("new", new, runs_root)?;
@@ -412,7 +422,11 @@ pub fn compare(base: &str, new: &str, runs_root: &Path, format: Format, threshol
     for (which, run) in [("base", &b), ("new", &n)] {
         warns.extend(run.problems.iter().map(|p| format!("{which} run: {p}")));
         if run.manifest.status != crate::store::RunStatus::Complete {
-            warns.push(format!("{which} run {} is partial: {}", run.manifest.run_id, run.manifest.stop_reason.as_deref().unwrap_or("no reason recorded")));
+            warns.push(format!(
+                "{which} run {} is partial: {}",
+                run.manifest.run_id,
+                run.manifest.stop_reason.as_deref().unwrap_or("no reason recorded")
+            ));
         }
     }
     if n.rows.iter().all(|r| !r.status.is_ok()) {

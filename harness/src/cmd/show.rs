@@ -9,7 +9,13 @@ pub fn show(run: &str, runs_root: &Path) -> anyhow::Result<u8> {
     let dir = resolve_run(run, runs_root).map_err(|e| super::UsageError(format!("{e:#}")))?;
     let r = load_run(&dir)?;
     let m = &r.manifest;
-    outln!("run {} ({:?}) {} .. {}", m.run_id, m.status, m.started_utc, m.finished_utc.as_deref().unwrap_or("not finished"));
+    outln!(
+        "run {} ({:?}) {} .. {}",
+        m.run_id,
+        m.status,
+        m.started_utc,
+        m.finished_utc.as_deref().unwrap_or("not finished")
+    );
     if let Some(reason) = &m.stop_reason {
         outln!("stopped: {reason}");
     }

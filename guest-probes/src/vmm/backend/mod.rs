@@ -19,7 +19,6 @@ pub use amd::Amd;
 pub use intel::Intel;
 pub use pvm::Pvm;
 
-
 /// Which KVM module provides `/dev/kvm`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BackendKind {
