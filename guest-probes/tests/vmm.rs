@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use guest_probes::payloads::args::PioOut;
 use guest_probes::payloads::entry;
-use guest_probes::vmm::{self, layout, Handled, SharedMemory, Vm, VmmError};
+use guest_probes::vmm::{self, layout, Backing, Handled, SharedMemory, Vm, VmmError};
 use probe_api::ProbeError;
 
 mod common;
@@ -115,7 +115,33 @@ fn shared_memory_is_shared_between_vms() {
     if !have_kvm() {
         return;
     }
-    let shm = SharedMemory::new(2 << 20).unwrap();
+    shared_between_vms(SharedMemory::new(2 << 20).unwrap());
+}
+
+/// 2 MiB hugepages when the host has free ones; otherwise the refusal names the reason.
+#[test]
+fn shared_memory_on_hugepages_or_the_reason() {
+    if !have_kvm() {
+        return;
+    }
+    let free = vmm::shared::free_huge_pages_2m();
+    match SharedMemory::with_backing(4 << 20, Backing::Huge2M) {
+        Ok(shm) => {
+            assert!(free >= 2, "{free} free hugepages, yet 4 MiB of them were mapped");
+            assert_eq!(shm.backing(), Backing::Huge2M);
+            shared_between_vms(shm);
+        }
+        Err(VmmError::Unsupported(why)) => {
+            assert!(free < 2, "{free} free 2 MiB pages, yet refused: {why}");
+            assert!(why.contains("hugepages") && why.contains(&format!("{free} free")), "{why}");
+            println!("hugepages unavailable here ({why}); 4 KiB pages checked by shared_memory_is_shared_between_vms");
+        }
+        Err(e) => panic!("{e}"),
+    }
+    assert!(SharedMemory::with_backing(3 << 20, Backing::Huge2M).is_err(), "not a multiple of 2 MiB");
+}
+
+fn shared_between_vms(shm: SharedMemory) {
     let a = Vm::new("test.shm.a").unwrap();
     let b = Vm::new("test.shm.b").unwrap();
     a.add_shared(1, layout::SHARED_GPA, &shm).unwrap();

@@ -27,6 +27,26 @@ fn alive(pid: i32) -> bool {
     unsafe { libc::kill(pid, 0) == 0 }
 }
 
+/// One test's guard: the serialising lock and the fd count before the test.
+struct Guard {
+    _serial: std::sync::MutexGuard<'static, ()>,
+    fds: usize,
+}
+
+fn start() -> Guard {
+    let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    Guard { _serial: serial, fds: open_fds() }
+}
+
+impl Guard {
+    /// No worker is left and, once `shm` is gone too, no fd is.
+    fn torn_down(self, pids: &[i32], shm: SharedMemory) {
+        assert!(pids.iter().all(|&p| !alive(p)), "a worker is left: {pids:?}");
+        drop(shm);
+        assert_eq!(open_fds(), self.fds, "fd count after the group");
+    }
+}
+
 fn ring(n: u64, passes: u64, hang: Option<usize>) -> Vec<WorkerSpec> {
     (0..n)
         .map(|i| WorkerSpec {
@@ -62,8 +82,7 @@ fn three_worker_vms_pass_a_token_through_one_memfd() {
     if !have_kvm() {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let fds = open_fds();
+    let guard = start();
     let shm = SharedMemory::new(2 << 20).unwrap();
     let passes = 300;
     let mut g = spawn(&shm, ring(3, passes, None), Duration::from_secs(60));
@@ -80,9 +99,7 @@ fn three_worker_vms_pass_a_token_through_one_memfd() {
     }
     let distinct: std::collections::BTreeSet<u32> = reports.iter().map(|r| r.pid).collect();
     assert_eq!(distinct.len(), 3, "three processes");
-    assert!(pids.iter().all(|&p| !alive(p)), "a worker is left: {pids:?}");
-    drop(shm);
-    assert_eq!(open_fds(), fds, "fd count after the group");
+    guard.torn_down(&pids, shm);
 }
 
 #[test]
@@ -90,8 +107,7 @@ fn a_sigkilled_worker_is_named_and_the_others_are_torn_down() {
     if !have_kvm() {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let fds = open_fds();
+    let guard = start();
     let shm = SharedMemory::new(2 << 20).unwrap();
     let mut g = spawn(&shm, ring(3, 1 << 40, None), Duration::from_secs(60));
     let pids = g.pids();
@@ -107,9 +123,7 @@ fn a_sigkilled_worker_is_named_and_the_others_are_torn_down() {
     assert!(matches!(&err, VmmError::WorkerDied { worker, .. } if worker == "vm1"), "{msg}");
     assert!(msg.contains("signal 9") && msg.contains("SIGKILL") && msg.contains(&format!("pid {}", pids[1])), "{msg}");
     assert!(took < Duration::from_secs(1), "teardown took {took:?}");
-    assert!(pids.iter().all(|&p| !alive(p)), "a worker is left: {pids:?}");
-    drop(shm);
-    assert_eq!(open_fds(), fds, "fd count after the group");
+    guard.torn_down(&pids, shm);
 }
 
 #[test]
@@ -117,8 +131,7 @@ fn a_worker_whose_guest_hangs_is_named_with_rip_and_last_exit() {
     if !have_kvm() {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let fds = open_fds();
+    let guard = start();
     let shm = SharedMemory::new(2 << 20).unwrap();
     // vm1 hangs and its watchdog fires after 2 s; the others (waiting for the token vm1
     // never passes) would run into theirs only at the group deadline.
@@ -136,9 +149,7 @@ fn a_worker_whose_guest_hangs_is_named_with_rip_and_last_exit() {
     assert!(matches!(&err, VmmError::Worker { worker, timeout: true, .. } if worker == "vm1"), "{msg}");
     assert!(msg.contains("RIP 0x") && msg.contains("last exit") && msg.contains("jmp ."), "{msg}");
     assert!(took < timeout + Duration::from_secs(2), "took {took:?}");
-    assert!(pids.iter().all(|&p| !alive(p)), "a worker is left: {pids:?}");
-    drop(shm);
-    assert_eq!(open_fds(), fds, "fd count after the group");
+    guard.torn_down(&pids, shm);
 }
 
 #[test]
@@ -146,8 +157,7 @@ fn a_stopped_worker_process_is_named_as_hung() {
     if !have_kvm() {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let fds = open_fds();
+    let guard = start();
     let shm = SharedMemory::new(2 << 20).unwrap();
     let timeout = Duration::from_secs(2);
     let t0 = Instant::now();
@@ -174,7 +184,5 @@ fn a_stopped_worker_process_is_named_as_hung() {
     assert!(msg.contains("started (past the barrier, vCPU running)"), "{msg}");
     assert_eq!(shm.atomic(TOKEN as usize + 64).load(Ordering::SeqCst), 10, "vm0 finished");
     assert!(took < timeout + guest_probes::worker::group::GRACE + Duration::from_secs(1), "took {took:?}");
-    assert!(pids.iter().all(|&p| !alive(p)), "a worker is left: {pids:?}");
-    drop(shm);
-    assert_eq!(open_fds(), fds, "fd count after the group");
+    guard.torn_down(&pids, shm);
 }

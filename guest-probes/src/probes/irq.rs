@@ -1,14 +1,13 @@
 //! Interrupts: `vm.irq.inject` (host irqfd -> guest IDT handler) and `vm.ipi.roundtrip`
 //! (vCPU -> vCPU x2APIC IPI and back). Guest code: `payloads::irq`.
 
-use crate::payloads::args::{IpiSend, IrqRecv};
 use probe_api::{Budget, Method, Methods, Metric, Point, ProbeError, Samples};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::multi::{
-    check_exits, check_one_way, counters, counters_ab, guest_atomic, irq_vm, irqchip_support, median, pins_ab,
-    push_exit_stats, push_halt_stats, read_samples, run_entry_counted, run_pair, samples, stop_and_kick, wait_of,
-    wait_points, IrqVm, Run, Wait,
+    check_exits, check_one_way, counters, counters_ab, guest_atomic, ipi_send_a_to_b, irq_recv, irq_vm,
+    irqchip_support, median, pins_ab, push_exit_stats, push_halt_stats, read_samples, run_entry_counted, run_pair,
+    samples, stop_and_kick, wait_of, wait_points, IrqVm, Run, Wait,
 };
 use super::{invalid, VmProbe};
 use crate::vmm::irqchip::{self, st, VEC_IRQ};
@@ -81,18 +80,7 @@ fn run_inject(p: &VmProbe, point: &Point, budget: &Budget) -> Result<Samples, Pr
         name,
         cpus,
         || {
-            let (prep, kvm) = run_entry_counted(
-                &mut v0,
-                &IrqRecv {
-                    buffer: layout::samples(0).0,
-                    samples: n,
-                    status: layout::params(0),
-                    vif: flag,
-                    wait: wait.reg(),
-                    reply_icr: 0,
-                },
-                deadline,
-            )?;
+            let (prep, kvm) = run_entry_counted(&mut v0, &irq_recv(0, n, flag, wait.reg(), 0), deadline)?;
             Ok((read_samples(&v0, n, "irq_recv")?, prep, kvm))
         },
         || {
@@ -195,35 +183,12 @@ fn run_ipi_roundtrip(p: &VmProbe, point: &Point, budget: &Budget) -> Result<Samp
         name,
         cpus,
         || {
-            let (prep, kvm) = run_entry_counted(
-                &mut va,
-                &IpiSend {
-                    buffer: layout::samples(0).0,
-                    samples: n,
-                    status: layout::params(0),
-                    peer_status: layout::params(1),
-                    icr: irqchip::x2apic_icr(1, VEC_IRQ),
-                    vif: fa,
-                    mode: wait.reg(),
-                    delay,
-                },
-                deadline,
-            )?;
+            let (prep, kvm) = run_entry_counted(&mut va, &ipi_send_a_to_b(n, fa, wait.reg(), delay), deadline)?;
             Ok((read_samples(&va, n, "ipi_send")?, prep, kvm))
         },
         || {
-            let (prep, kvm) = run_entry_counted(
-                &mut vb,
-                &IrqRecv {
-                    buffer: layout::samples(1).0,
-                    samples: n,
-                    status: layout::params(1),
-                    vif: fb,
-                    wait: wait.reg(),
-                    reply_icr: irqchip::x2apic_icr(0, VEC_IRQ),
-                },
-                deadline,
-            )?;
+            let (prep, kvm) =
+                run_entry_counted(&mut vb, &irq_recv(1, n, fb, wait.reg(), irqchip::x2apic_icr(0, VEC_IRQ)), deadline)?;
             Ok((read_samples(&vb, n, "irq_recv")?, prep, kvm))
         },
         &abort,

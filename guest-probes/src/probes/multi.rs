@@ -14,7 +14,7 @@ use probe_api::{Budget, Method, Methods, Point, ProbeError, Samples, Support};
 use vm_memory::{GuestAddress, GuestMemoryBackend};
 
 use super::{pin_current_thread, vm_support, VmProbe, CLOCK};
-use crate::payloads::args::Args;
+use crate::payloads::args::{Args, IpiSend, IrqRecv};
 use crate::vmm::irqchip::{self, st};
 use crate::vmm::{self, layout, Handled, NativeCheck, Vcpu, Vm};
 
@@ -658,5 +658,24 @@ pub(crate) fn check_exits(name: &str, what: &str, vcpus: &[(&Vcpu, u64)]) -> Res
     match vcpus.iter().find_map(|&(v, done_exits)| unexpected_exits(v, done_exits)) {
         Some(e) => Err(super::invalid(name, format!("{what}: {e}"))),
         None => Ok(()),
+    }
+}
+
+/// `irq_recv` on vCPU `id` (its own sample buffer and status area) for `n` samples.
+pub(crate) fn irq_recv(id: u32, n: u64, vif: u64, wait: u64, reply_icr: u64) -> IrqRecv {
+    IrqRecv { buffer: layout::samples(id).0, samples: n, status: layout::params(id), vif, wait, reply_icr }
+}
+
+/// `ipi_send` on vCPU A (0) to vCPU B (1), vector [`irqchip::VEC_IRQ`], for `n` samples.
+pub(crate) fn ipi_send_a_to_b(n: u64, vif: u64, mode: u64, delay: u64) -> IpiSend {
+    IpiSend {
+        buffer: layout::samples(0).0,
+        samples: n,
+        status: layout::params(0),
+        peer_status: layout::params(1),
+        icr: irqchip::x2apic_icr(1, irqchip::VEC_IRQ),
+        vif,
+        mode,
+        delay,
     }
 }

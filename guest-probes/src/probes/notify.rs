@@ -3,16 +3,17 @@
 //! `vm.notify.halt` (HLT + IPI, the exit-based baseline). Guest code: `payloads::notify`
 //! and `payloads::irq`.
 
-use crate::payloads::args::{IpiSend, IrqRecv, MwaitRecv, NotifyStore, PollPing, PollPong};
+use crate::payloads::args::{MwaitRecv, NotifyStore, PollPing, PollPong};
 use std::time::Instant;
 
 use kvm_bindings::{KVM_CAP_X86_DISABLE_EXITS, KVM_X86_DISABLE_EXITS_MWAIT};
 use probe_api::{Budget, Methods, Metric, Point, ProbeError, Samples, Support};
 
 use super::multi::{
-    check_exits, check_one_way, counters_ab, halt_points, halt_stats, irq_vm, irqchip_support, pins_ab, prepare,
-    push_exit_stats, push_halt_stats, read_samples, run_entry, run_entry_counted, run_pair, samples, set_stop,
-    set_stops, status, stop_and_kick, two_vcpu_support, vcpu_pair, Around, IrqVm, Prepared, Run,
+    check_exits, check_one_way, counters_ab, halt_points, halt_stats, ipi_send_a_to_b, irq_recv, irq_vm,
+    irqchip_support, pins_ab, prepare, push_exit_stats, push_halt_stats, read_samples, run_entry, run_entry_counted,
+    run_pair, samples, set_stop, set_stops, status, stop_and_kick, two_vcpu_support, vcpu_pair, Around, IrqVm,
+    Prepared, Run,
 };
 use super::{batch_of, invalid, no_points, VmProbe};
 use crate::vmm::irqchip::{self, st, VEC_IRQ};
@@ -378,29 +379,13 @@ fn run_halt(p: &VmProbe, point: &Point, budget: &Budget) -> Result<Samples, Prob
         name,
         cpus,
         || {
-            let send = IpiSend {
-                buffer: layout::samples(0).0,
-                samples: n,
-                status: layout::params(0),
-                peer_status: layout::params(1),
-                icr: irqchip::x2apic_icr(1, VEC_IRQ),
-                vif: fa,
-                mode: 2, // one way: no reply
-                delay: settle,
-            };
+            let send = ipi_send_a_to_b(n, fa, 2, settle); // mode 2: one way, no reply
             run_entry(&mut va, &send, deadline)
         },
         || {
             let (prep, kvm) = run_entry_counted(
                 &mut vb,
-                &IrqRecv {
-                    buffer: layout::samples(1).0,
-                    samples: n,
-                    status: layout::params(1),
-                    vif: fb,
-                    wait: 1, // HLT
-                    reply_icr: 0,
-                },
+                &irq_recv(1, n, fb, 1, 0), // wait 1: HLT
                 deadline,
             )?;
             Ok((read_samples(&vb, n, "irq_recv")?, (prep, kvm)))
