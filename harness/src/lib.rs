@@ -11,6 +11,8 @@ pub mod cmd;
 pub mod config;
 pub mod contention;
 pub mod fingerprint;
+pub mod history;
+pub mod machine;
 pub mod registry;
 pub mod report;
 pub mod runner;

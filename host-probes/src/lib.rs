@@ -7,6 +7,7 @@ mod partner;
 pub mod perf;
 mod pinning;
 mod sampling;
+pub mod spin;
 pub mod syscall;
 pub mod timer;
 pub mod wake;
@@ -24,5 +25,6 @@ pub fn probes() -> Vec<Box<dyn Probe>> {
         Box::new(wake::EventfdRoundtrip),
         Box::new(wake::FutexRoundtrip),
         Box::new(memcpy::Memcpy),
+        Box::new(spin::Spin),
     ]
 }

@@ -1,8 +1,11 @@
 //! One module per subcommand. Each returns the process exit code.
 
+pub mod baseline;
 pub mod compare;
 pub mod env;
 pub mod execute;
+pub mod gate;
+pub mod history;
 pub mod list;
 pub mod report;
 pub mod run;
