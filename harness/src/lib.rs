@@ -13,6 +13,7 @@ pub mod contention;
 pub mod fingerprint;
 pub mod history;
 pub mod machine;
+pub mod publish;
 pub mod registry;
 pub mod report;
 pub mod runner;

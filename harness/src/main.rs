@@ -232,6 +232,23 @@ enum Command {
         #[arg(long, default_value_os_t = ivbench::store::baseline::default_root())]
         baselines: PathBuf,
     },
+    /// Write a static site of runs (every run under --runs when none is named): an index,
+    /// a page per run and per probe (histogram, CDF, percentiles, .hlog, trend across
+    /// runs) and the machine classes side by side. Self-contained, no network assets.
+    #[command(
+        after_help = "Examples:\n  ivbench publish --out site\n  ivbench publish RUN1 RUN2 --out /tmp/site && chromium /tmp/site/index.html"
+    )]
+    Publish {
+        run_list: Vec<String>,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_os_t = cmd::default_runs_dir())]
+        runs: PathBuf,
+        #[arg(long, default_value_os_t = ivbench::store::baseline::default_root())]
+        baselines: PathBuf,
+        #[arg(long, default_value_os_t = ivbench::history::default_path())]
+        db: PathBuf,
+    },
     /// The CI regression gate: NEW against the baseline of its machine class; flagged rows
     /// are measured again and count only when the re-measurements confirm them.
     ///
@@ -381,6 +398,9 @@ fn main() -> ExitCode {
                 rebuild,
                 json,
             })
+        }
+        Command::Publish { run_list, out, runs, baselines, db } => {
+            cmd::publish::publish(&run_list, &out, &runs, &baselines, &db)
         }
         Command::Gate { new, baseline, baselines, remeasure, threshold, runs } => {
             cmd::gate::gate(cmd::gate::GateArgs {

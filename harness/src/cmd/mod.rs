@@ -7,6 +7,7 @@ pub mod execute;
 pub mod gate;
 pub mod history;
 pub mod list;
+pub mod publish;
 pub mod report;
 pub mod run;
 pub mod show;
