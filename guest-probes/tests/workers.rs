@@ -186,3 +186,23 @@ fn a_stopped_worker_process_is_named_as_hung() {
     assert!(took < timeout + guest_probes::worker::group::GRACE + Duration::from_secs(1), "took {took:?}");
     guard.torn_down(&pids, shm);
 }
+
+#[test]
+fn an_interrupted_group_is_torn_down() {
+    if !have_kvm() {
+        return;
+    }
+    let guard = start();
+    let shm = SharedMemory::new(2 << 20).unwrap();
+    let mut g = spawn(&shm, ring(2, 1 << 40, None), Duration::from_secs(60));
+    let pids = g.pids();
+    wait_for_token(&shm, 30);
+    // what Ctrl-C / SIGTERM do through the budget's stop flag
+    let t0 = Instant::now();
+    let err = g.supervise(&|| true).unwrap_err();
+    let took = t0.elapsed();
+    drop(g);
+    assert!(matches!(err, VmmError::Interrupted { .. }), "{err}");
+    assert!(took < Duration::from_secs(1), "teardown took {took:?}");
+    guard.torn_down(&pids, shm);
+}
