@@ -5,12 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn git(dir: &Path, args: &[&str]) -> Option<String> {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .ok()?;
+    let out = Command::new("git").arg("-C").arg(dir).args(args).output().ok()?;
     if !out.status.success() {
         return None;
     }
@@ -25,11 +20,8 @@ fn main() {
         Some(c) => {
             // --no-optional-locks: status must not rewrite the index, which would both race
             // with concurrent git commands and retrigger this script (it watches the index).
-            let dirty = git(
-                &manifest_dir,
-                &["--no-optional-locks", "status", "--porcelain"],
-            )
-            .is_some_and(|s| !s.is_empty());
+            let dirty =
+                git(&manifest_dir, &["--no-optional-locks", "status", "--porcelain"]).is_some_and(|s| !s.is_empty());
             if dirty {
                 format!("{c}-dirty")
             } else {
@@ -48,10 +40,7 @@ fn main() {
         }
         // A commit moves the branch ref, not HEAD itself.
         if let Some(head_ref) = git(&manifest_dir, &["symbolic-ref", "-q", "HEAD"]) {
-            println!(
-                "cargo:rerun-if-changed={}",
-                git_dir.join(head_ref).display()
-            );
+            println!("cargo:rerun-if-changed={}", git_dir.join(head_ref).display());
         }
     }
     // Editing a tracked file changes neither HEAD nor the index, yet makes the tree dirty;

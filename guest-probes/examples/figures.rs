@@ -19,7 +19,14 @@ fn main() {
     let cpu: usize = std::env::var("CPU").ok().and_then(|c| c.parse().ok()).unwrap_or(0);
     println!("{}", guest_probes::backend_report());
     for p in guest_probes::probes().into_iter().filter(|p| p.name().starts_with(&filter)) {
-        let budget = Budget { iterations: n, duration: None, cpus: vec![cpu], method, timeout: Duration::from_secs(300), stop: Default::default() };
+        let budget = Budget {
+            iterations: n,
+            duration: None,
+            cpus: vec![cpu],
+            method,
+            timeout: Duration::from_secs(300),
+            stop: Default::default(),
+        };
         let t0 = Instant::now();
         match p.run(&Point::none(), &budget) {
             Ok(s) => {

@@ -2,6 +2,7 @@
 //! counts. Bounds are generous sanity limits, not speed targets (the development machine
 //! is a noisy nested 2-CPU VM). Needs /dev/kvm (prints SKIPPED otherwise).
 
+use guest_probes::payloads::entry;
 use std::time::Duration;
 
 use guest_probes::probes;
@@ -20,7 +21,14 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn budget(iterations: u64, method: Method) -> Budget {
-    Budget { iterations, duration: None, cpus: vec![0, 1], method, timeout: Duration::from_secs(120), stop: Default::default() }
+    Budget {
+        iterations,
+        duration: None,
+        cpus: vec![0, 1],
+        method,
+        timeout: Duration::from_secs(120),
+        stop: Default::default(),
+    }
 }
 
 fn pct(s: &Samples, q: f64) -> u64 {
@@ -40,7 +48,13 @@ fn run(name: &str, point: &Point, n: u64, method: Method) -> Samples {
     assert!(s.tsc_khz.unwrap_or(0) > 100_000, "{name}: tsc_khz {:?}", s.tsc_khz);
     assert!(s.overhead_cycles > 0 && s.overhead_cycles < 5_000, "{name}: overhead {}", s.overhead_cycles);
     assert!(s.cycles.iter().all(|&c| c > 0 && c < 1 << 62), "{name}: a zero or negative sample");
-    println!("{name} {point} {}: median {} p99 {} cycles (overhead {}); notes:", method.label(), pct(&s, 0.5), pct(&s, 0.99), s.overhead_cycles);
+    println!(
+        "{name} {point} {}: median {} p99 {} cycles (overhead {}); notes:",
+        method.label(),
+        pct(&s, 0.5),
+        pct(&s, 0.99),
+        s.overhead_cycles
+    );
     for n in &s.notes {
         println!("    {n}");
     }
@@ -54,7 +68,14 @@ fn wait(w: &str) -> Point {
 #[test]
 fn points_and_table() {
     let names: Vec<&str> = probes().iter().map(|p| p.name()).collect();
-    for n in ["vm.irq.inject", "vm.ipi.roundtrip", "vm.notify.poll", "vm.notify.poll-intervm", "vm.notify.mwait", "vm.notify.halt"] {
+    for n in [
+        "vm.irq.inject",
+        "vm.ipi.roundtrip",
+        "vm.notify.poll",
+        "vm.notify.poll-intervm",
+        "vm.notify.mwait",
+        "vm.notify.halt",
+    ] {
         assert!(names.contains(&n), "{n} missing from the probe table");
     }
     for p in ["vm.irq.inject", "vm.ipi.roundtrip"] {
@@ -78,7 +99,8 @@ fn bad_point_and_same_cpu_are_refused() {
     b.cpus = vec![0, 0];
     let e = probe("vm.notify.poll").run(&Point::none(), &b).unwrap_err().to_string();
     assert!(e.contains("two distinct CPUs"), "{e}");
-    let e = probe("vm.notify.halt").run(&Point::none(), &budget(10, Method::Batched { batch: 4 })).unwrap_err().to_string();
+    let e =
+        probe("vm.notify.halt").run(&Point::none(), &budget(10, Method::Batched { batch: 4 })).unwrap_err().to_string();
     assert!(e.contains("per-op"), "{e}");
 }
 
@@ -301,7 +323,9 @@ fn figures() {
                 let extra = s
                     .metrics
                     .iter()
-                    .filter(|m| m.name.starts_with("one_way") || m.name.starts_with("early") || m.name.starts_with("halt_"))
+                    .filter(|m| {
+                        m.name.starts_with("one_way") || m.name.starts_with("early") || m.name.starts_with("halt_")
+                    })
                     .map(|m| format!(" {}={}", m.name, m.value))
                     .collect::<String>();
                 println!(
@@ -340,12 +364,12 @@ fn handler_steps_over_a_pending_hlt() {
     irqchip::install_tables(&v).unwrap();
     irqchip::enable_x2apic(&v).unwrap();
     let st = layout::params(0);
-    vm.write_bytes(st, &[0u8; irqchip::st::SIZE]).unwrap();
+    vm.write_bytes(st, &[0u8; irqchip::st::SIZE as usize]).unwrap();
     let flag = irqchip::irq_flag_addr(&v);
     if flag != 0 {
         vm.write_bytes(flag, &[1]).unwrap(); // vif.if = 1
     }
-    v.set_entry(vm.entry("irq_fixup_selftest").unwrap(), |r| {
+    v.set_entry(vm.entry(entry::IRQ_FIXUP_SELFTEST).unwrap(), |r| {
         r.r15 = st;
         if flag == 0 {
             r.rflags |= 0x200; // IF

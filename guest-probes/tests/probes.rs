@@ -10,7 +10,14 @@ mod common;
 use common::{have_kvm, metric, probe};
 
 fn budget(iterations: u64, method: Method) -> Budget {
-    Budget { iterations, duration: None, cpus: vec![0], method, timeout: Duration::from_secs(120), stop: Default::default() }
+    Budget {
+        iterations,
+        duration: None,
+        cpus: vec![0],
+        method,
+        timeout: Duration::from_secs(120),
+        stop: Default::default(),
+    }
 }
 
 fn median(s: &Samples) -> u64 {
@@ -30,7 +37,9 @@ fn run_both(name: &str, n: u64) -> Samples {
     assert!(s.tsc_khz.unwrap_or(0) > 100_000, "{name}: tsc_khz {:?}", s.tsc_khz);
     assert!(s.overhead_cycles > 0 && s.overhead_cycles < 5_000, "{name}: overhead {}", s.overhead_cycles);
     assert!(s.cycles.iter().all(|&c| c >= s.overhead_cycles / 2), "{name}: a sample below the timer cost");
-    let b = p.run(&Point::none(), &budget(n / 10 + 1, Method::Batched { batch: 8 })).unwrap_or_else(|e| panic!("{name} batched: {e}"));
+    let b = p
+        .run(&Point::none(), &budget(n / 10 + 1, Method::Batched { batch: 8 }))
+        .unwrap_or_else(|e| panic!("{name} batched: {e}"));
     assert_eq!(b.cycles.len() as u64, n / 10 + 1, "{name}: batched samples != iterations");
     assert_eq!(b.method, Method::Batched { batch: 8 });
     println!(
@@ -129,7 +138,8 @@ fn getppid_value_arrives_in_user_mode() {
     let s = run_both("vm.syscall.getppid", 300);
     let ppid = std::os::unix::process::parent_id();
     assert!(
-        s.notes.iter().any(|n| n.contains(&format!("{:#x}", 0x5050_0000_0000_0000u64 | u64::from(ppid))) && n.contains("arrived in user mode")),
+        s.notes.iter().any(|n| n.contains(&format!("{:#x}", 0x5050_0000_0000_0000u64 | u64::from(ppid)))
+            && n.contains("arrived in user mode")),
         "{:?}",
         s.notes
     );
@@ -141,7 +151,11 @@ fn view_hypercall_hides_protected_pages() {
         return;
     }
     let s = run_both("vm.view.hypercall", 100);
-    assert!(s.notes.iter().any(|n| n.contains("exited as KVM_EXIT_MMIO") && n.contains("never saw the secret")), "{:?}", s.notes);
+    assert!(
+        s.notes.iter().any(|n| n.contains("exited as KVM_EXIT_MMIO") && n.contains("never saw the secret")),
+        "{:?}",
+        s.notes
+    );
     let sw = metric(&s, "view_switches");
     assert_eq!(sw, 2.0 + 2.0 * 100.0);
 }

@@ -3,7 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use guest_probes::vmm::{self, layout, Handled, SharedMemory, Vm};
+use guest_probes::payloads::args::PioOut;
+use guest_probes::payloads::entry;
+use guest_probes::vmm::{self, layout, Backing, Handled, SharedMemory, Vm, VmmError};
 use probe_api::ProbeError;
 
 mod common;
@@ -17,8 +19,13 @@ fn native_execution_is_verified() {
     let vm = Vm::new("test.native").unwrap();
     let mut vcpu = vm.create_vcpu(0).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
-    let check = vm.backend().verify_native(&mut vcpu, deadline).unwrap();
-    println!("backend {} native: {:.3} cycles/iteration ({})", vm.backend().name(), check.cycles_per_iter, vcpu.setup());
+    let check = vmm::native::verify(&mut vcpu, deadline).unwrap();
+    println!(
+        "backend {} native: {:.3} cycles/iteration ({})",
+        vm.backend().name(),
+        check.cycles_per_iter,
+        vcpu.setup()
+    );
     assert!(check.cycles_per_iter < 10.0, "{} cycles/iteration", check.cycles_per_iter);
     let ovh = vcpu.timer_overhead(deadline).unwrap();
     println!("guest lfence;rdtsc pair: {ovh} cycles");
@@ -26,7 +33,7 @@ fn native_execution_is_verified() {
     assert!(vcpu.tsc_khz().unwrap() > 100_000);
 }
 
-fn expect_timeout(entry: &str) -> String {
+fn expect_timeout(entry: guest_probes::payloads::Entry) -> String {
     let vm = Vm::new("test.watchdog").unwrap();
     let mut vcpu = vm.create_vcpu(0).unwrap();
     let rip = vm.entry(entry).unwrap();
@@ -36,7 +43,8 @@ fn expect_timeout(entry: &str) -> String {
     let took = t0.elapsed();
     let msg = err.to_string();
     println!("{entry}: {msg} (stopped after {took:?})");
-    assert!(matches!(err, ProbeError::Timeout(..)), "{msg}");
+    assert!(matches!(err, VmmError::Timeout { .. }), "{msg}");
+    assert!(matches!(ProbeError::from(err), ProbeError::Timeout(..)), "{msg}");
     assert!(took < Duration::from_secs(10), "watchdog took {took:?}");
     assert!(msg.contains("test.watchdog"), "{msg}");
     assert!(msg.contains("RIP 0x"), "{msg}");
@@ -49,7 +57,7 @@ fn watchdog_stops_an_endless_loop() {
     if !have_kvm() {
         return;
     }
-    let msg = expect_timeout("hang_loop");
+    let msg = expect_timeout(entry::HANG_LOOP);
     assert!(msg.contains("jmp ."), "{msg}");
 }
 
@@ -58,7 +66,7 @@ fn watchdog_stops_vmcall_on_pvm() {
     if !have_kvm() {
         return;
     }
-    let b = vmm::detected_backend().unwrap();
+    let b = vmm::host().backend().unwrap();
     if b.kind() != vmm::BackendKind::Pvm {
         println!("vmcall is a real hypercall on {}: not a hang there", b.name());
         return;
@@ -69,13 +77,13 @@ fn watchdog_stops_vmcall_on_pvm() {
     // return must carry a negative error code.
     let vm = Vm::new("test.watchdog").unwrap();
     let mut vcpu = vm.create_vcpu(0).unwrap();
-    vcpu.set_entry(vm.entry("hang_vmcall").unwrap(), |_| {}).unwrap();
+    vcpu.set_entry(vm.entry(entry::HANG_VMCALL).unwrap(), |_| {}).unwrap();
     let t0 = Instant::now();
     match vcpu.run(Instant::now() + Duration::from_millis(300), &mut |_| Handled::No) {
         Err(err) => {
             let msg = err.to_string();
             println!("vmcall: {msg} (stopped after {:?})", t0.elapsed());
-            assert!(matches!(err, ProbeError::Timeout(..)), "{msg}");
+            assert!(matches!(err, VmmError::Timeout { .. }), "{msg}");
             assert!(msg.contains("RIP 0x") && msg.contains("vmcall") && msg.contains("test.watchdog"), "{msg}");
         }
         Ok(()) => {
@@ -93,11 +101,12 @@ fn fatal_exit_names_exit_and_rip() {
     }
     let vm = Vm::new("test.ud2").unwrap();
     let mut vcpu = vm.create_vcpu(0).unwrap();
-    vcpu.set_entry(vm.entry("crash_ud2").unwrap(), |_| {}).unwrap();
+    vcpu.set_entry(vm.entry(entry::CRASH_UD2).unwrap(), |_| {}).unwrap();
     let err = vcpu.run(Instant::now() + Duration::from_secs(10), &mut |_| Handled::No).unwrap_err();
     let msg = err.to_string();
     println!("ud2 without IDT: {msg}");
-    assert!(matches!(err, ProbeError::Failed(_)), "{msg}");
+    assert!(matches!(&err, VmmError::GuestExit { what, .. } if what.starts_with("fatal exit")), "{msg}");
+    assert!(matches!(ProbeError::from(err), ProbeError::Failed(_)), "{msg}");
     assert!(msg.contains("test.ud2") && msg.contains("RIP 0x") && msg.contains("KVM_EXIT"), "{msg}");
 }
 
@@ -106,7 +115,33 @@ fn shared_memory_is_shared_between_vms() {
     if !have_kvm() {
         return;
     }
-    let shm = SharedMemory::new(2 << 20).unwrap();
+    shared_between_vms(SharedMemory::new(2 << 20).unwrap());
+}
+
+/// 2 MiB hugepages when the host has free ones; otherwise the refusal names the reason.
+#[test]
+fn shared_memory_on_hugepages_or_the_reason() {
+    if !have_kvm() {
+        return;
+    }
+    let free = vmm::shared::free_huge_pages_2m();
+    match SharedMemory::with_backing(4 << 20, Backing::Huge2M) {
+        Ok(shm) => {
+            assert!(free >= 2, "{free} free hugepages, yet 4 MiB of them were mapped");
+            assert_eq!(shm.backing(), Backing::Huge2M);
+            shared_between_vms(shm);
+        }
+        Err(VmmError::Unsupported(why)) => {
+            assert!(free < 2, "{free} free 2 MiB pages, yet refused: {why}");
+            assert!(why.contains("hugepages") && why.contains(&format!("{free} free")), "{why}");
+            println!("hugepages unavailable here ({why}); 4 KiB pages checked by shared_memory_is_shared_between_vms");
+        }
+        Err(e) => panic!("{e}"),
+    }
+    assert!(SharedMemory::with_backing(3 << 20, Backing::Huge2M).is_err(), "not a multiple of 2 MiB");
+}
+
+fn shared_between_vms(shm: SharedMemory) {
     let a = Vm::new("test.shm.a").unwrap();
     let b = Vm::new("test.shm.b").unwrap();
     a.add_shared(1, layout::SHARED_GPA, &shm).unwrap();
@@ -118,7 +153,7 @@ fn shared_memory_is_shared_between_vms() {
     // guest A reads what the host wrote and writes a word; guest B reads A's word
     let peek = |vm: &Vm, gpa: u64, value: u64| -> u64 {
         let mut v = vm.create_vcpu(0).unwrap();
-        v.set_entry(vm.entry("peek").unwrap(), |r| {
+        v.set_entry(vm.entry(entry::PEEK).unwrap(), |r| {
             r.r9 = layout::results(0);
             r.r15 = gpa;
             r.rbp = value;
@@ -134,7 +169,7 @@ fn shared_memory_is_shared_between_vms() {
         for vm in [&a, &b] {
             s.spawn(move || {
                 let mut v = vm.create_vcpu(1).unwrap();
-                vm.backend().verify_native(&mut v, Instant::now() + Duration::from_secs(30)).unwrap();
+                vmm::native::verify(&mut v, Instant::now() + Duration::from_secs(30)).unwrap();
             });
         }
     });
@@ -189,7 +224,7 @@ fn thousand_vms_leak_nothing() {
     let cycle = || {
         let vm = Vm::new("test.robust").unwrap();
         let mut v = vm.create_vcpu(0).unwrap();
-        v.set_entry(vm.entry("done").unwrap(), |_| {}).unwrap();
+        v.set_entry(vm.entry(entry::DONE).unwrap(), |_| {}).unwrap();
         v.run(Instant::now() + Duration::from_secs(10), &mut |_| Handled::No).unwrap();
     };
     for _ in 0..20 {
@@ -206,13 +241,12 @@ fn thousand_vms_leak_nothing() {
     assert!(rss1 <= rss0 + 64 * 1024, "RSS grew from {rss0} to {rss1} KiB");
 }
 
-
 #[test]
 fn emulated_guest_is_refused() {
     if !have_kvm() {
         return;
     }
-    let b = vmm::detected_backend().unwrap();
+    let b = vmm::host().backend().unwrap();
     if b.kind() != vmm::BackendKind::Pvm {
         println!("only kvm_pvm has a way to run a guest emulated on purpose (no VIF page)");
         return;
@@ -220,7 +254,7 @@ fn emulated_guest_is_refused() {
     let vm = Vm::new("test.emulated").unwrap();
     let mut vcpu = vm.create_vcpu_without_backend_setup(0).unwrap();
     let t0 = Instant::now();
-    let err = b.verify_native(&mut vcpu, Instant::now() + Duration::from_secs(60)).unwrap_err();
+    let err = vmm::native::verify(&mut vcpu, Instant::now() + Duration::from_secs(60)).unwrap_err();
     let msg = err.to_string();
     println!("{msg} ({:?})", t0.elapsed());
     assert!(msg.contains("guest is being emulated") && msg.contains("test.emulated"), "{msg}");
@@ -234,10 +268,15 @@ fn unexpected_exit_names_probe_exit_and_rip() {
     let vm = Vm::new("test.unexpected").unwrap();
     let mut vcpu = vm.create_vcpu(0).unwrap();
     let err = vcpu
-        .run_sampling("pio_out", 10, 1, Instant::now() + Duration::from_secs(10), &|r| r.r15 = 0x10, &mut |_| Handled::No)
+        .run_sampling(&PioOut { port: 0x10 }, 10, 1, Instant::now() + Duration::from_secs(10), &mut |_| Handled::No)
         .unwrap_err();
     let msg = err.to_string();
     println!("{msg}");
-    assert!(matches!(err, ProbeError::Failed(_)), "{msg}");
-    assert!(msg.contains("test.unexpected") && msg.contains("unexpected exit KVM_EXIT_IO out port 0x10") && msg.contains("RIP 0x"), "{msg}");
+    assert!(matches!(err, VmmError::GuestExit { .. }), "{msg}");
+    assert!(
+        msg.contains("test.unexpected")
+            && msg.contains("unexpected exit KVM_EXIT_IO out port 0x10")
+            && msg.contains("RIP 0x"),
+        "{msg}"
+    );
 }

@@ -9,7 +9,8 @@ use std::hint::black_box;
 fn recording(c: &mut Criterion) {
     let mut g = c.benchmark_group("recording");
     // A spread like a real probe's: most samples near 2,000 cycles, a long tail.
-    let raw: Vec<u64> = (0..10_000u64).map(|i| 2000 + (i * 7919) % 500 + if i % 100 == 0 { 100_000 } else { 0 }).collect();
+    let raw: Vec<u64> =
+        (0..10_000u64).map(|i| 2000 + (i * 7919) % 500 + if i % 100 == 0 { 100_000 } else { 0 }).collect();
 
     g.throughput(Throughput::Elements(1));
     g.bench_function("histogram.record one sample", |b| {

@@ -172,7 +172,10 @@ impl SweepConfig {
             let selected = registry::select(probes, &e.name);
             if selected.is_empty() {
                 let near = registry::closest(probes, &e.name, 3).join(", ");
-                return Err(ConfigError::Invalid { file: file.into(), message: format!("unknown probe `{}`; closest: {near}", e.name) });
+                return Err(ConfigError::Invalid {
+                    file: file.into(),
+                    message: format!("unknown probe `{}`; closest: {near}", e.name),
+                });
             }
             let s = self.defaults.merged(&e.settings());
             for probe in selected {
@@ -181,19 +184,24 @@ impl SweepConfig {
                     None => probe.points(),
                 };
                 for p in &points {
-                    registry::check_point(probe, p)
-                        .map_err(|m| ConfigError::Invalid { file: file.into(), message: format!("probe entry {} (`{}`): {m}", entry + 1, e.name) })?;
+                    registry::check_point(probe, p).map_err(|m| ConfigError::Invalid {
+                        file: file.into(),
+                        message: format!("probe entry {} (`{}`): {m}", entry + 1, e.name),
+                    })?;
                 }
                 let cpus = s.cpus.clone().unwrap_or_else(|| vec![0, 1]);
-                check_cpus_available(&cpus)
-                    .map_err(|m| ConfigError::Invalid { file: file.into(), message: format!("probe entry {} (`{}`): {m}", entry + 1, e.name) })?;
+                check_cpus_available(&cpus).map_err(|m| ConfigError::Invalid {
+                    file: file.into(),
+                    message: format!("probe entry {} (`{}`): {m}", entry + 1, e.name),
+                })?;
                 for point in points {
                     for m in s.methods.clone().unwrap_or_else(|| vec![MethodName::PerOp]) {
                         let method = match m {
                             MethodName::PerOp => Method::PerOp,
                             MethodName::Batched => Method::Batched { batch: s.batch.unwrap_or(100) },
                         };
-                        let iterations = if quick { s.quick_iterations.or(s.iterations) } else { s.iterations }.unwrap_or(10_000);
+                        let iterations =
+                            if quick { s.quick_iterations.or(s.iterations) } else { s.iterations }.unwrap_or(10_000);
                         let budget = Budget {
                             iterations,
                             duration: None,
@@ -311,7 +319,12 @@ mod tests {
     fn undeclared_params_in_a_config_are_refused() {
         let probes = registry::all();
         let text = "[defaults]\n[[probe]]\nname = 'host.memcpy'\nparams = ['size=64', 'sise=128']\n";
-        let e = SweepConfig::parse(text, "c.toml").unwrap().jobs(&probes, true, "c.toml").err().expect("refused").to_string();
+        let e = SweepConfig::parse(text, "c.toml")
+            .unwrap()
+            .jobs(&probes, true, "c.toml")
+            .err()
+            .expect("refused")
+            .to_string();
         assert!(e.contains("no parameter `sise`"), "{e}");
     }
 

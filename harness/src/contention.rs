@@ -25,7 +25,8 @@ pub struct LoadSample {
 impl LoadSample {
     pub fn now() -> Self {
         let loadavg = fs::read_to_string("/proc/loadavg").ok().and_then(|t| parse_loadavg(&t));
-        let (steal_ticks, total_ticks) = fs::read_to_string("/proc/stat").ok().and_then(|t| parse_cpu_line(&t)).unwrap_or((0, 0));
+        let (steal_ticks, total_ticks) =
+            fs::read_to_string("/proc/stat").ok().and_then(|t| parse_cpu_line(&t)).unwrap_or((0, 0));
         LoadSample { loadavg, steal_ticks, total_ticks, other_ivbench: other_ivbench() }
     }
 }
@@ -102,7 +103,10 @@ pub fn judge(before: &LoadSample, after: &LoadSample) -> Option<String> {
     if total > 0 {
         let steal = after.steal_ticks.saturating_sub(before.steal_ticks) as f64 / total as f64;
         if steal > STEAL_MARK {
-            why.push(format!("steal time {:.0}% of CPU time (the hypervisor ran something else on these CPUs)", steal * 100.0));
+            why.push(format!(
+                "steal time {:.0}% of CPU time (the hypervisor ran something else on these CPUs)",
+                steal * 100.0
+            ));
         }
     }
     (!why.is_empty()).then(|| why.join("; "))

@@ -127,13 +127,8 @@ pub struct PowerInfo {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum PerfAvailability {
     Hardware,
-    SoftwareOnly {
-        hardware_error: String,
-    },
-    None {
-        hardware_error: String,
-        software_error: String,
-    },
+    SoftwareOnly { hardware_error: String },
+    None { hardware_error: String, software_error: String },
 }
 
 impl std::fmt::Display for PerfAvailability {
@@ -143,14 +138,8 @@ impl std::fmt::Display for PerfAvailability {
             PerfAvailability::SoftwareOnly { hardware_error } => {
                 write!(f, "software only: {hardware_error}")
             }
-            PerfAvailability::None {
-                hardware_error,
-                software_error,
-            } => {
-                write!(
-                    f,
-                    "none: hardware: {hardware_error}; software: {software_error}"
-                )
+            PerfAvailability::None { hardware_error, software_error } => {
+                write!(f, "none: hardware: {hardware_error}; software: {software_error}")
             }
         }
     }
@@ -171,15 +160,10 @@ pub fn collect(pinning: &[usize]) -> Fingerprint {
         ivbench: BuildInfo {
             version: env!("CARGO_PKG_VERSION").to_string(),
             git_commit: env!("IVBENCH_GIT_COMMIT").to_string(),
-            command_line: std::env::args_os()
-                .map(|a| a.to_string_lossy().into_owned())
-                .collect(),
+            command_line: std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect(),
         },
         host: HostInfo {
-            hostname: uname
-                .as_ref()
-                .map(|u| u.nodename.clone())
-                .or_else(|| read_trimmed("/proc/sys/kernel/hostname")),
+            hostname: uname.as_ref().map(|u| u.nodename.clone()).or_else(|| read_trimmed("/proc/sys/kernel/hostname")),
             kernel_release: uname
                 .as_ref()
                 .map(|u| u.release.clone())
@@ -194,15 +178,13 @@ pub fn collect(pinning: &[usize]) -> Fingerprint {
         kvm: kvm_info(),
         topology: topology(pinning),
         power: power_info(),
-        vulnerabilities: read_dir_map(Path::new("/sys/devices/system/cpu/vulnerabilities"))
-            .map(|(m, _)| m),
+        vulnerabilities: read_dir_map(Path::new("/sys/devices/system/cpu/vulnerabilities")).map(|(m, _)| m),
         perf: perf_info(),
     }
 }
 
 fn opt(v: &Option<impl ToString>) -> String {
-    v.as_ref()
-        .map_or_else(|| "unavailable".to_string(), |x| x.to_string())
+    v.as_ref().map_or_else(|| "unavailable".to_string(), |x| x.to_string())
 }
 
 fn yes_no(b: bool) -> &'static str {
@@ -227,11 +209,7 @@ fn cpu_list(cpus: &[usize]) -> String {
             i += 1;
             end = cpus[i];
         }
-        parts.push(if start == end {
-            start.to_string()
-        } else {
-            format!("{start}-{end}")
-        });
+        parts.push(if start == end { start.to_string() } else { format!("{start}-{end}") });
         i += 1;
     }
     parts.join(",")
@@ -249,21 +227,13 @@ impl Fingerprint {
         let h = &self.host;
         let _ = writeln!(s, "\n[host]");
         let _ = writeln!(s, "  hostname      {}", opt(&h.hostname));
-        let _ = writeln!(
-            s,
-            "  kernel        {} {}",
-            opt(&h.kernel_release),
-            h.kernel_version.as_deref().unwrap_or("")
-        );
+        let _ = writeln!(s, "  kernel        {} {}", opt(&h.kernel_release), h.kernel_version.as_deref().unwrap_or(""));
         let _ = writeln!(s, "  machine       {}", opt(&h.machine));
         let _ = writeln!(
             s,
             "  memory        {}",
             h.total_memory_bytes
-                .map_or("unavailable".into(), |m| format!(
-                    "{:.1} GiB ({m} bytes)",
-                    m as f64 / (1u64 << 30) as f64
-                ))
+                .map_or("unavailable".into(), |m| format!("{:.1} GiB ({m} bytes)", m as f64 / (1u64 << 30) as f64))
         );
         let _ = writeln!(s, "  clocksource   {}", opt(&h.clocksource));
 
@@ -299,11 +269,11 @@ impl Fingerprint {
                 // PVM needs no VMX/SVM: its guests are paravirtualized, not hardware-nested,
                 // which changes what an exit costs, so the two cases are named apart.
                 if self.kvm.backend.as_deref() == Some("kvm_pvm") {
-                    format!("NESTED: running under a hypervisor ({hv}); VMs created here are PVM guests inside this guest")
-                } else {
                     format!(
-                        "NESTED: running under a hypervisor ({hv}); VMs created here are nested"
+                        "NESTED: running under a hypervisor ({hv}); VMs created here are PVM guests inside this guest"
                     )
+                } else {
+                    format!("NESTED: running under a hypervisor ({hv}); VMs created here are nested")
                 }
             } else {
                 "bare metal (hypervisor bit clear)".into()
@@ -313,12 +283,8 @@ impl Fingerprint {
         let t = &self.tsc;
         let _ = writeln!(s, "\n[tsc]");
         let _ = writeln!(s, "  rate          {} kHz (source: {})", t.khz, t.source);
-        let _ = writeln!(
-            s,
-            "  calibrated    {}",
-            t.calibrated_khz
-                .map_or("unavailable".into(), |k| format!("{k} kHz"))
-        );
+        let _ =
+            writeln!(s, "  calibrated    {}", t.calibrated_khz.map_or("unavailable".into(), |k| format!("{k} kHz")));
         let _ = writeln!(
             s,
             "  invariant={} constant_tsc={} nonstop_tsc={}",
@@ -338,18 +304,11 @@ impl Fingerprint {
             match (k.dev_kvm_present, k.dev_kvm_accessible) {
                 (false, _) => "absent".to_string(),
                 (true, true) => "present, accessible".to_string(),
-                (true, false) => format!(
-                    "present, NOT accessible: {}",
-                    k.dev_kvm_error.as_deref().unwrap_or("?")
-                ),
+                (true, false) => format!("present, NOT accessible: {}", k.dev_kvm_error.as_deref().unwrap_or("?")),
             }
         );
         let _ = writeln!(s, "  api version   {}", opt(&k.api_version));
-        let _ = writeln!(
-            s,
-            "  backend       {}",
-            k.backend.as_deref().unwrap_or("none")
-        );
+        let _ = writeln!(s, "  backend       {}", k.backend.as_deref().unwrap_or("none"));
         for n in &k.notes {
             let _ = writeln!(s, "  note: {n}");
         }
@@ -366,41 +325,19 @@ impl Fingerprint {
             }
         }
         if !k.unreadable_params.is_empty() {
-            let _ = writeln!(
-                s,
-                "  unreadable parameters: {}",
-                k.unreadable_params.join(", ")
-            );
+            let _ = writeln!(s, "  unreadable parameters: {}", k.unreadable_params.join(", "));
         }
 
         let tp = &self.topology;
         let _ = writeln!(s, "\n[cpus]");
-        let _ = writeln!(
-            s,
-            "  online        {}",
-            tp.online_raw.as_deref().unwrap_or("unavailable")
-        );
+        let _ = writeln!(s, "  online        {}", tp.online_raw.as_deref().unwrap_or("unavailable"));
         let _ = writeln!(s, "  allowed       {}", cpu_list(&tp.allowed));
-        let _ = writeln!(
-            s,
-            "  smt active    {}",
-            tp.smt_active.map_or("unavailable", yes_no)
-        );
-        let _ = writeln!(
-            s,
-            "  isolated      {}",
-            tp.isolated
-                .as_ref()
-                .map_or("unavailable".into(), |v| cpu_list(v))
-        );
+        let _ = writeln!(s, "  smt active    {}", tp.smt_active.map_or("unavailable", yes_no));
+        let _ = writeln!(s, "  isolated      {}", tp.isolated.as_ref().map_or("unavailable".into(), |v| cpu_list(v)));
         let _ = writeln!(
             s,
             "  pinning       {}",
-            if tp.pinning.is_empty() {
-                "none".into()
-            } else {
-                format!("{:?}", tp.pinning)
-            }
+            if tp.pinning.is_empty() { "none".into() } else { format!("{:?}", tp.pinning) }
         );
 
         let p = &self.power;
@@ -411,17 +348,9 @@ impl Fingerprint {
                 let _ = writeln!(s, "    cpu{cpu}: {g}");
             }
         } else {
-            let _ = writeln!(
-                s,
-                "  cpufreq       none (no /sys/devices/system/cpu/cpu0/cpufreq)"
-            );
+            let _ = writeln!(s, "  cpufreq       none (no /sys/devices/system/cpu/cpu0/cpufreq)");
         }
-        let _ = writeln!(
-            s,
-            "  cpuidle       driver {}, governor {}",
-            opt(&p.cpuidle_driver),
-            opt(&p.cpuidle_governor)
-        );
+        let _ = writeln!(s, "  cpuidle       driver {}, governor {}", opt(&p.cpuidle_driver), opt(&p.cpuidle_governor));
 
         let _ = writeln!(s, "\n[perf]");
         let _ = writeln!(s, "  counters      {}", self.perf.counters);
@@ -430,10 +359,7 @@ impl Fingerprint {
         let _ = writeln!(s, "\n[vulnerabilities]");
         match &self.vulnerabilities {
             None => {
-                let _ = writeln!(
-                    s,
-                    "  unavailable (no /sys/devices/system/cpu/vulnerabilities)"
-                );
+                let _ = writeln!(s, "  unavailable (no /sys/devices/system/cpu/vulnerabilities)");
             }
             Some(v) => {
                 let width = v.keys().map(String::len).max().unwrap_or(0);
@@ -483,11 +409,7 @@ fn uname() -> Option<Uname> {
         if libc::uname(&mut u) != 0 {
             return None;
         }
-        let field = |f: &[libc::c_char]| {
-            std::ffi::CStr::from_ptr(f.as_ptr())
-                .to_string_lossy()
-                .into_owned()
-        };
+        let field = |f: &[libc::c_char]| std::ffi::CStr::from_ptr(f.as_ptr()).to_string_lossy().into_owned();
         Some(Uname {
             nodename: field(&u.nodename),
             release: field(&u.release),
@@ -515,15 +437,9 @@ fn cpuinfo_field(name: &str) -> Option<String> {
 fn hypervisor_signature() -> Option<String> {
     // Only called when the hypervisor bit says a hypervisor defines this leaf.
     let r = raw_cpuid::native_cpuid::cpuid_count(0x4000_0000, 0);
-    let bytes: Vec<u8> = [r.ebx, r.ecx, r.edx]
-        .iter()
-        .flat_map(|w| w.to_le_bytes())
-        .collect();
+    let bytes: Vec<u8> = [r.ebx, r.ecx, r.edx].iter().flat_map(|w| w.to_le_bytes()).collect();
     // Signatures shorter than 12 bytes are NUL-padded ("KVMKVMKVM\0\0\0").
-    let sig = String::from_utf8_lossy(&bytes)
-        .replace('\0', "")
-        .trim()
-        .to_string();
+    let sig = String::from_utf8_lossy(&bytes).replace('\0', "").trim().to_string();
     (!sig.is_empty()).then_some(sig)
 }
 
@@ -551,61 +467,37 @@ fn cpu_info() -> CpuInfo {
             vmx: features.as_ref().is_some_and(|f| f.has_vmx()),
             svm: ext.as_ref().is_some_and(|e| e.has_svm()),
             monitor_mwait: features.as_ref().is_some_and(|f| f.has_monitor_mwait()),
-            invariant_tsc: cpuid
-                .get_advanced_power_mgmt_info()
-                .is_some_and(|a| a.has_invariant_tsc()),
+            invariant_tsc: cpuid.get_advanced_power_mgmt_info().is_some_and(|a| a.has_invariant_tsc()),
             hypervisor,
             x2apic: features.as_ref().is_some_and(|f| f.has_x2apic()),
             tsc_deadline: features.as_ref().is_some_and(|f| f.has_tsc_deadline()),
         },
-        hypervisor_vendor: if hypervisor {
-            hypervisor_signature()
-        } else {
-            None
-        },
+        hypervisor_vendor: if hypervisor { hypervisor_signature() } else { None },
         nested: hypervisor,
     }
 }
 
-/// The KVM backends, in the order preferred when several are present.
-pub const KVM_BACKENDS: [&str; 3] = ["kvm_intel", "kvm_amd", "kvm_pvm"];
+/// The KVM backends, in the order preferred when several are present (the VMM's order:
+/// `guest_probes::vmm::host`).
+pub const KVM_BACKENDS: [&str; 3] = guest_probes::vmm::host::BACKEND_MODULES;
 
 fn kvm_info() -> KvmInfo {
+    // One fact-finder for /dev/kvm and the backend: the VMM's, so that the backend in the
+    // manifest is the one the VM probes ran on.
+    let host = guest_probes::vmm::host();
     let mut notes = Vec::new();
-    let dev_kvm_present = Path::new("/dev/kvm").exists();
-    let (dev_kvm_accessible, dev_kvm_error, api_version) = if dev_kvm_present {
-        match kvm_ioctls::Kvm::new() {
-            Ok(kvm) => (true, None, Some(kvm.get_api_version())),
-            Err(e) => (false, Some(e.to_string()), None),
-        }
-    } else {
-        (false, None, None)
-    };
-
-    let backends_present: Vec<String> = KVM_BACKENDS
-        .iter()
-        .filter(|m| Path::new("/sys/module").join(m).exists())
-        .map(|m| m.to_string())
-        .collect();
-    // A loadable module that is loaded has initstate "live". Built-in modules have no
-    // initstate, and a built-in backend for the other vendor still shows up in /sys/module,
-    // so a live one wins; otherwise the first present is taken and the ambiguity noted.
-    let live: Vec<&String> = backends_present
-        .iter()
-        .filter(|m| read_trimmed(format!("/sys/module/{m}/initstate")).as_deref() == Some("live"))
-        .collect();
-    let backend = match (live.as_slice(), backends_present.as_slice()) {
-        ([one], _) => Some((*one).clone()),
-        (_, []) => None,
-        (_, [one]) => Some(one.clone()),
-        (_, [first, ..]) => {
-            notes.push(format!(
-                "several backend modules present ({}); reporting {first}",
-                backends_present.join(", ")
-            ));
-            Some(first.clone())
-        }
-    };
+    let dev_kvm_present = host.dev_present();
+    let dev_kvm_error = host.open_error().map(str::to_string);
+    let dev_kvm_accessible = dev_kvm_present && dev_kvm_error.is_none();
+    let api_version = host.api_version();
+    let backends_present: Vec<String> = host.modules().iter().map(|m| m.to_string()).collect();
+    let backend = host.backend_kind().ok().map(|k| k.name().to_string()).or_else(|| {
+        // no usable /dev/kvm: still name the module the host has, as before
+        guest_probes::vmm::host::choose_backend(host.modules(), host.live_modules()).0.map(|k| k.name().to_string())
+    });
+    if let Some(n) = host.backend_note() {
+        notes.push(n.to_string());
+    }
 
     let mut unreadable_params = Vec::new();
     let mut params_of = |module: &str| -> BTreeMap<String, String> {
@@ -640,12 +532,7 @@ fn kvm_info() -> KvmInfo {
 /// Parses the kernel's CPU list format ("0-3,8,10-11"). Malformed parts are skipped.
 pub fn parse_cpu_list(text: &str) -> Vec<usize> {
     let mut cpus = Vec::new();
-    for part in text
-        .trim()
-        .split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-    {
+    for part in text.trim().split(',').map(str::trim).filter(|p| !p.is_empty()) {
         match part.split_once('-') {
             Some((a, b)) => {
                 if let (Ok(a), Ok(b)) = (a.parse::<usize>(), b.parse::<usize>()) {
@@ -667,18 +554,13 @@ pub fn parse_cpu_list(text: &str) -> Vec<usize> {
 fn topology(pinning: &[usize]) -> Topology {
     let online_raw = read_trimmed("/sys/devices/system/cpu/online");
     Topology {
-        online: online_raw
-            .as_deref()
-            .map(parse_cpu_list)
-            .unwrap_or_default(),
+        online: online_raw.as_deref().map(parse_cpu_list).unwrap_or_default(),
         online_raw,
         allowed: probe_api::cpu::allowed_cpus(),
-        smt_active: read_trimmed("/sys/devices/system/cpu/smt/active").and_then(|s| {
-            match s.as_str() {
-                "1" => Some(true),
-                "0" => Some(false),
-                _ => None,
-            }
+        smt_active: read_trimmed("/sys/devices/system/cpu/smt/active").and_then(|s| match s.as_str() {
+            "1" => Some(true),
+            "0" => Some(false),
+            _ => None,
         }),
         isolated: read_trimmed("/sys/devices/system/cpu/isolated").map(|s| parse_cpu_list(&s)),
         pinning: pinning.to_vec(),
@@ -689,13 +571,9 @@ fn power_info() -> PowerInfo {
     let cpufreq_present = Path::new("/sys/devices/system/cpu/cpu0/cpufreq").exists();
     let mut governors = BTreeMap::new();
     if cpufreq_present {
-        let online = read_trimmed("/sys/devices/system/cpu/online")
-            .map(|s| parse_cpu_list(&s))
-            .unwrap_or_default();
+        let online = read_trimmed("/sys/devices/system/cpu/online").map(|s| parse_cpu_list(&s)).unwrap_or_default();
         for cpu in online {
-            if let Some(g) = read_trimmed(format!(
-                "/sys/devices/system/cpu/cpu{cpu}/cpufreq/scaling_governor"
-            )) {
+            if let Some(g) = read_trimmed(format!("/sys/devices/system/cpu/cpu{cpu}/cpufreq/scaling_governor")) {
                 governors.insert(cpu, g);
             }
         }
@@ -724,19 +602,13 @@ fn perf_info() -> PerfInfo {
     let counters = match hw {
         Ok(()) => PerfAvailability::Hardware,
         Err(hw_err) => match Builder::new(Software::TASK_CLOCK).build().map(drop) {
-            Ok(()) => PerfAvailability::SoftwareOnly {
-                hardware_error: hw_err.to_string(),
-            },
-            Err(sw_err) => PerfAvailability::None {
-                hardware_error: hw_err.to_string(),
-                software_error: sw_err.to_string(),
-            },
+            Ok(()) => PerfAvailability::SoftwareOnly { hardware_error: hw_err.to_string() },
+            Err(sw_err) => {
+                PerfAvailability::None { hardware_error: hw_err.to_string(), software_error: sw_err.to_string() }
+            }
         },
     };
-    PerfInfo {
-        counters,
-        paranoid: read_trimmed("/proc/sys/kernel/perf_event_paranoid").and_then(|s| s.parse().ok()),
-    }
+    PerfInfo { counters, paranoid: read_trimmed("/proc/sys/kernel/perf_event_paranoid").and_then(|s| s.parse().ok()) }
 }
 
 #[cfg(test)]
@@ -755,9 +627,7 @@ mod tests {
     #[test]
     fn perf_availability_text() {
         assert_eq!(PerfAvailability::Hardware.to_string(), "hardware");
-        let s = PerfAvailability::SoftwareOnly {
-            hardware_error: "No such file".into(),
-        };
+        let s = PerfAvailability::SoftwareOnly { hardware_error: "No such file".into() };
         assert_eq!(s.to_string(), "software only: No such file");
     }
 }

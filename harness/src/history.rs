@@ -110,7 +110,12 @@ pub struct RunEntry {
 }
 
 fn mtime_ns(p: &Path) -> i64 {
-    fs::metadata(p).and_then(|m| m.modified()).ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_nanos() as i64).unwrap_or(0)
+    fs::metadata(p)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
 }
 
 impl History {
@@ -121,9 +126,11 @@ impl History {
             fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         }
         let conn = Connection::open(path).with_context(|| format!("cannot open history {}", path.display()))?;
-        conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA journal_mode = WAL;").context("configuring the history database")?;
+        conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA journal_mode = WAL;")
+            .context("configuring the history database")?;
         conn.execute_batch(SCHEMA).with_context(|| format!("creating the tables of {}", path.display()))?;
-        let version: Option<String> = conn.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0)).optional()?;
+        let version: Option<String> =
+            conn.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0)).optional()?;
         match version {
             None => {
                 conn.execute("INSERT INTO meta(key, value) VALUES ('schema_version', ?1)", params![SCHEMA_VERSION.to_string()])?;
@@ -159,16 +166,21 @@ impl History {
         let tx = self.conn.transaction()?;
         for root in roots {
             let Ok(entries) = fs::read_dir(root) else { continue };
-            let mut dirs: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.join("manifest.json").is_file()).collect();
+            let mut dirs: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.join("manifest.json").is_file())
+                .collect();
             dirs.sort();
             for dir in dirs {
                 let mpath = dir.join("manifest.json");
                 let (bytes, mtime) = (fs::metadata(&mpath).map(|m| m.len() as i64).unwrap_or(0), mtime_ns(&mpath));
                 let path_text = dir.display().to_string();
                 let known: Option<(String, i64, i64)> = tx
-                    .query_row("SELECT run_id, manifest_bytes, manifest_mtime_ns FROM runs WHERE path = ?1", params![path_text], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                    })
+                    .query_row(
+                        "SELECT run_id, manifest_bytes, manifest_mtime_ns FROM runs WHERE path = ?1",
+                        params![path_text],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    )
                     .optional()?;
                 if let Some((id, b, m)) = &known {
                     if *b == bytes && *m == mtime {
@@ -238,7 +250,13 @@ impl History {
 
     /// A probe's figures across runs, oldest first; `params` and `method` narrow it,
     /// `since` (an ISO date or time, UTC) drops older runs.
-    pub fn trend(&self, probe: &str, params_filter: Option<&str>, method: Option<&str>, since: Option<&str>) -> Result<Vec<TrendPoint>> {
+    pub fn trend(
+        &self,
+        probe: &str,
+        params_filter: Option<&str>,
+        method: Option<&str>,
+        since: Option<&str>,
+    ) -> Result<Vec<TrendPoint>> {
         let mut st = self.conn.prepare(
             "SELECT w.run_id, r.started_utc, r.machine_class, w.status, r.status, w.params, w.method, w.variant, w.count,
                     w.p50_ns, w.p99_ns, r.git_commit
@@ -311,7 +329,10 @@ fn insert_run(tx: &rusqlite::Transaction<'_>, run: &LoadedRun, bytes: i64, mtime
             mtime
         ],
     )?;
-    tx.execute("INSERT INTO fingerprints(run_id, json) VALUES (?1, ?2)", params![m.run_id, serde_json::to_string(fp)?])?;
+    tx.execute(
+        "INSERT INTO fingerprints(run_id, json) VALUES (?1, ?2)",
+        params![m.run_id, serde_json::to_string(fp)?],
+    )?;
     let mut ins = tx.prepare(
         "INSERT OR REPLACE INTO rows(run_id, key, probe, params, method, variant, status, count, min_ns, p50_ns, p90_ns, p99_ns,
                           p999_ns, max_ns, mean_ns, stddev_ns, p50_cycles, p99_cycles, overhead_cycles, tsc_khz, clock,
@@ -346,7 +367,8 @@ fn insert_run(tx: &rusqlite::Transaction<'_>, run: &LoadedRun, bytes: i64, mtime
             r.hlog_tag
         ])?;
     }
-    let mut hins = tx.prepare("INSERT OR IGNORE INTO histograms(run_id, probe, tag, hlog_path) VALUES (?1, ?2, ?3, ?4)")?;
+    let mut hins =
+        tx.prepare("INSERT OR IGNORE INTO histograms(run_id, probe, tag, hlog_path) VALUES (?1, ?2, ?3, ?4)")?;
     for (probe, tags) in &run.histograms {
         for tag in tags.keys() {
             hins.execute(params![m.run_id, probe, tag, format!("hlog/{probe}.hlog")])?;

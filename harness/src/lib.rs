@@ -8,8 +8,8 @@
 pub mod out;
 
 pub mod cmd;
-pub mod contention;
 pub mod config;
+pub mod contention;
 pub mod fingerprint;
 pub mod history;
 pub mod machine;

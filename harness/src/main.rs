@@ -48,7 +48,9 @@ enum MethodArg {
 #[derive(Subcommand)]
 enum Command {
     /// List every probe, grouped, with whether this host can run it (and why not).
-    #[command(after_help = "Examples:\n  ivbench list\n  ivbench list --json | jq '.[] | select(.support != \"supported\")'")]
+    #[command(
+        after_help = "Examples:\n  ivbench list\n  ivbench list --json | jq '.[] | select(.support != \"supported\")'"
+    )]
     List {
         #[arg(long)]
         json: bool,
@@ -63,7 +65,9 @@ enum Command {
         cpus: Vec<usize>,
     },
     /// Run named probes (exact name, `prefix.*` or dotted prefix) into a new run directory.
-    #[command(after_help = "Examples:\n  ivbench run host.syscall.getppid --iterations 100000\n  ivbench run host.memcpy --params size=1518 --method batched --batch 1000\n  ivbench run 'vm.exit.*' --cpus 1")]
+    #[command(
+        after_help = "Examples:\n  ivbench run host.syscall.getppid --iterations 100000\n  ivbench run host.memcpy --params size=1518 --method batched --batch 1000\n  ivbench run 'vm.exit.*' --cpus 1"
+    )]
     Run {
         #[arg(required = true)]
         probes: Vec<String>,
@@ -93,7 +97,9 @@ enum Command {
         out: PathBuf,
     },
     /// Run a sweep: the embedded default, or --config FILE which replaces it.
-    #[command(after_help = "Examples:\n  ivbench sweep --quick\n  ivbench sweep --print-default > my-sweep.toml && ivbench sweep --config my-sweep.toml")]
+    #[command(
+        after_help = "Examples:\n  ivbench sweep --quick\n  ivbench sweep --print-default > my-sweep.toml && ivbench sweep --config my-sweep.toml"
+    )]
     Sweep {
         #[arg(long)]
         config: Option<PathBuf>,
@@ -110,7 +116,9 @@ enum Command {
         out: PathBuf,
     },
     /// Show a stored run as a table: a run directory, a run id, or `latest`.
-    #[command(after_help = "Examples:\n  ivbench show latest\n  ivbench show results/runs/20261130T120000Z-1a2b3c\n  ivbench show latest --format json | jq .rows[0]\n  ivbench show latest --format csv")]
+    #[command(
+        after_help = "Examples:\n  ivbench show latest\n  ivbench show results/runs/20261130T120000Z-1a2b3c\n  ivbench show latest --format json | jq .rows[0]\n  ivbench show latest --format csv"
+    )]
     Show {
         run: String,
         /// table (people), json (run facts and rows) or csv (summary.csv's columns).
@@ -125,7 +133,9 @@ enum Command {
     /// Reads only the run directory: summary table, latency histogram and percentile plot per
     /// point, the per-packet budget chart, the 2014 seed figures beside this run's, and the
     /// environment fingerprint. Writes report.html into the run directory unless --out.
-    #[command(after_help = "Examples:\n  ivbench report latest\n  ivbench report results/runs/20261130T120000Z-1a2b3c --out /tmp/r.html")]
+    #[command(
+        after_help = "Examples:\n  ivbench report latest\n  ivbench report results/runs/20261130T120000Z-1a2b3c --out /tmp/r.html"
+    )]
     Report {
         /// A run directory, a run id, or `latest`.
         run: String,
@@ -159,7 +169,10 @@ enum Command {
     ///
     /// Exit status (every format): 0 nothing failed, 1 a regression, a lost or missing
     /// row, or an empty NEW run; 2 bad input.
-    #[command(verbatim_doc_comment, after_help = "Examples:\n  ivbench compare results/baselines/ref latest\n  ivbench compare BASE NEW --format json --threshold 0.05\n  ivbench compare BASE NEW --format bmf > bmf.json")]
+    #[command(
+        verbatim_doc_comment,
+        after_help = "Examples:\n  ivbench compare results/baselines/ref latest\n  ivbench compare BASE NEW --format json --threshold 0.05\n  ivbench compare BASE NEW --format bmf > bmf.json"
+    )]
     Compare {
         /// BASE NEW (two runs: directory, run id, or `latest`), or NEW alone with --baseline.
         #[arg(required = true, num_args = 1..=2)]
@@ -184,14 +197,18 @@ enum Command {
         runs: PathBuf,
     },
     /// Baselines per machine class: promote a run, measure the run-to-run spread.
-    #[command(after_help = "Examples:\n  ivbench baseline update latest --name quick\n  ivbench baseline spread R1 R2 R3 R4 R5 --name quick")]
+    #[command(
+        after_help = "Examples:\n  ivbench baseline update latest --name quick\n  ivbench baseline spread R1 R2 R3 R4 R5 --name quick"
+    )]
     Baseline {
         #[command(subcommand)]
         action: BaselineCmd,
     },
     /// A probe's figures across runs, from the SQLite history (synced from the run
     /// directories first). Without PROBE: the runs it indexes.
-    #[command(after_help = "Examples:\n  ivbench history host.syscall.getppid\n  ivbench history host.memcpy --params size=64 --method per-op --since 2026-12-01\n  sqlite3 results/history.sqlite 'SELECT probe, p50_ns FROM rows LIMIT 5'")]
+    #[command(
+        after_help = "Examples:\n  ivbench history host.syscall.getppid\n  ivbench history host.memcpy --params size=64 --method per-op --since 2026-12-01\n  sqlite3 results/history.sqlite 'SELECT probe, p50_ns FROM rows LIMIT 5'"
+    )]
     History {
         probe: Option<String>,
         #[arg(long)]
@@ -218,7 +235,9 @@ enum Command {
     /// Write a static site of runs (every run under --runs when none is named): an index,
     /// a page per run and per probe (histogram, CDF, percentiles, .hlog, trend across
     /// runs) and the machine classes side by side. Self-contained, no network assets.
-    #[command(after_help = "Examples:\n  ivbench publish --out site\n  ivbench publish RUN1 RUN2 --out /tmp/site && chromium /tmp/site/index.html")]
+    #[command(
+        after_help = "Examples:\n  ivbench publish --out site\n  ivbench publish RUN1 RUN2 --out /tmp/site && chromium /tmp/site/index.html"
+    )]
     Publish {
         run_list: Vec<String>,
         #[arg(long)]
@@ -235,7 +254,9 @@ enum Command {
     ///
     /// Exit status: 0 pass (also when the class has no baseline: a loud note says so),
     /// 1 a confirmed regression or a row lost or missing in NEW, 2 bad input.
-    #[command(after_help = "Examples:\n  ivbench sweep --quick --out target/ci-runs && ivbench gate latest --runs target/ci-runs")]
+    #[command(
+        after_help = "Examples:\n  ivbench sweep --quick --out target/ci-runs && ivbench gate latest --runs target/ci-runs"
+    )]
     Gate {
         /// The run to judge (directory, run id, or `latest`).
         new: String,
@@ -300,23 +321,28 @@ enum FormatArg {
 }
 
 fn main() -> ExitCode {
+    // `ivbench __ivbench-vm-worker <name>`: this process is a VM worker of another ivbench
+    // (hidden; see guest_probes::worker). Otherwise it may start workers of its own.
+    guest_probes::worker::serve_if_worker();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::List { json } => cmd::list::list(json),
         Command::Env { json, cpus } => cmd::env::env(json, &cpus),
-        Command::Run { probes, iterations, duration, cpus, method, batch, params, timeout, out } => cmd::run::run(cmd::run::RunArgs {
-            probes,
-            iterations,
-            duration,
-            cpus,
-            method: match method {
-                MethodArg::PerOp => Method::PerOp,
-                MethodArg::Batched => Method::Batched { batch },
-            },
-            params,
-            out,
-            timeout,
-        }),
+        Command::Run { probes, iterations, duration, cpus, method, batch, params, timeout, out } => {
+            cmd::run::run(cmd::run::RunArgs {
+                probes,
+                iterations,
+                duration,
+                cpus,
+                method: match method {
+                    MethodArg::PerOp => Method::PerOp,
+                    MethodArg::Batched => Method::Batched { batch },
+                },
+                params,
+                out,
+                timeout,
+            })
+        }
         Command::Sweep { config, quick, print_default, no_report, out } => {
             if print_default {
                 out!("{}", ivbench::config::DEFAULT_SWEEP);
@@ -344,35 +370,48 @@ fn main() -> ExitCode {
             let opts = cmd::compare::Options { format, threshold, force };
             match (baseline.as_deref(), runs_args.as_slice()) {
                 (None, [base, new]) => cmd::compare::compare(cmd::compare::BaseSpec::Run(base), new, &runs, opts),
-                (Some(name), [new]) => cmd::compare::compare(cmd::compare::BaseSpec::Baseline { root: &baselines, name }, new, &runs, opts),
+                (Some(name), [new]) => {
+                    cmd::compare::compare(cmd::compare::BaseSpec::Baseline { root: &baselines, name }, new, &runs, opts)
+                }
                 (None, _) => Err(UsageError("compare takes BASE NEW, or NEW alone with --baseline NAME".into()).into()),
-                (Some(_), _) => Err(UsageError("with --baseline, compare takes NEW alone: the base is the baseline of NEW's machine class".into()).into()),
+                (Some(_), _) => Err(UsageError(
+                    "with --baseline, compare takes NEW alone: the base is the baseline of NEW's machine class".into(),
+                )
+                .into()),
             }
         }
         Command::Baseline { action } => match action {
             BaselineCmd::Update { run, name, baselines, runs } => cmd::baseline::update(&run, &name, &runs, &baselines),
-            BaselineCmd::Spread { run_list, name, baselines, runs } => cmd::baseline::spread(&run_list, &name, &runs, &baselines),
+            BaselineCmd::Spread { run_list, name, baselines, runs } => {
+                cmd::baseline::spread(&run_list, &name, &runs, &baselines)
+            }
         },
-        Command::History { probe, params, method, since, db, rebuild, json, runs, baselines } => cmd::history::history(cmd::history::HistoryArgs {
-            probe: probe.as_deref(),
-            params: params.as_deref(),
-            method: method.as_deref(),
-            since: since.as_deref(),
-            db: &db,
-            runs: &runs,
-            baselines: &baselines,
-            rebuild,
-            json,
-        }),
-        Command::Publish { run_list, out, runs, baselines, db } => cmd::publish::publish(&run_list, &out, &runs, &baselines, &db),
-        Command::Gate { new, baseline, baselines, remeasure, threshold, runs } => cmd::gate::gate(cmd::gate::GateArgs {
-            new: &new,
-            runs_root: &runs,
-            baselines: &baselines,
-            name: &baseline,
-            threshold,
-            remeasure,
-        }),
+        Command::History { probe, params, method, since, db, rebuild, json, runs, baselines } => {
+            cmd::history::history(cmd::history::HistoryArgs {
+                probe: probe.as_deref(),
+                params: params.as_deref(),
+                method: method.as_deref(),
+                since: since.as_deref(),
+                db: &db,
+                runs: &runs,
+                baselines: &baselines,
+                rebuild,
+                json,
+            })
+        }
+        Command::Publish { run_list, out, runs, baselines, db } => {
+            cmd::publish::publish(&run_list, &out, &runs, &baselines, &db)
+        }
+        Command::Gate { new, baseline, baselines, remeasure, threshold, runs } => {
+            cmd::gate::gate(cmd::gate::GateArgs {
+                new: &new,
+                runs_root: &runs,
+                baselines: &baselines,
+                name: &baseline,
+                threshold,
+                remeasure,
+            })
+        }
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -34,7 +34,9 @@ pub fn lost() -> Option<String> {
         (false, false) => None,
         (true, false) => Some("stdout was closed or failed; terminal output was dropped, the store is complete".into()),
         (false, true) => Some("stderr was closed or failed; progress output was dropped, the store is complete".into()),
-        (true, true) => Some("stdout and stderr were closed or failed; terminal output was dropped, the store is complete".into()),
+        (true, true) => {
+            Some("stdout and stderr were closed or failed; terminal output was dropped, the store is complete".into())
+        }
     }
 }
 

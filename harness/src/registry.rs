@@ -91,7 +91,11 @@ pub fn check_point(probe: &dyn Probe, point: &Point) -> Result<(), String> {
     let keys = probe.param_keys();
     for k in point.0.keys() {
         if !keys.iter().any(|d| d == k) {
-            let takes = if keys.is_empty() { "it takes no parameters".to_string() } else { format!("it takes: {}", keys.join(", ")) };
+            let takes = if keys.is_empty() {
+                "it takes no parameters".to_string()
+            } else {
+                format!("it takes: {}", keys.join(", "))
+            };
             return Err(format!("{} has no parameter `{k}`; {takes}", probe.name()));
         }
     }
@@ -135,7 +139,11 @@ mod tests {
         assert_eq!(n, names.len(), "duplicate probe names");
         for p in &all {
             assert!(p.name().split('.').count() >= 2, "{} is not a dotted name", p.name());
-            assert!(["host", "vm", "path"].contains(&p.name().split('.').next().unwrap()), "{}: unknown domain", p.name());
+            assert!(
+                ["host", "vm", "path"].contains(&p.name().split('.').next().unwrap()),
+                "{}: unknown domain",
+                p.name()
+            );
             assert!(!p.description().is_empty());
             assert!(!p.points().is_empty(), "{} has no point", p.name());
         }

@@ -27,7 +27,8 @@ pub fn method_refusal(probe: &dyn Probe, method: Method) -> Option<String> {
 pub fn run_point(probe: &dyn Probe, point: &Point, budget: &Budget, host_tsc_khz: u64) -> Outcome {
     let params = point.to_string();
     let method = budget.method.label();
-    let bare = |status| Outcome { row: SummaryRow::without_samples(probe.name(), &params, status, &method), histogram: None };
+    let bare =
+        |status| Outcome { row: SummaryRow::without_samples(probe.name(), &params, status, &method), histogram: None };
     if let Support::Unsupported(reason) = probe.support() {
         return bare(Status::Unsupported(reason));
     }
@@ -55,7 +56,12 @@ pub fn summarize(probe: &str, params: &str, samples: Samples, host_tsc_khz: u64)
     let method = samples.method.label();
     if samples.cycles.is_empty() {
         return Outcome {
-            row: SummaryRow::without_samples(probe, params, Status::Failed("probe returned no samples".into()), &method),
+            row: SummaryRow::without_samples(
+                probe,
+                params,
+                Status::Failed("probe returned no samples".into()),
+                &method,
+            ),
             histogram: None,
         };
     }
@@ -65,7 +71,12 @@ pub fn summarize(probe: &str, params: &str, samples: Samples, host_tsc_khz: u64)
     let mut row = SummaryRow::without_samples(probe, params, Status::Ok, &method).with_stats(&cycles, tsc_khz);
     row.overhead_cycles = samples.overhead_cycles;
     row.clock = samples.clock.clone();
-    row.metrics = samples.metrics.iter().map(|m| format!("{}={} {}", m.name, fmt_value(m.value), m.unit)).collect::<Vec<_>>().join("; ");
+    row.metrics = samples
+        .metrics
+        .iter()
+        .map(|m| format!("{}={} {}", m.name, fmt_value(m.value), m.unit))
+        .collect::<Vec<_>>()
+        .join("; ");
     row.notes = samples.notes.join("; ");
     row.partial = samples.partial.unwrap_or_default();
     Outcome { row, histogram: Some(histogram) }
@@ -131,8 +142,15 @@ mod tests {
         let unsup = Fake(ok, Support::Unsupported("no MONITOR".into()), Methods::Both);
         let o = run_point(&unsup, &Point::none(), &Budget::quick(10), 1);
         assert_eq!(o.row.status.to_string(), "unsupported: no MONITOR");
-        let fail = Fake(|_| Err(ProbeError::Failed("KVM_EXIT_SHUTDOWN at rip 0x10000".into())), Support::Supported, Methods::Both);
-        assert_eq!(run_point(&fail, &Point::none(), &Budget::quick(10), 1).row.status.to_string(), "failed: KVM_EXIT_SHUTDOWN at rip 0x10000");
+        let fail = Fake(
+            |_| Err(ProbeError::Failed("KVM_EXIT_SHUTDOWN at rip 0x10000".into())),
+            Support::Supported,
+            Methods::Both,
+        );
+        assert_eq!(
+            run_point(&fail, &Point::none(), &Budget::quick(10), 1).row.status.to_string(),
+            "failed: KVM_EXIT_SHUTDOWN at rip 0x10000"
+        );
         let late = Fake(|_| Err(ProbeError::Unsupported("KVM refused".into())), Support::Supported, Methods::Both);
         assert!(matches!(run_point(&late, &Point::none(), &Budget::quick(10), 1).row.status, Status::Unsupported(_)));
         let boom = Fake(|_| panic!("boom"), Support::Supported, Methods::Both);
@@ -157,8 +175,15 @@ mod tests {
         assert_eq!(o.row.status, Status::Ok);
         assert_eq!(o.row.count, 7);
         assert_eq!(o.row.partial, "interrupted after 7 of 100 samples");
-        let none = Fake(|_| Err(ProbeError::Interrupted("interrupted before its first sample".into())), Support::Supported, Methods::Both);
-        assert_eq!(run_point(&none, &Point::none(), &Budget::quick(1), 1).row.status.to_string(), "failed: interrupted before its first sample");
+        let none = Fake(
+            |_| Err(ProbeError::Interrupted("interrupted before its first sample".into())),
+            Support::Supported,
+            Methods::Both,
+        );
+        assert_eq!(
+            run_point(&none, &Point::none(), &Budget::quick(1), 1).row.status.to_string(),
+            "failed: interrupted before its first sample"
+        );
     }
 
     #[test]

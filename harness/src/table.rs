@@ -16,10 +16,26 @@ fn num(v: Option<f64>) -> String {
 pub fn summary_table(rows: &[SummaryRow]) -> String {
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
-    t.set_header(vec!["probe", "params", "method", "status", "count", "p50 ns", "p99 ns", "p99.9 ns", "p50 cyc", "p99 cyc", "overhead cyc"]);
+    t.set_header(vec![
+        "probe",
+        "params",
+        "method",
+        "status",
+        "count",
+        "p50 ns",
+        "p99 ns",
+        "p99.9 ns",
+        "p50 cyc",
+        "p99 cyc",
+        "overhead cyc",
+    ]);
     for r in rows {
         let status = r.status.to_string();
-        let mut status = if status.len() > 60 { format!("{}...", &status[..status.char_indices().nth(57).map(|(i, _)| i).unwrap_or(status.len())]) } else { status };
+        let mut status = if status.len() > 60 {
+            format!("{}...", &status[..status.char_indices().nth(57).map(|(i, _)| i).unwrap_or(status.len())])
+        } else {
+            status
+        };
         if !r.partial.is_empty() {
             status.push_str(" (partial)");
         }

@@ -70,10 +70,7 @@ fn detect_uncached() -> TscInfo {
     let mut notes = Vec::new();
 
     let cpuid = raw_cpuid::CpuId::new();
-    let invariant = cpuid
-        .get_advanced_power_mgmt_info()
-        .map(|apm| apm.has_invariant_tsc())
-        .unwrap_or(false);
+    let invariant = cpuid.get_advanced_power_mgmt_info().map(|apm| apm.has_invariant_tsc()).unwrap_or(false);
     let flags = cpuinfo_flags();
     let constant_tsc = flags.iter().any(|f| f == "constant_tsc");
     let nonstop_tsc = flags.iter().any(|f| f == "nonstop_tsc");
@@ -102,10 +99,9 @@ fn detect_uncached() -> TscInfo {
         candidates.push((TscSource::KernelTscKhz, khz));
     }
     match cpuid.get_processor_frequency_info() {
-        Some(info) if info.processor_base_frequency() > 0 => candidates.push((
-            TscSource::Cpuid16h,
-            info.processor_base_frequency() as u64 * 1000,
-        )),
+        Some(info) if info.processor_base_frequency() > 0 => {
+            candidates.push((TscSource::Cpuid16h, info.processor_base_frequency() as u64 * 1000))
+        }
         Some(_) => notes.push("CPUID 0x16 reports a base frequency of 0".into()),
         None => notes.push("CPUID 0x16 not supported".into()),
     }
@@ -129,10 +125,7 @@ fn detect_uncached() -> TscInfo {
         (Some(c), _) => c,
         (None, Some(k)) => (TscSource::Calibrated, k),
         (None, None) => {
-            notes.push(
-                "WARNING: no TSC rate could be determined; cycle-to-ns conversion is impossible"
-                    .into(),
-            );
+            notes.push("WARNING: no TSC rate could be determined; cycle-to-ns conversion is impossible".into());
             (TscSource::Calibrated, 0)
         }
     };
@@ -140,19 +133,13 @@ fn detect_uncached() -> TscInfo {
     if let (Some(cal), true) = (calibrated_khz, source != TscSource::Calibrated) {
         let rel = (cal as f64 - khz as f64) / khz as f64;
         if rel.abs() > DISAGREEMENT_NOTE {
-            notes.push(format!(
-                "{source} says {khz} kHz but calibration measured {cal} kHz ({:+.2}%)",
-                rel * 100.0
-            ));
+            notes.push(format!("{source} says {khz} kHz but calibration measured {cal} kHz ({:+.2}%)", rel * 100.0));
         }
     }
     for &(other, other_khz) in candidates.iter().skip(1) {
         let rel = (other_khz as f64 - khz as f64) / khz as f64;
         if rel.abs() > DISAGREEMENT_NOTE {
-            notes.push(format!(
-                "{other} says {other_khz} kHz ({:+.2}% from {source})",
-                rel * 100.0
-            ));
+            notes.push(format!("{other} says {other_khz} kHz ({:+.2}% from {source})", rel * 100.0));
         }
     }
 
@@ -176,29 +163,11 @@ fn detect_uncached() -> TscInfo {
         ));
     }
 
-    TscInfo {
-        khz,
-        source,
-        invariant,
-        constant_tsc,
-        nonstop_tsc,
-        calibrated_khz,
-        notes,
-    }
+    TscInfo { khz, source, invariant, constant_tsc, nonstop_tsc, calibrated_khz, notes }
 }
 
 fn kvm_tsc_khz() -> Result<u64, String> {
-    if !std::path::Path::new("/dev/kvm").exists() {
-        return Err("no /dev/kvm".into());
-    }
-    let kvm = kvm_ioctls::Kvm::new().map_err(|e| format!("open /dev/kvm: {e}"))?;
-    let vm = kvm.create_vm().map_err(|e| format!("KVM_CREATE_VM: {e}"))?;
-    let vcpu = vm
-        .create_vcpu(0)
-        .map_err(|e| format!("KVM_CREATE_VCPU: {e}"))?;
-    vcpu.get_tsc_khz()
-        .map(u64::from)
-        .map_err(|e| format!("KVM_GET_TSC_KHZ: {e}"))
+    guest_probes::vmm::host().tsc_khz()
 }
 
 fn sysfs_tsc_khz() -> Option<u64> {
@@ -228,10 +197,7 @@ pub(crate) fn cpuinfo_flags() -> Vec<String> {
 }
 
 fn monotonic_ns() -> Option<u128> {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime only writes the timespec we pass.
     if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) } != 0 {
         return None;
@@ -298,10 +264,6 @@ mod tests {
         let b = calibrate(3, Duration::from_millis(10)).unwrap();
         assert!(a > 0);
         let rel = (a as f64 - b as f64).abs() / a as f64;
-        assert!(
-            rel < 0.05,
-            "two calibrations differ by {:.2}%: {a} vs {b}",
-            rel * 100.0
-        );
+        assert!(rel < 0.05, "two calibrations differ by {:.2}%: {a} vs {b}", rel * 100.0);
     }
 }

@@ -44,13 +44,20 @@ fn render(browser: &Path, page: &Path, shot: &Path, profile: &Path) -> (usize, V
         .output()
         .expect("chromium runs");
     assert!(o.status.success(), "chromium failed on {}: {}", page.display(), String::from_utf8_lossy(&o.stderr));
-    let console: Vec<String> = String::from_utf8_lossy(&o.stderr).lines().filter(|l| l.contains(":CONSOLE(") || l.contains("Uncaught")).map(String::from).collect();
+    let console: Vec<String> = String::from_utf8_lossy(&o.stderr)
+        .lines()
+        .filter(|l| l.contains(":CONSOLE(") || l.contains("Uncaught"))
+        .map(String::from)
+        .collect();
     let decoder = png::Decoder::new(std::io::BufReader::new(fs::File::open(shot).expect("a screenshot was written")));
     let mut reader = decoder.read_info().unwrap();
     let mut buf = vec![0; reader.output_buffer_size().unwrap()];
     let info = reader.next_frame(&mut buf).unwrap();
     let step = info.color_type.samples();
-    let blue = buf[..info.buffer_size()].chunks(step).filter(|p| p.len() >= 3 && p[..3].iter().zip(PLOT_BLUE).all(|(a, b)| a.abs_diff(b) <= 12)).count();
+    let blue = buf[..info.buffer_size()]
+        .chunks(step)
+        .filter(|p| p.len() >= 3 && p[..3].iter().zip(PLOT_BLUE).all(|(a, b)| a.abs_diff(b) <= 12))
+        .count();
     (blue, console)
 }
 
@@ -65,14 +72,26 @@ fn chromium_renders_the_report_and_the_site_without_console_errors() {
     };
     let d = tempfile::tempdir().unwrap();
     let runs = d.path().join("runs");
-    for args in [vec!["host.syscall.getppid"], vec!["host.memcpy", "--params", "size=64", "--method", "batched"], vec!["host.syscall.getppid"]] {
+    for args in [
+        vec!["host.syscall.getppid"],
+        vec!["host.memcpy", "--params", "size=64", "--method", "batched"],
+        vec!["host.syscall.getppid"],
+    ] {
         let mut a = vec!["run"];
         a.extend(args);
         a.extend(["--iterations", "500", "--out", runs.to_str().unwrap()]);
         assert_eq!(ivbench(&a).status.code(), Some(0));
     }
     let site = d.path().join("site");
-    let o = ivbench(&["publish", "--out", site.to_str().unwrap(), "--runs", runs.to_str().unwrap(), "--db", d.path().join("h.sqlite").to_str().unwrap()]);
+    let o = ivbench(&[
+        "publish",
+        "--out",
+        site.to_str().unwrap(),
+        "--runs",
+        runs.to_str().unwrap(),
+        "--db",
+        d.path().join("h.sqlite").to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     let report = d.path().join("report.html");
     let o = ivbench(&["report", "latest", "--runs", runs.to_str().unwrap(), "--out", report.to_str().unwrap()]);
@@ -91,7 +110,11 @@ fn chromium_renders_the_report_and_the_site_without_console_errors() {
         let (blue, console) = render(&browser, &page, &shot, &profile);
         assert!(console.is_empty(), "{name}: the console logged {console:?}");
         if plots {
-            assert!(blue > 500, "{name}: only {blue} plot-coloured pixels: the SVG plots did not render ({})", shot.display());
+            assert!(
+                blue > 500,
+                "{name}: only {blue} plot-coloured pixels: the SVG plots did not render ({})",
+                shot.display()
+            );
         }
         println!("{name}: {} ({blue} plot pixels)", shot.display());
     }

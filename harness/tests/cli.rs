@@ -39,7 +39,10 @@ fn malformed_config_names_file_line_and_column() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let t = text(&o);
     assert!(t.contains(&format!("{}:5:", cfg.display())), "no file:line: in {t}");
-    assert!(!out.exists() || fs::read_dir(&out).unwrap().next().is_none(), "a run directory was created for a bad config");
+    assert!(
+        !out.exists() || fs::read_dir(&out).unwrap().next().is_none(),
+        "a run directory was created for a bad config"
+    );
 }
 
 #[test]
@@ -69,7 +72,9 @@ fn unwritable_output_directory_fails_before_any_measurement() {
 #[test]
 fn a_results_directory_in_use_is_refused() {
     let d = tempfile::tempdir().unwrap();
-    let lock = fs::OpenOptions::new().create(true).truncate(false).write(true).open(d.path().join(".ivbench.lock")).unwrap();
+    let lock =
+        fs::OpenOptions::new().create(true).truncate(false).write(true).open(d.path().join(".ivbench.lock")).unwrap();
+    // SAFETY: flock on the fd of an open file; no memory is passed.
     assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) }, 0);
     let o = ivbench(&["run", "host.timer.overhead", "--iterations", "10", "--out", d.path().to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
@@ -106,7 +111,15 @@ fn every_subcommand_has_help_with_examples() {
 #[test]
 fn run_writes_manifest_summary_and_hlog_with_contract_columns() {
     let d = tempfile::tempdir().unwrap();
-    let o = ivbench(&["run", "host.syscall.getppid", "host.memcpy", "--iterations", "500", "--out", d.path().to_str().unwrap()]);
+    let o = ivbench(&[
+        "run",
+        "host.syscall.getppid",
+        "host.memcpy",
+        "--iterations",
+        "500",
+        "--out",
+        d.path().to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let run = only_run_dir(d.path());
     let manifest: serde_json::Value = serde_json::from_slice(&fs::read(run.join("manifest.json")).unwrap()).unwrap();
@@ -114,7 +127,20 @@ fn run_writes_manifest_summary_and_hlog_with_contract_columns() {
     assert!(manifest["fingerprint"].is_object());
     let mut r = csv::Reader::from_path(run.join("summary.csv")).unwrap();
     let header: Vec<String> = r.headers().unwrap().iter().map(String::from).collect();
-    for col in ["probe", "params", "status", "count", "min_ns", "p50_ns", "p99_ns", "p999_ns", "p50_cycles", "overhead_cycles", "tsc_khz", "method"] {
+    for col in [
+        "probe",
+        "params",
+        "status",
+        "count",
+        "min_ns",
+        "p50_ns",
+        "p99_ns",
+        "p999_ns",
+        "p50_cycles",
+        "overhead_cycles",
+        "tsc_khz",
+        "method",
+    ] {
         assert!(header.iter().any(|h| h == col), "missing {col}");
     }
     let rows: Vec<csv::StringRecord> = r.records().map(|x| x.unwrap()).collect();
@@ -146,7 +172,11 @@ fn ctrl_c_keeps_finished_probes_and_marks_the_run_partial() {
     let cfg = d.path().join("slow.toml");
     // Many slow points, so that the interrupt lands mid-sweep.
     let slow = "[[probe]]\nname = \"host.eventfd.roundtrip\"\n".repeat(8);
-    fs::write(&cfg, format!("[defaults]\niterations = 20000\n[[probe]]\nname = \"host.timer.overhead\"\niterations = 100\n{slow}")).unwrap();
+    fs::write(
+        &cfg,
+        format!("[defaults]\niterations = 20000\n[[probe]]\nname = \"host.timer.overhead\"\niterations = 100\n{slow}"),
+    )
+    .unwrap();
     let out = d.path().join("runs");
     let child = Command::new(env!("CARGO_BIN_EXE_ivbench"))
         .args(["sweep", "--no-report", "--config", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()])
@@ -167,6 +197,7 @@ fn ctrl_c_keeps_finished_probes_and_marks_the_run_partial() {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    // SAFETY: kill sends a signal to our own child process; no memory is involved.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let o = child.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(130), "{}", text(&o));

@@ -46,7 +46,10 @@ impl Bench {
     fn sweep(&self, env: &[(&str, &str)]) -> PathBuf {
         let before: Vec<PathBuf> = list(&self.runs());
         let cfg = self.dir.path().join("gate.toml");
-        let o = ivbench(&["sweep", "--no-report", "--config", cfg.to_str().unwrap(), "--out", self.runs().to_str().unwrap()], env);
+        let o = ivbench(
+            &["sweep", "--no-report", "--config", cfg.to_str().unwrap(), "--out", self.runs().to_str().unwrap()],
+            env,
+        );
         assert_eq!(o.status.code(), Some(0), "{}", text(&o));
         let after = list(&self.runs());
         let new: Vec<_> = after.into_iter().filter(|p| !before.contains(p)).collect();
@@ -55,14 +58,23 @@ impl Bench {
     }
     fn gate(&self, run: &Path, env: &[(&str, &str)]) -> Output {
         ivbench(
-            &["gate", run.to_str().unwrap(), "--runs", self.runs().to_str().unwrap(), "--baselines", self.baselines().to_str().unwrap()],
+            &[
+                "gate",
+                run.to_str().unwrap(),
+                "--runs",
+                self.runs().to_str().unwrap(),
+                "--baselines",
+                self.baselines().to_str().unwrap(),
+            ],
             env,
         )
     }
 }
 
 fn list(d: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<_> = fs::read_dir(d).map(|r| r.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect()).unwrap_or_default();
+    let mut v: Vec<_> = fs::read_dir(d)
+        .map(|r| r.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect())
+        .unwrap_or_default();
     v.sort();
     v
 }
@@ -72,7 +84,8 @@ fn the_gate_flags_a_slowed_probe_and_never_an_unchanged_run() {
     let b = Bench::new();
     // The baseline, and the run-to-run spread over five unchanged runs of this machine.
     let base = b.sweep(&[]);
-    let o = ivbench(&["baseline", "update", base.to_str().unwrap(), "--baselines", b.baselines().to_str().unwrap()], &[]);
+    let o =
+        ivbench(&["baseline", "update", base.to_str().unwrap(), "--baselines", b.baselines().to_str().unwrap()], &[]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let mut spread_runs = vec![base.to_str().unwrap().to_string()];
     for _ in 0..4 {
@@ -119,7 +132,16 @@ fn a_machine_class_without_a_baseline_passes_loudly() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(text(&o).contains("NOTE: no `quick` baseline for machine class"), "{}", text(&o));
     let o = ivbench(
-        &["compare", "--baseline", "quick", run.to_str().unwrap(), "--baselines", b.baselines().to_str().unwrap(), "--runs", b.runs().to_str().unwrap()],
+        &[
+            "compare",
+            "--baseline",
+            "quick",
+            run.to_str().unwrap(),
+            "--baselines",
+            b.baselines().to_str().unwrap(),
+            "--runs",
+            b.runs().to_str().unwrap(),
+        ],
         &[],
     );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
@@ -174,7 +196,20 @@ fn baseline_update_refuses_partial_failed_and_emulated_runs() {
     for rec in r.records() {
         let rec = rec.unwrap();
         let failed = rec.get(2).unwrap().starts_with("failed");
-        let row: Vec<&str> = rec.iter().enumerate().map(|(i, v)| if failed && (header[i].ends_with("_ns") || (header[i].ends_with("_cycles") && &header[i] != "overhead_cycles")) { "" } else { v }).collect();
+        let row: Vec<&str> = rec
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                if failed
+                    && (header[i].ends_with("_ns")
+                        || (header[i].ends_with("_cycles") && &header[i] != "overhead_cycles"))
+                {
+                    ""
+                } else {
+                    v
+                }
+            })
+            .collect();
         w.write_record(&row).unwrap();
     }
     w.flush().unwrap();

@@ -11,7 +11,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn bin() -> PathBuf {
-    std::env::var_os("IVBENCH_TEST_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ivbench")))
+    std::env::var_os("IVBENCH_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ivbench")))
 }
 
 fn ivbench(args: &[&str]) -> Output {
@@ -23,7 +25,9 @@ fn text(o: &Output) -> String {
 }
 
 fn run_dirs(out: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<_> = fs::read_dir(out).map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect()).unwrap_or_default();
+    let mut v: Vec<_> = fs::read_dir(out)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect())
+        .unwrap_or_default();
     v.sort();
     v
 }
@@ -130,7 +134,9 @@ fn out_of_range_numbers_are_usage_errors() {
 #[test]
 fn out_of_range_numbers_in_a_sweep_config_are_usage_errors() {
     let d = tempfile::tempdir().unwrap();
-    for line in ["iterations = 18446744073709551615", "timeout_s = 18446744073709551615", "cpus = [4096]", "batch = 2000000000"] {
+    for line in
+        ["iterations = 18446744073709551615", "timeout_s = 18446744073709551615", "cpus = [4096]", "batch = 2000000000"]
+    {
         let cfg = d.path().join("c.toml");
         fs::write(&cfg, format!("[defaults]\n[[probe]]\nname = \"host.memcpy\"\n{line}\n")).unwrap();
         let out = d.path().join("runs");
@@ -156,7 +162,11 @@ fn sample_buffers_grow_with_what_is_measured() {
     let mut peak_kb = 0u64;
     while child.try_wait().unwrap().is_none() {
         if let Ok(s) = fs::read_to_string(&status) {
-            if let Some(kb) = s.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()) {
+            if let Some(kb) = s
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            {
                 peak_kb = peak_kb.max(kb);
             }
         }
@@ -229,7 +239,11 @@ fn links_planted_in_the_results_directory_are_never_written_through() {
     for dir in [out.clone(), run.clone(), run.join("hlog")] {
         for e in fs::read_dir(&dir).unwrap() {
             let name = e.unwrap().file_name().to_string_lossy().into_owned();
-            assert!(!name.contains(".tmp") && !name.starts_with(".ivbench-write-test"), "left behind in {}: {name}", dir.display());
+            assert!(
+                !name.contains(".tmp") && !name.starts_with(".ivbench-write-test"),
+                "left behind in {}: {name}",
+                dir.display()
+            );
         }
     }
 }
@@ -242,7 +256,17 @@ fn a_huge_batch_stops_at_the_timeout_with_its_samples_kept() {
     // loop looked at the clock once per 64 batches, tens of seconds past a 1 s timeout.
     let d = tempfile::tempdir().unwrap();
     let child = spawn(&[
-        "run", "host.cacheline.roundtrip", "--method", "batched", "--batch", "1000000", "--iterations", "1000", "--timeout", "2", "--out",
+        "run",
+        "host.cacheline.roundtrip",
+        "--method",
+        "batched",
+        "--batch",
+        "1000000",
+        "--iterations",
+        "1000",
+        "--timeout",
+        "2",
+        "--out",
         d.path().to_str().unwrap(),
     ]);
     let t0 = Instant::now();
@@ -254,7 +278,10 @@ fn a_huge_batch_stops_at_the_timeout_with_its_samples_kept() {
     let status = col(&h, &rows[0], "status");
     let partial = col(&h, &rows[0], "partial");
     // Either a few batches finished (kept, marked partial) or none did (failed: timeout).
-    assert!((status == "ok" && partial.contains("timed out after 2 s")) || status.contains("timed out"), "{status} / {partial}");
+    assert!(
+        (status == "ok" && partial.contains("timed out after 2 s")) || status.contains("timed out"),
+        "{status} / {partial}"
+    );
 }
 
 #[test]
@@ -262,7 +289,16 @@ fn each_stop_signal_keeps_the_point_in_flight_as_partial() {
     for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
         // 100 million eventfd round trips would take twenty minutes.
         let d = tempfile::tempdir().unwrap();
-        let child = spawn(&["run", "host.eventfd.roundtrip", "--iterations", "100000000", "--timeout", "3600", "--out", d.path().to_str().unwrap()]);
+        let child = spawn(&[
+            "run",
+            "host.eventfd.roundtrip",
+            "--iterations",
+            "100000000",
+            "--timeout",
+            "3600",
+            "--out",
+            d.path().to_str().unwrap(),
+        ]);
         let run = wait_for_run_dir(d.path());
         // Past the warm-up and into the timed loop.
         std::thread::sleep(Duration::from_millis(1500));
@@ -279,7 +315,11 @@ fn each_stop_signal_keeps_the_point_in_flight_as_partial() {
         assert_eq!(col(&h, &rows[0], "status"), "ok", "signal {sig}");
         let count: u64 = col(&h, &rows[0], "count").parse().unwrap();
         assert!(count > 0 && count < 100_000_000, "signal {sig}: count {count}");
-        assert!(col(&h, &rows[0], "partial").starts_with(&format!("interrupted after {count} of 100000000")), "{:?}", rows[0]);
+        assert!(
+            col(&h, &rows[0], "partial").starts_with(&format!("interrupted after {count} of 100000000")),
+            "{:?}",
+            rows[0]
+        );
         assert!(run.join("hlog/host.eventfd.roundtrip.hlog").is_file());
     }
 }
@@ -326,7 +366,15 @@ fn parameters_a_probe_does_not_read_are_refused() {
 // 6. Readers that trust their input.
 
 fn small_run(out: &Path) -> PathBuf {
-    let o = ivbench(&["run", "host.syscall.getppid", "host.timer.overhead", "--iterations", "200", "--out", out.to_str().unwrap()]);
+    let o = ivbench(&[
+        "run",
+        "host.syscall.getppid",
+        "host.timer.overhead",
+        "--iterations",
+        "200",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     only_run_dir(out)
 }
@@ -391,7 +439,14 @@ fn compare_fails_a_new_run_that_lost_probes_or_measured_nothing() {
     let d = tempfile::tempdir().unwrap();
     let base = small_run(&d.path().join("base"));
     // The new run lacks the base's timer probe.
-    let o = ivbench(&["run", "host.syscall.getppid", "--iterations", "200", "--out", d.path().join("fewer").to_str().unwrap()]);
+    let o = ivbench(&[
+        "run",
+        "host.syscall.getppid",
+        "--iterations",
+        "200",
+        "--out",
+        d.path().join("fewer").to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(0));
     let fewer = only_run_dir(&d.path().join("fewer"));
     let o = ivbench(&["compare", base.to_str().unwrap(), fewer.to_str().unwrap()]);
@@ -454,7 +509,16 @@ fn latest_is_the_run_that_started_last_not_the_last_name() {
 fn a_second_ivbench_is_warned_about_and_marked_in_the_rows() {
     let d = tempfile::tempdir().unwrap();
     let busy_out = d.path().join("busy");
-    let mut busy = spawn(&["run", "host.eventfd.roundtrip", "--iterations", "100000000", "--timeout", "60", "--out", busy_out.to_str().unwrap()]);
+    let mut busy = spawn(&[
+        "run",
+        "host.eventfd.roundtrip",
+        "--iterations",
+        "100000000",
+        "--timeout",
+        "60",
+        "--out",
+        busy_out.to_str().unwrap(),
+    ]);
     wait_for_run_dir(&busy_out);
     let out = d.path().join("mine");
     let o = ivbench(&["run", "host.timer.overhead", "--iterations", "200", "--out", out.to_str().unwrap()]);

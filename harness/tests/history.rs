@@ -26,7 +26,9 @@ fn run(out: &Path, probes: &[&str]) -> PathBuf {
 }
 
 fn dirs(d: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<_> = fs::read_dir(d).map(|r| r.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect()).unwrap_or_default();
+    let mut v: Vec<_> = fs::read_dir(d)
+        .map(|r| r.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect())
+        .unwrap_or_default();
     v.sort();
     v
 }

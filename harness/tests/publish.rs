@@ -71,7 +71,11 @@ fn the_site_links_every_run_and_probe_and_needs_no_network() {
             let p = e.unwrap().path();
             if p.extension().and_then(|x| x.to_str()) == Some("html") {
                 let t = fs::read_to_string(&p).unwrap();
-                assert!(!t.contains("http://") && !t.contains("https://") && !t.contains("<script"), "{} references the network or runs a script", p.display());
+                assert!(
+                    !t.contains("http://") && !t.contains("https://") && !t.contains("<script"),
+                    "{} references the network or runs a script",
+                    p.display()
+                );
                 assert!(t.len() < 400_000, "{}: {} bytes", p.display(), t.len());
             }
         }
@@ -87,7 +91,15 @@ fn publish_refuses_a_folder_that_is_not_a_site() {
     let other = d.path().join("docs");
     fs::create_dir(&other).unwrap();
     fs::write(other.join("precious.txt"), b"x").unwrap();
-    let o = ivbench(&["publish", "--out", other.to_str().unwrap(), "--runs", runs.to_str().unwrap(), "--db", d.path().join("h.sqlite").to_str().unwrap()]);
+    let o = ivbench(&[
+        "publish",
+        "--out",
+        other.to_str().unwrap(),
+        "--runs",
+        runs.to_str().unwrap(),
+        "--db",
+        d.path().join("h.sqlite").to_str().unwrap(),
+    ]);
     assert_ne!(o.status.code(), Some(0));
     assert!(text(&o).contains("not an ivbench site"), "{}", text(&o));
     assert_eq!(fs::read_dir(&other).unwrap().count(), 1);

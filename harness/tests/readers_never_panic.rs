@@ -69,7 +69,12 @@ fn valid_log() -> Vec<u8> {
     write_log(
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
         "host.test",
-        &[Interval { tag: tag_for("size=64"), start: Duration::from_secs(1), duration: Duration::from_secs(1), histogram: h }],
+        &[Interval {
+            tag: tag_for("size=64"),
+            start: Duration::from_secs(1),
+            duration: Duration::from_secs(1),
+            histogram: h,
+        }],
     )
     .unwrap()
 }

@@ -51,12 +51,15 @@ fn write_run(out: &Path, points: Vec<Point>, interrupted: Option<&str>) -> PathB
         match p.cycles {
             Some(c) => {
                 let h = histogram(&c);
-                let mut row = SummaryRow::without_samples(p.probe, p.params, p.status, p.method).with_stats(&CycleStats::from_histogram(&h), TSC_KHZ);
+                let mut row = SummaryRow::without_samples(p.probe, p.params, p.status, p.method)
+                    .with_stats(&CycleStats::from_histogram(&h), TSC_KHZ);
                 row.overhead_cycles = 48;
                 row.clock = "host lfence;rdtsc".into();
                 run.record(row, Some(h), started, utc_now()).unwrap();
             }
-            None => run.record(SummaryRow::without_samples(p.probe, p.params, p.status, p.method), None, started, utc_now()).unwrap(),
+            None => run
+                .record(SummaryRow::without_samples(p.probe, p.params, p.status, p.method), None, started, utc_now())
+                .unwrap(),
         }
     }
     run.finish(interrupted.map(str::to_string)).unwrap();
@@ -83,13 +86,18 @@ fn p(path: &Path) -> &str {
 
 fn compare_json(base: &Path, new: &Path) -> (i32, Value) {
     let o = ivbench(&["compare", p(base), p(new), "--format", "json"]);
-    let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("compare json: {e}: {}", String::from_utf8_lossy(&o.stdout)));
+    let v: Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("compare json: {e}: {}", String::from_utf8_lossy(&o.stdout)));
     (o.status.code().unwrap(), v)
 }
 
 fn verdict_of<'a>(v: &'a Value, key_prefix: &str) -> &'a str {
-    v["rows"].as_array().unwrap().iter().find(|r| r["key"].as_str().unwrap().starts_with(key_prefix)).unwrap_or_else(|| panic!("no row {key_prefix}"))
-        ["verdict"]
+    v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["key"].as_str().unwrap().starts_with(key_prefix))
+        .unwrap_or_else(|| panic!("no row {key_prefix}"))["verdict"]
         .as_str()
         .unwrap()
 }
@@ -113,7 +121,14 @@ fn report_is_one_self_contained_page_with_every_probe() {
     let o = ivbench(&["report", p(&run)]);
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     let page = std::fs::read_to_string(run.join("report.html")).unwrap();
-    for probe in ["host.syscall.getppid", "vm.syscall.getppid", "vm.hypercall.null", "host.memcpy", "vm.view.vmfunc", "vm.notify.mwait"] {
+    for probe in [
+        "host.syscall.getppid",
+        "vm.syscall.getppid",
+        "vm.hypercall.null",
+        "host.memcpy",
+        "vm.view.vmfunc",
+        "vm.notify.mwait",
+    ] {
         assert!(page.contains(probe), "report lacks {probe}");
     }
     // A histogram and a percentile plot per stored histogram, plus the budget chart.
@@ -121,7 +136,10 @@ fn report_is_one_self_contained_page_with_every_probe() {
     assert!(!page.contains("http://") && !page.contains("https://"), "page references the network");
     assert!(!page.contains("<script") && !page.contains("src="), "page loads something");
     assert!(page.contains("67.2") && page.contains("16.8"));
-    assert!(page.contains("no VMFUNC here: &lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; co"), "reason not shown escaped");
+    assert!(
+        page.contains("no VMFUNC here: &lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; co"),
+        "reason not shown escaped"
+    );
     assert!(page.contains("failed: KVM_RUN: EINTR"));
     assert!(page.contains("not in this run"), "seed table must say which probes the run lacks");
     // Every figure names its unit, method and the subtracted overhead.
@@ -137,7 +155,8 @@ fn report_is_one_self_contained_page_with_every_probe() {
 #[test]
 fn report_resolves_latest_and_honours_out() {
     let d = tempfile::tempdir().unwrap();
-    let run = write_run(d.path(), vec![ok("host.syscall.getppid", "", "per-op", tight(230))], Some("interrupted by Ctrl-C"));
+    let run =
+        write_run(d.path(), vec![ok("host.syscall.getppid", "", "per-op", tight(230))], Some("interrupted by Ctrl-C"));
     let out = d.path().join("elsewhere.html");
     let o = ivbench(&["report", "latest", "--runs", p(d.path()), "--out", p(&out)]);
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
@@ -164,7 +183,11 @@ fn identical_runs_are_the_same() {
     assert_eq!(v["regressions"], 0);
     for r in v["rows"].as_array().unwrap() {
         let key = r["key"].as_str().unwrap();
-        let expect = if key.starts_with("vm.view.vmfunc") || key.starts_with("vm.notify.mwait") { "not comparable" } else { "same (within noise)" };
+        let expect = if key.starts_with("vm.view.vmfunc") || key.starts_with("vm.notify.mwait") {
+            "not comparable"
+        } else {
+            "same (within noise)"
+        };
         assert_eq!(r["verdict"], expect, "{key}");
     }
     // The unsupported reason travels into the comparison.
@@ -191,7 +214,12 @@ fn a_doubled_tight_p50_is_a_regression() {
     assert_eq!(code, 1, "{v:#}");
     assert_eq!(verdict_of(&v, "vm.hypercall.null"), "regression");
     assert_eq!(verdict_of(&v, "host.syscall.getppid"), "same (within noise)");
-    let row = v["rows"].as_array().unwrap().iter().find(|r| r["key"].as_str().unwrap().starts_with("vm.hypercall.null")).unwrap();
+    let row = v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["key"].as_str().unwrap().starts_with("vm.hypercall.null"))
+        .unwrap();
     assert!((row["p50"]["ratio"].as_f64().unwrap() - 2.0).abs() < 0.01);
     // And the way back is an improvement, which does not fail.
     let (code, v) = compare_json(&b, &a);
@@ -202,8 +230,16 @@ fn a_doubled_tight_p50_is_a_regression() {
 #[test]
 fn a_moved_timer_warns_that_the_machine_changed() {
     let d = tempfile::tempdir().unwrap();
-    let a = write_run(&d.path().join("a"), vec![ok("host.timer.overhead", "clock=lfence-rdtsc", "per-op", tight(54))], None);
-    let b = write_run(&d.path().join("b"), vec![ok("host.timer.overhead", "clock=lfence-rdtsc", "per-op", tight(90))], None);
+    let a = write_run(
+        &d.path().join("a"),
+        vec![ok("host.timer.overhead", "clock=lfence-rdtsc", "per-op", tight(54))],
+        None,
+    );
+    let b = write_run(
+        &d.path().join("b"),
+        vec![ok("host.timer.overhead", "clock=lfence-rdtsc", "per-op", tight(90))],
+        None,
+    );
     let (_, v) = compare_json(&a, &b);
     let w = v["warnings"].as_array().unwrap();
     assert!(w.iter().any(|x| x.as_str().unwrap().contains("machine's state changed")), "{v:#}");
@@ -259,7 +295,8 @@ fn bmf_has_the_documented_shape() {
     assert!(m.contains_key("host.memcpy {size=64} [batched/100]"));
     for (k, entry) in m {
         let l = &entry["latency"];
-        let (val, lo, hi) = (l["value"].as_f64().unwrap(), l["lower_value"].as_f64().unwrap(), l["upper_value"].as_f64().unwrap());
+        let (val, lo, hi) =
+            (l["value"].as_f64().unwrap(), l["lower_value"].as_f64().unwrap(), l["upper_value"].as_f64().unwrap());
         assert!(lo <= val && val <= hi, "{k}: {l}");
     }
     // value = p50 ns: 2600 cycles at 2 GHz.

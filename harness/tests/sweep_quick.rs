@@ -19,7 +19,8 @@ fn quick_default_sweep_writes_every_file_and_a_row_per_point() {
         .unwrap();
     let all = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     assert_eq!(o.status.code(), Some(0), "{all}");
-    let run_dir = fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().path()).find(|p| p.is_dir()).expect("a run directory");
+    let run_dir =
+        fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().path()).find(|p| p.is_dir()).expect("a run directory");
     let run = load_run(&run_dir).unwrap();
     assert_eq!(run.manifest.status, ivbench::store::RunStatus::Complete);
 
@@ -46,7 +47,9 @@ fn quick_default_sweep_writes_every_file_and_a_row_per_point() {
                     assert!(p50 > 0.0, "{}: p50 {p50}", r.key());
                 }
             }
-            Status::Unsupported(reason) | Status::Failed(reason) => assert!(reason.len() > 5, "{}: reason too thin: {reason}", r.key()),
+            Status::Unsupported(reason) | Status::Failed(reason) => {
+                assert!(reason.len() > 5, "{}: reason too thin: {reason}", r.key())
+            }
         }
     }
     // The host floor must actually have been measured here.

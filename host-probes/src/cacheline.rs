@@ -88,10 +88,7 @@ impl Probe for Roundtrip {
         let (main_cpu, partner_cpu) = cpu_pair(budget, NAME)?;
         let _pin = PinnedHere::to(main_cpu)?;
         let deadline = Instant::now() + budget.timeout;
-        let pp = Arc::new(PingPong {
-            ping: Line(AtomicU64::new(0)),
-            pong: Line(AtomicU64::new(0)),
-        });
+        let pp = Arc::new(PingPong { ping: Line(AtomicU64::new(0)), pong: Line(AtomicU64::new(0)) });
 
         let for_partner = Arc::clone(&pp);
         let for_release = Arc::clone(&pp);
@@ -109,10 +106,7 @@ impl Probe for Roundtrip {
             pp.ping.0.store(seq, Ordering::Release);
             match wait_change(&pp.pong.0, seq - 1, deadline) {
                 Some(_) => Ok(()),
-                None => Err(ProbeError::Timeout(
-                    budget.timeout,
-                    "cache-line partner stopped answering".into(),
-                )),
+                None => Err(ProbeError::Timeout(budget.timeout, "cache-line partner stopped answering".into())),
             }
         })?;
         partner.finish()?;
@@ -129,9 +123,7 @@ impl Probe for Roundtrip {
                     "one_way = half the median round trip after subtracting the timer overhead (per-op: median - overhead; batched: (median total - overhead) / batch)".into(),
                 );
             }
-            None => s
-                .notes
-                .push("one_way omitted: median round trip not above the timer overhead".into()),
+            None => s.notes.push("one_way omitted: median round trip not above the timer overhead".into()),
         }
         Ok(s)
     }
@@ -144,22 +136,15 @@ mod tests {
 
     #[test]
     fn partner_gives_up_at_the_deadline_without_a_stop() {
-        let pp = PingPong {
-            ping: Line(AtomicU64::new(0)),
-            pong: Line(AtomicU64::new(0)),
-        };
+        let pp = PingPong { ping: Line(AtomicU64::new(0)), pong: Line(AtomicU64::new(0)) };
         partner_loop(&pp, Instant::now() + Duration::from_millis(20));
     }
 
     #[test]
     fn partner_answers_then_stops() {
-        let pp = Arc::new(PingPong {
-            ping: Line(AtomicU64::new(0)),
-            pong: Line(AtomicU64::new(0)),
-        });
+        let pp = Arc::new(PingPong { ping: Line(AtomicU64::new(0)), pong: Line(AtomicU64::new(0)) });
         let p = Arc::clone(&pp);
-        let h =
-            std::thread::spawn(move || partner_loop(&p, Instant::now() + Duration::from_secs(60)));
+        let h = std::thread::spawn(move || partner_loop(&p, Instant::now() + Duration::from_secs(60)));
         let deadline = Instant::now() + Duration::from_secs(60);
         for seq in 1..=100u64 {
             pp.ping.0.store(seq, Ordering::Release);

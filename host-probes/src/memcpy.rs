@@ -39,22 +39,18 @@ impl Ring {
         Ring { lines, stride }
     }
     fn slot(&mut self, i: usize) -> *mut u8 {
-        // In bounds: i < RING and the vector holds RING * stride bytes.
+        // SAFETY: in bounds: i < RING and the vector holds RING * stride bytes.
         unsafe { self.lines.as_mut_ptr().cast::<u8>().add(i * self.stride) }
     }
 }
 
 fn size_of_point(point: &Point) -> Result<usize, ProbeError> {
-    let size = point.get_u64("size").ok_or_else(|| {
-        ProbeError::Failed(format!(
-            "{NAME} needs a parameter size=<bytes>, got `{point}`"
-        ))
-    })?;
+    let size = point
+        .get_u64("size")
+        .ok_or_else(|| ProbeError::Failed(format!("{NAME} needs a parameter size=<bytes>, got `{point}`")))?;
     match usize::try_from(size) {
         Ok(s) if (1..=MAX_SIZE).contains(&s) => Ok(s),
-        _ => Err(ProbeError::Failed(format!(
-            "{NAME}: size {size} outside 1..={MAX_SIZE}"
-        ))),
+        _ => Err(ProbeError::Failed(format!("{NAME}: size {size} outside 1..={MAX_SIZE}"))),
     }
 }
 
@@ -72,10 +68,7 @@ impl Probe for Memcpy {
         Support::Supported
     }
     fn points(&self) -> Vec<Point> {
-        SIZES
-            .iter()
-            .map(|&n| Point::none().with("size", n))
-            .collect()
+        SIZES.iter().map(|&n| Point::none().with("size", n)).collect()
     }
     fn methods(&self) -> Methods {
         Methods::Both
@@ -92,29 +85,19 @@ impl Probe for Memcpy {
             // black_box on the pointers and the length: the copy has a run-time length
             // (as a packet's would) and its result is treated as observed, so the
             // compiler can neither specialise nor drop it.
+            // SAFETY: s and d point at `size` valid bytes of two distinct buffers.
             unsafe { std::ptr::copy_nonoverlapping(black_box(s), black_box(d), black_box(size)) };
             black_box(d);
             Ok(())
         })?;
-        if dst
-            .lines
-            .iter()
-            .flat_map(|l| l.0)
-            .take(size)
-            .zip(src.lines.iter().flat_map(|l| l.0))
-            .any(|(a, b)| a != b)
-        {
-            return Err(ProbeError::Failed(format!(
-                "{NAME}: destination does not match source after the copy"
-            )));
+        if dst.lines.iter().flat_map(|l| l.0).take(size).zip(src.lines.iter().flat_map(|l| l.0)).any(|(a, b)| a != b) {
+            return Err(ProbeError::Failed(format!("{NAME}: destination does not match source after the copy")));
         }
 
         let net = recorded.net_median_per_op();
         let basis = match recorded.method {
             probe_api::Method::PerOp => "per-op median minus timer overhead",
-            probe_api::Method::Batched { .. } => {
-                "(median batch total minus timer overhead) / batch"
-            }
+            probe_api::Method::Batched { .. } => "(median batch total minus timer overhead) / batch",
         };
         let mut s = recorded.into_samples(sampling::HOST_CLOCK);
         s.notes.push(format!(
@@ -146,25 +129,15 @@ mod tests {
             for i in 0..RING {
                 let p = r.slot(i) as usize;
                 assert_eq!(p % 64, 0, "slot {i} of {size}");
-                assert!(
-                    p - base >= i * size,
-                    "slot {i} overlaps slot {}",
-                    i.saturating_sub(1)
-                );
-                assert!(
-                    p - base + size <= r.lines.len() * 64,
-                    "slot {i} runs past the ring"
-                );
+                assert!(p - base >= i * size, "slot {i} overlaps slot {}", i.saturating_sub(1));
+                assert!(p - base + size <= r.lines.len() * 64, "slot {i} runs past the ring");
             }
         }
     }
 
     #[test]
     fn size_parameter_is_validated() {
-        assert_eq!(
-            size_of_point(&Point::none().with("size", 1518)).unwrap(),
-            1518
-        );
+        assert_eq!(size_of_point(&Point::none().with("size", 1518)).unwrap(), 1518);
         assert!(size_of_point(&Point::none().with("size", MAX_SIZE + 1)).is_err());
         assert!(size_of_point(&Point::none().with("size", "big")).is_err());
     }

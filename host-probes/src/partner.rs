@@ -18,13 +18,7 @@ impl Partner {
     /// Spawns `body` on a thread pinned to `cpu_id` and waits (at most `timeout`) until
     /// it is pinned and about to run. `release` must make `body` return promptly from
     /// any state it can be in.
-    pub fn spawn<B, R>(
-        name: &str,
-        cpu_id: usize,
-        timeout: Duration,
-        body: B,
-        release: R,
-    ) -> Result<Self, ProbeError>
+    pub fn spawn<B, R>(name: &str, cpu_id: usize, timeout: Duration, body: B, release: R) -> Result<Self, ProbeError>
     where
         B: FnOnce() + Send + 'static,
         R: Fn() + Send + 'static,
@@ -34,29 +28,21 @@ impl Partner {
             .name(name.to_string())
             .spawn(move || {
                 if let Err(e) = cpu::pin_current_thread(cpu_id) {
-                    let _ = ready_tx.send(Err(format!(
-                        "pinning the partner thread to cpu {cpu_id}: {e}"
-                    )));
+                    let _ = ready_tx.send(Err(format!("pinning the partner thread to cpu {cpu_id}: {e}")));
                     return;
                 }
                 let _ = ready_tx.send(Ok(()));
                 body();
             })
             .map_err(|e| ProbeError::io("spawning the partner thread", e))?;
-        let partner = Partner {
-            handle: Some(handle),
-            release: Box::new(release),
-        };
+        let partner = Partner { handle: Some(handle), release: Box::new(release) };
         match ready_rx.recv_timeout(timeout) {
             Ok(Ok(())) => Ok(partner),
             Ok(Err(e)) => Err(ProbeError::Failed(e)),
-            Err(RecvTimeoutError::Timeout) => Err(ProbeError::Timeout(
-                timeout,
-                "partner thread did not start".into(),
-            )),
-            Err(RecvTimeoutError::Disconnected) => Err(ProbeError::Failed(
-                "partner thread exited before it started".into(),
-            )),
+            Err(RecvTimeoutError::Timeout) => Err(ProbeError::Timeout(timeout, "partner thread did not start".into())),
+            Err(RecvTimeoutError::Disconnected) => {
+                Err(ProbeError::Failed("partner thread exited before it started".into()))
+            }
         }
     }
 
@@ -106,10 +92,7 @@ impl Watchdog {
                 }
             })
             .map_err(|e| ProbeError::io("spawning the watchdog thread", e))?;
-        Ok(Watchdog {
-            disarm: Some(tx),
-            handle: Some(handle),
-        })
+        Ok(Watchdog { disarm: Some(tx), handle: Some(handle) })
     }
 }
 

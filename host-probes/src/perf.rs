@@ -60,12 +60,7 @@ fn open_hardware(include_kernel: bool) -> io::Result<HardwareCounters> {
     }
     let cycles = group.add(&cycles_b)?;
     let instructions = group.add(&instr_b)?;
-    Ok(HardwareCounters {
-        group,
-        cycles,
-        instructions,
-        includes_kernel: include_kernel,
-    })
+    Ok(HardwareCounters { group, cycles, instructions, includes_kernel: include_kernel })
 }
 
 fn open_hardware_best() -> Result<HardwareCounters, String> {
@@ -84,13 +79,8 @@ fn open_software() -> Result<SoftwareCounters, String> {
     let open = || -> io::Result<SoftwareCounters> {
         let mut group = Group::new()?;
         let task_clock = group.add(Builder::new(Software::TASK_CLOCK).include_kernel())?;
-        let context_switches =
-            group.add(Builder::new(Software::CONTEXT_SWITCHES).include_kernel())?;
-        Ok(SoftwareCounters {
-            group,
-            task_clock,
-            context_switches,
-        })
+        let context_switches = group.add(Builder::new(Software::CONTEXT_SWITCHES).include_kernel())?;
+        Ok(SoftwareCounters { group, task_clock, context_switches })
     };
     open().map_err(|e| e.to_string())
 }
@@ -99,10 +89,7 @@ impl PerfCounters {
     /// Opens the counters for the calling thread, disabled. Never fails: what could not
     /// be opened is remembered and reported.
     pub fn open() -> Self {
-        PerfCounters {
-            hardware: open_hardware_best(),
-            software: open_software(),
-        }
+        PerfCounters { hardware: open_hardware_best(), software: open_software() }
     }
 
     /// Resets and enables; call right before the measured loop.
@@ -154,10 +141,7 @@ impl PerfCounters {
     }
 }
 
-fn is_multiplexed(
-    enabled: Option<std::time::Duration>,
-    running: Option<std::time::Duration>,
-) -> bool {
+fn is_multiplexed(enabled: Option<std::time::Duration>, running: Option<std::time::Duration>) -> bool {
     matches!((enabled, running), (Some(e), Some(r)) if r < e)
 }
 
@@ -167,38 +151,18 @@ impl PerfReading {
     pub fn attach(&self, samples: &mut Samples, ops: u64) {
         let ops_f = ops.max(1) as f64;
         if let (Some(c), Some(i)) = (self.hw_cycles, self.hw_instructions) {
-            samples.metrics.push(Metric::new(
-                "perf.hw_cycles_per_op",
-                c as f64 / ops_f,
-                "cycles",
-            ));
-            samples.metrics.push(Metric::new(
-                "perf.hw_instructions_per_op",
-                i as f64 / ops_f,
-                "instructions",
-            ));
+            samples.metrics.push(Metric::new("perf.hw_cycles_per_op", c as f64 / ops_f, "cycles"));
+            samples.metrics.push(Metric::new("perf.hw_instructions_per_op", i as f64 / ops_f, "instructions"));
             if c > 0 {
-                samples.metrics.push(Metric::new(
-                    "perf.hw_ipc",
-                    i as f64 / c as f64,
-                    "instr/cycle",
-                ));
+                samples.metrics.push(Metric::new("perf.hw_ipc", i as f64 / c as f64, "instr/cycle"));
             }
         }
         if let Some(t) = self.task_clock_ns {
-            samples
-                .metrics
-                .push(Metric::new("perf.task_clock_ns", t as f64, "ns"));
+            samples.metrics.push(Metric::new("perf.task_clock_ns", t as f64, "ns"));
         }
         if let Some(cs) = self.context_switches {
-            samples
-                .metrics
-                .push(Metric::new("perf.context_switches", cs as f64, "count"));
-            samples.metrics.push(Metric::new(
-                "perf.context_switches_per_op",
-                cs as f64 / ops_f,
-                "count",
-            ));
+            samples.metrics.push(Metric::new("perf.context_switches", cs as f64, "count"));
+            samples.metrics.push(Metric::new("perf.context_switches_per_op", cs as f64 / ops_f, "count"));
         }
         samples.notes.push(self.describe());
     }
@@ -206,25 +170,17 @@ impl PerfReading {
     fn describe(&self) -> String {
         let scope = "measuring thread only";
         let hw = match (&self.hw_error, self.hw_cycles.is_some()) {
-            (None, true) if self.hw_includes_kernel => {
-                "perf: hardware cycles+instructions (user+kernel)".to_string()
-            }
+            (None, true) if self.hw_includes_kernel => "perf: hardware cycles+instructions (user+kernel)".to_string(),
             (None, true) => "perf: hardware cycles+instructions (user only)".to_string(),
             (Some(e), _) => format!("perf: hardware counters unavailable: {e}"),
             (None, false) => "perf: hardware counters returned no values".to_string(),
         };
         let sw = match &self.sw_error {
-            None if self.hw_cycles.is_some() => {
-                "; plus software task-clock, context-switches".to_string()
-            }
+            None if self.hw_cycles.is_some() => "; plus software task-clock, context-switches".to_string(),
             None => "; software events only (task-clock, context-switches)".to_string(),
             Some(e) => format!("; software events unavailable too: {e}"),
         };
-        let mux = if self.multiplexed {
-            "; counters multiplexed (totals cover only part of the loop)"
-        } else {
-            ""
-        };
+        let mux = if self.multiplexed { "; counters multiplexed (totals cover only part of the loop)" } else { "" };
         format!("{hw}{sw}{mux}; {scope}")
     }
 }
@@ -232,9 +188,7 @@ impl PerfReading {
 /// One line for the environment fingerprint: which perf counters this host offers.
 pub fn perf_availability() -> String {
     let hw = match open_hardware_best() {
-        Ok(c) if c.includes_kernel => {
-            "hardware cycles+instructions available (user+kernel)".to_string()
-        }
+        Ok(c) if c.includes_kernel => "hardware cycles+instructions available (user+kernel)".to_string(),
         Ok(_) => "hardware cycles+instructions available (user only)".to_string(),
         Err(e) => format!("hardware counters unavailable: {e}"),
     };

@@ -13,9 +13,8 @@ pub struct PinnedHere {
 impl PinnedHere {
     pub fn to(cpu_id: usize) -> Result<Self, ProbeError> {
         let previous = current_affinity().ok();
-        cpu::pin_current_thread(cpu_id).map_err(|e| {
-            ProbeError::io(format!("pinning the measuring thread to cpu {cpu_id}"), e)
-        })?;
+        cpu::pin_current_thread(cpu_id)
+            .map_err(|e| ProbeError::io(format!("pinning the measuring thread to cpu {cpu_id}"), e))?;
         Ok(PinnedHere { previous })
     }
 
@@ -32,6 +31,7 @@ impl Drop for PinnedHere {
     fn drop(&mut self) {
         if let Some(set) = &self.previous {
             // Best effort: failing to widen the mask again is not worth a panic in drop.
+            // SAFETY: `set` is an initialised cpu_set_t; sched_setaffinity only reads it.
             unsafe {
                 libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set);
             }
@@ -40,6 +40,8 @@ impl Drop for PinnedHere {
 }
 
 fn current_affinity() -> io::Result<libc::cpu_set_t> {
+    // SAFETY: cpu_set_t is plain data; zeroed is a valid value and sched_getaffinity
+    // writes at most size_of::<cpu_set_t>() bytes into it.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
@@ -52,9 +54,7 @@ fn current_affinity() -> io::Result<libc::cpu_set_t> {
 /// The two distinct CPUs a two-thread probe runs on: (measuring, partner).
 pub fn cpu_pair(budget: &Budget, probe: &str) -> Result<(usize, usize), ProbeError> {
     let (Some(a), Some(b)) = (budget.cpu(0), budget.cpu(1)) else {
-        return Err(ProbeError::Unsupported(format!(
-            "{probe} needs two CPUs; the budget names none"
-        )));
+        return Err(ProbeError::Unsupported(format!("{probe} needs two CPUs; the budget names none")));
     };
     if a == b {
         return Err(ProbeError::Unsupported(format!(

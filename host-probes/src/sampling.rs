@@ -46,9 +46,9 @@ pub fn batch_for(budget: &Budget, methods: Methods, probe: &str) -> Result<u32, 
             "{probe} measures per operation only; {} was asked for",
             budget.method.label()
         ))),
-        (Method::Batched { batch: 0 }, Methods::Both) => Err(ProbeError::Failed(format!(
-            "{probe}: batch size 0 is meaningless"
-        ))),
+        (Method::Batched { batch: 0 }, Methods::Both) => {
+            Err(ProbeError::Failed(format!("{probe}: batch size 0 is meaningless")))
+        }
         (Method::Batched { batch }, Methods::Both) => Ok(batch),
     }
 }
@@ -80,27 +80,16 @@ fn inner_check_every(per_op: Duration, batch: u32) -> Option<u32> {
 /// `op` returns an error when the operation could not complete (a partner was released
 /// by the watchdog); the loop stops at the first one. An interrupt or the timeout stops
 /// the loop at its next check: the samples taken so far come back marked partial.
-pub fn record<F>(
-    budget: &Budget,
-    methods: Methods,
-    probe: &str,
-    mut op: F,
-) -> Result<Recorded, ProbeError>
+pub fn record<F>(budget: &Budget, methods: Methods, probe: &str, mut op: F) -> Result<Recorded, ProbeError>
 where
     F: FnMut() -> Result<(), ProbeError>,
 {
     let batch = batch_for(budget, methods, probe)?;
     if budget.iterations == 0 {
-        return Err(ProbeError::Failed(format!(
-            "{probe}: zero iterations asked for"
-        )));
+        return Err(ProbeError::Failed(format!("{probe}: zero iterations asked for")));
     }
-    let wanted = usize::try_from(budget.iterations.min(limits::MAX_ITERATIONS)).map_err(|_| {
-        ProbeError::Failed(format!(
-            "{probe}: {} iterations do not fit in memory",
-            budget.iterations
-        ))
-    })?;
+    let wanted = usize::try_from(budget.iterations.min(limits::MAX_ITERATIONS))
+        .map_err(|_| ProbeError::Failed(format!("{probe}: {} iterations do not fit in memory", budget.iterations)))?;
     let started = Instant::now();
 
     let warmup = warmup_ops(budget.iterations, batch);
@@ -265,7 +254,9 @@ impl Recorded {
             let scaled = self
                 .totals
                 .iter()
-                .map(|&t| ((u128::from(t) * u128::from(BATCHED_SCALE) + u128::from(batch / 2)) / u128::from(batch)) as u64)
+                .map(|&t| {
+                    ((u128::from(t) * u128::from(BATCHED_SCALE) + u128::from(batch / 2)) / u128::from(batch)) as u64
+                })
                 .collect();
             (scaled, BATCHED_SCALE)
         };
@@ -273,10 +264,7 @@ impl Recorded {
         s.scale = scale;
         s.partial = self.partial;
         if let Some(wanted) = self.cut_short_of {
-            s.notes.push(format!(
-                "stopped by the duration cap after {} of {wanted} samples",
-                s.cycles.len()
-            ));
+            s.notes.push(format!("stopped by the duration cap after {} of {wanted} samples", s.cycles.len()));
         }
         self.perf.attach(&mut s, ops);
         s
@@ -308,14 +296,7 @@ mod tests {
     }
 
     fn recorded(totals: Vec<u64>, method: Method, overhead: u64) -> Recorded {
-        Recorded {
-            totals,
-            method,
-            overhead,
-            perf: PerfReading::default(),
-            cut_short_of: None,
-            partial: None,
-        }
+        Recorded { totals, method, overhead, perf: PerfReading::default(), cut_short_of: None, partial: None }
     }
 
     #[test]
@@ -328,16 +309,10 @@ mod tests {
 
     #[test]
     fn net_median_takes_the_overhead_out_once() {
-        assert_eq!(
-            recorded(vec![50, 70, 60], Method::PerOp, 40).net_median_per_op(),
-            Some(20.0)
-        );
+        assert_eq!(recorded(vec![50, 70, 60], Method::PerOp, 40).net_median_per_op(), Some(20.0));
         let batched = recorded(vec![140, 140, 140], Method::Batched { batch: 10 }, 40);
         assert_eq!(batched.net_median_per_op(), Some(10.0));
-        assert_eq!(
-            recorded(vec![30, 40], Method::PerOp, 40).net_median_per_op(),
-            None
-        );
+        assert_eq!(recorded(vec![30, 40], Method::PerOp, 40).net_median_per_op(), None);
     }
 
     #[test]
@@ -387,7 +362,11 @@ mod tests {
             Ok(())
         });
         assert!(t0.elapsed() < Duration::from_secs(3), "took {:?}", t0.elapsed());
-        assert!(matches!(r, Err(ProbeError::Timeout(..))), "no batch could finish: {:?}", r.map(|r| r.totals.len()).err());
+        assert!(
+            matches!(r, Err(ProbeError::Timeout(..))),
+            "no batch could finish: {:?}",
+            r.map(|r| r.totals.len()).err()
+        );
     }
 
     #[test]

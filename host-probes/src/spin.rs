@@ -71,7 +71,9 @@ impl Probe for Spin {
         })?;
         let mut s = recorded.into_samples(sampling::HOST_CLOCK);
         if scale != 1.0 {
-            s.notes.push(format!("deliberately slowed: {SCALE_VAR}={scale} spins {cycles} cycles where {asked} were asked for"));
+            s.notes.push(format!(
+                "deliberately slowed: {SCALE_VAR}={scale} spins {cycles} cycles where {asked} were asked for"
+            ));
         }
         Ok(s)
     }

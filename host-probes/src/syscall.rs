@@ -11,6 +11,7 @@ pub struct Getppid;
 /// The raw syscall, not glibc's `getppid()`, which a libc may answer from a cache.
 #[inline(always)]
 fn raw_getppid() -> libc::c_long {
+    // SAFETY: getppid takes no arguments and cannot fail.
     unsafe { libc::syscall(libc::SYS_getppid) }
 }
 
@@ -32,19 +33,17 @@ impl Probe for Getppid {
     }
     fn run(&self, _point: &Point, budget: &Budget) -> Result<Samples, ProbeError> {
         let _pin = PinnedHere::measuring_thread(budget)?;
+        // SAFETY: getppid has no preconditions.
         let expected = unsafe { libc::getppid() } as libc::c_long;
         if raw_getppid() != expected {
-            return Err(ProbeError::Failed(
-                "raw getppid disagrees with libc getppid".into(),
-            ));
+            return Err(ProbeError::Failed("raw getppid disagrees with libc getppid".into()));
         }
         let recorded = sampling::record(budget, Methods::Both, self.name(), || {
             std::hint::black_box(raw_getppid());
             Ok(())
         })?;
         let mut s = recorded.into_samples(sampling::HOST_CLOCK);
-        s.notes
-            .push(format!("syscall(SYS_getppid); {}", mitigation_summary()));
+        s.notes.push(format!("syscall(SYS_getppid); {}", mitigation_summary()));
         Ok(s)
     }
 }
@@ -57,9 +56,5 @@ fn mitigation_summary() -> String {
             .map(|s| s.trim().to_string())
             .unwrap_or_else(|_| "unknown".into())
     };
-    format!(
-        "meltdown: {}; spectre_v2: {}",
-        read("meltdown"),
-        read("spectre_v2")
-    )
+    format!("meltdown: {}; spectre_v2: {}", read("meltdown"), read("spectre_v2"))
 }

@@ -31,10 +31,7 @@ impl Clock {
             Some("rdtscp") => Ok(Clock::Rdtscp),
             Some("lfence-rdtsc") => Ok(Clock::LfenceRdtsc),
             Some("instant") => Ok(Clock::Instant),
-            _ => Err(ProbeError::Failed(format!(
-                "{NAME} needs clock=<{}>, got `{point}`",
-                CLOCKS.join("|")
-            ))),
+            _ => Err(ProbeError::Failed(format!("{NAME} needs clock=<{}>, got `{point}`", CLOCKS.join("|")))),
         }
     }
 
@@ -82,6 +79,7 @@ fn has_rdtscp() -> bool {
     // SAFETY: cpuid is always available on x86-64.
     let max_ext = unsafe { std::arch::x86_64::__cpuid(0x8000_0000) }.eax;
     max_ext >= 0x8000_0001
+        // SAFETY: leaf 0x8000_0001 exists (max_ext checked above); cpuid has no side effects.
         && unsafe { std::arch::x86_64::__cpuid(0x8000_0001) }.edx & (1 << 27) != 0
 }
 
@@ -106,17 +104,12 @@ impl Probe for TimerOverhead {
         Support::Supported
     }
     fn points(&self) -> Vec<Point> {
-        CLOCKS
-            .iter()
-            .map(|c| Point::none().with("clock", c))
-            .collect()
+        CLOCKS.iter().map(|c| Point::none().with("clock", c)).collect()
     }
     fn run(&self, point: &Point, budget: &Budget) -> Result<Samples, ProbeError> {
         let clock = Clock::parse(point)?;
         if matches!(clock, Clock::Rdtscp) && !has_rdtscp() {
-            return Err(ProbeError::Unsupported(
-                "CPUID 0x80000001 EDX[27]: this CPU has no rdtscp".into(),
-            ));
+            return Err(ProbeError::Unsupported("CPUID 0x80000001 EDX[27]: this CPU has no rdtscp".into()));
         }
         if budget.method != Method::PerOp {
             return Err(ProbeError::Failed(format!(
@@ -125,9 +118,7 @@ impl Probe for TimerOverhead {
             )));
         }
         if budget.iterations == 0 {
-            return Err(ProbeError::Failed(format!(
-                "{NAME}: zero iterations asked for"
-            )));
+            return Err(ProbeError::Failed(format!("{NAME}: zero iterations asked for")));
         }
         let _pin = PinnedHere::measuring_thread(budget)?;
         let wanted = budget.iterations.min(limits::MAX_ITERATIONS) as usize;
@@ -166,20 +157,13 @@ impl Probe for TimerOverhead {
 
         let mut s = Samples::new(cycles, Method::PerOp, 0, clock.description());
         s.partial = stopped.map(|st| st.describe(taken as u64, budget.iterations));
-        s.notes
-            .push("overhead_cycles = 0: these samples are the timer overhead itself".into());
+        s.notes.push("overhead_cycles = 0: these samples are the timer overhead itself".into());
         if cut_short {
-            s.notes.push(format!(
-                "stopped by the duration cap after {taken} of {wanted} samples"
-            ));
+            s.notes.push(format!("stopped by the duration cap after {taken} of {wanted} samples"));
         }
         if let Clock::Instant = clock {
             let pair = serialized_pair_overhead(2_000);
-            s.metrics.push(Metric::new(
-                "lfence_rdtsc_pair_cycles",
-                pair as f64,
-                "cycles",
-            ));
+            s.metrics.push(Metric::new("lfence_rdtsc_pair_cycles", pair as f64, "cycles"));
             s.notes.push(format!(
                 "samples include one lfence;rdtsc pair ({pair} cycles, metric lfence_rdtsc_pair_cycles); kernel clocksource: {}",
                 clocksource()

@@ -35,16 +35,19 @@ struct EventfdPair {
 
 fn new_eventfd() -> io::Result<OwnedFd> {
     // Blocking, counter mode: a read sleeps until the other side writes.
+    // SAFETY: eventfd takes plain integers and returns a new fd or -1.
     let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
+    // SAFETY: fd was just returned by eventfd and is owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 fn eventfd_signal(fd: &OwnedFd) -> io::Result<()> {
     let one: u64 = 1;
     loop {
+        // SAFETY: writes the 8 bytes of `one`, which lives across the call, to an open fd.
         let n = unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
         if n == 8 {
             return Ok(());
@@ -59,6 +62,7 @@ fn eventfd_signal(fd: &OwnedFd) -> io::Result<()> {
 fn eventfd_wait(fd: &OwnedFd) -> io::Result<u64> {
     let mut v: u64 = 0;
     loop {
+        // SAFETY: reads at most 8 bytes into `v`, a u64 that lives across the call.
         let n = unsafe { libc::read(fd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
         if n == 8 {
             return Ok(v);
@@ -157,6 +161,8 @@ struct FutexPair {
 }
 
 fn futex_wait(word: &AtomicU32, expected: u32) -> io::Result<()> {
+    // SAFETY: FUTEX_WAIT on the address of a live, aligned AtomicU32 with no timeout;
+    // the kernel only reads the word.
     let r = unsafe {
         libc::syscall(
             libc::SYS_futex,
@@ -174,13 +180,9 @@ fn futex_wait(word: &AtomicU32, expected: u32) -> io::Result<()> {
 }
 
 fn futex_wake(word: &AtomicU32, count: i32) {
+    // SAFETY: FUTEX_WAKE on the address of a live, aligned AtomicU32; no memory is written.
     unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
-            count,
-        );
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, count);
     }
 }
 
@@ -275,11 +277,7 @@ impl Probe for FutexRoundtrip {
         drop(watchdog);
         partner.finish()?;
         let mut s = recorded?.into_samples(sampling::HOST_CLOCK);
-        s.metrics.push(Metric::new(
-            "main_slept_fraction",
-            slept_rounds as f64 / rounds.max(1) as f64,
-            "fraction",
-        ));
+        s.metrics.push(Metric::new("main_slept_fraction", slept_rounds as f64 / rounds.max(1) as f64, "fraction"));
         s.notes.push(format!(
             "measuring thread on cpu {main_cpu}, partner on cpu {partner_cpu}; FUTEX_WAIT/FUTEX_WAKE (private) on two words; main_slept_fraction = rounds (warm-up included) in which the measuring thread actually slept"
         ));

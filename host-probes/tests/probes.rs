@@ -16,10 +16,7 @@ fn serial() -> MutexGuard<'static, ()> {
 }
 
 fn probe(name: &str) -> Box<dyn Probe> {
-    host_probes::probes()
-        .into_iter()
-        .find(|p| p.name() == name)
-        .unwrap_or_else(|| panic!("no probe {name}"))
+    host_probes::probes().into_iter().find(|p| p.name() == name).unwrap_or_else(|| panic!("no probe {name}"))
 }
 
 fn median(s: &Samples) -> u64 {
@@ -64,15 +61,8 @@ fn assert_common(name: &str, s: &Samples, method: Method) {
     assert_eq!(s.cycles.len() as u64, N, "{name}: sample count");
     assert_eq!(s.method, method, "{name}: method");
     assert!(!s.clock.is_empty(), "{name}: clock");
-    assert!(
-        s.notes.iter().any(|n| n.starts_with("perf:")),
-        "{name}: perf note missing: {:?}",
-        s.notes
-    );
-    assert!(
-        s.metrics.iter().any(|m| m.name.starts_with("perf.")),
-        "{name}: perf metrics missing"
-    );
+    assert!(s.notes.iter().any(|n| n.starts_with("perf:")), "{name}: perf note missing: {:?}", s.notes);
+    assert!(s.metrics.iter().any(|m| m.name.starts_with("perf.")), "{name}: perf metrics missing");
 }
 
 #[test]
@@ -84,9 +74,9 @@ fn names_are_unique_dotted_and_host() {
         let parts: Vec<_> = n.split('.').collect();
         assert!(parts.len() >= 2 && parts[0] == "host", "{n}");
         assert!(
-            parts.iter().all(|p| !p.is_empty()
-                && p.chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')),
+            parts
+                .iter()
+                .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')),
             "{n}"
         );
     }
@@ -101,17 +91,10 @@ fn names_are_unique_dotted_and_host() {
 
 #[test]
 fn memcpy_and_timer_points_are_complete() {
-    let sizes: Vec<_> = probe("host.memcpy")
-        .points()
-        .iter()
-        .map(|p| p.get_u64("size").unwrap())
-        .collect();
+    let sizes: Vec<_> = probe("host.memcpy").points().iter().map(|p| p.get_u64("size").unwrap()).collect();
     assert_eq!(sizes, vec![64, 128, 256, 512, 1024, 1518]);
-    let mut clocks: Vec<_> = probe("host.timer.overhead")
-        .points()
-        .iter()
-        .map(|p| p.get("clock").unwrap().to_string())
-        .collect();
+    let mut clocks: Vec<_> =
+        probe("host.timer.overhead").points().iter().map(|p| p.get("clock").unwrap().to_string()).collect();
     clocks.sort();
     assert_eq!(clocks, vec!["instant", "lfence-rdtsc", "rdtsc", "rdtscp"]);
 }
@@ -124,11 +107,7 @@ fn getppid_per_op_and_batched() {
         assert_common("getppid", &s, method);
         let m = median(&s);
         assert!((20..=2_000_000).contains(&m), "getppid median {m} cycles");
-        assert!(
-            s.overhead_cycles > 0 && s.overhead_cycles < 100_000,
-            "overhead {}",
-            s.overhead_cycles
-        );
+        assert!(s.overhead_cycles > 0 && s.overhead_cycles < 100_000, "overhead {}", s.overhead_cycles);
     }
 }
 
@@ -142,18 +121,11 @@ fn cacheline_roundtrip_per_op_and_batched() {
         assert_common("cacheline", &s, method);
         let m = median(&s);
         if method == Method::PerOp {
-            assert!(
-                m > s.overhead_cycles,
-                "round trip {m} not above overhead {}",
-                s.overhead_cycles
-            );
+            assert!(m > s.overhead_cycles, "round trip {m} not above overhead {}", s.overhead_cycles);
         }
         assert!(m > 0 && m < 10_000_000, "cacheline median {m}");
         let one_way = metric(&s, "one_way").expect("one_way metric");
-        assert!(
-            one_way > 0.0 && one_way < m as f64,
-            "one_way {one_way} vs median {m}"
-        );
+        assert!(one_way > 0.0 && one_way < m as f64, "one_way {one_way} vs median {m}");
     }
 }
 
@@ -167,29 +139,19 @@ fn blocking_wakeups_round_trip() {
         assert_common(name, &s, Method::PerOp);
         let m = median(&s);
         // Two syscalls each way at the very least: well above a bare timer pair.
-        assert!(
-            m > s.overhead_cycles + 100 && m < 2_000_000_000,
-            "{name} median {m}"
-        );
+        assert!(m > s.overhead_cycles + 100 && m < 2_000_000_000, "{name} median {m}");
     }
 }
 
 #[test]
 fn per_op_only_probes_refuse_batched() {
     let _g = serial();
-    for name in [
-        "host.eventfd.roundtrip",
-        "host.futex.roundtrip",
-        "host.timer.overhead",
-    ] {
+    for name in ["host.eventfd.roundtrip", "host.futex.roundtrip", "host.timer.overhead"] {
         let p = probe(name);
         let point = p.points()[0].clone();
         match p.run(&point, &budget(batched())) {
             Err(ProbeError::Failed(_)) => {}
-            other => panic!(
-                "{name}: batched should fail, got {:?}",
-                other.map(|s| s.cycles.len())
-            ),
+            other => panic!("{name}: batched should fail, got {:?}", other.map(|s| s.cycles.len())),
         }
     }
 }
@@ -213,42 +175,22 @@ fn memcpy_every_size_both_methods() {
         let (small, small_min) = medians[0];
         let (large, large_min) = *medians.last().unwrap();
         // A 1518-byte copy must not be much cheaper than a 64-byte one.
-        assert!(
-            large * 2 >= small,
-            "{method:?}: 1518B {large} vs 64B {small} cycles"
-        );
-        assert!(
-            large_min * 2 >= small_min,
-            "{method:?}: minima {large_min} vs {small_min}"
-        );
+        assert!(large * 2 >= small, "{method:?}: 1518B {large} vs 64B {small} cycles");
+        assert!(large_min * 2 >= small_min, "{method:?}: minima {large_min} vs {small_min}");
         // An elided copy would cost the same at every size. 1518 vs 64 bytes is too
         // close to call in a debug build, so compare against a copy 256 times larger;
         // minima, because interference only ever adds cycles.
-        let huge = run(
-            "host.memcpy",
-            &Point::none().with("size", 16_384),
-            &budget(method),
-        )
-        .unwrap();
+        let huge = run("host.memcpy", &Point::none().with("size", 16_384), &budget(method)).unwrap();
         let huge_min = *huge.cycles.iter().min().unwrap();
-        assert!(
-            huge_min > small_min,
-            "{method:?}: 16 KiB min {huge_min} vs 64 B min {small_min}"
-        );
+        assert!(huge_min > small_min, "{method:?}: 16 KiB min {huge_min} vs 64 B min {small_min}");
     }
 }
 
 #[test]
 fn memcpy_rejects_missing_size() {
     let p = probe("host.memcpy");
-    assert!(matches!(
-        p.run(&Point::none(), &budget(Method::PerOp)),
-        Err(ProbeError::Failed(_))
-    ));
-    assert!(matches!(
-        p.run(&Point::none().with("size", 0), &budget(Method::PerOp)),
-        Err(ProbeError::Failed(_))
-    ));
+    assert!(matches!(p.run(&Point::none(), &budget(Method::PerOp)), Err(ProbeError::Failed(_))));
+    assert!(matches!(p.run(&Point::none().with("size", 0), &budget(Method::PerOp)), Err(ProbeError::Failed(_))));
 }
 
 #[test]
@@ -275,11 +217,7 @@ fn timer_overhead_every_clock() {
 #[test]
 fn timeouts_release_partners() {
     let _g = serial();
-    for name in [
-        "host.cacheline.roundtrip",
-        "host.eventfd.roundtrip",
-        "host.futex.roundtrip",
-    ] {
+    for name in ["host.cacheline.roundtrip", "host.eventfd.roundtrip", "host.futex.roundtrip"] {
         let p = probe(name);
         if !p.support().is_supported() {
             continue;
@@ -296,18 +234,11 @@ fn timeouts_release_partners() {
             Ok(s) if s.partial.as_deref().is_some_and(|w| w.starts_with("timed out")) => {
                 assert!(!s.cycles.is_empty() && (s.cycles.len() as u64) < b.iterations, "{name}")
             }
-            other => panic!(
-                "{name}: expected a timeout, got {:?}",
-                other.map(|s| (s.cycles.len(), s.partial))
-            ),
+            other => panic!("{name}: expected a timeout, got {:?}", other.map(|s| (s.cycles.len(), s.partial))),
         }
         // Returning at all proves the partner was joined; this only rules out a
         // partner that lingered for far longer than the timeout.
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "{name} took {:?}",
-            t.elapsed()
-        );
+        assert!(t.elapsed() < Duration::from_secs(60), "{name} took {:?}", t.elapsed());
     }
 }
 
@@ -319,29 +250,15 @@ fn duration_cap_stops_early_and_says_so() {
     b.duration = Some(Duration::from_millis(20));
     let s = run("host.syscall.getppid", &Point::none(), &b).unwrap();
     assert!(!s.cycles.is_empty() && (s.cycles.len() as u64) < b.iterations);
-    assert!(
-        s.notes.iter().any(|n| n.contains("duration cap")),
-        "{:?}",
-        s.notes
-    );
+    assert!(s.notes.iter().any(|n| n.contains("duration cap")), "{:?}", s.notes);
 }
 
 #[test]
 fn two_thread_probes_need_two_different_cpus() {
     let mut b = budget(Method::PerOp);
     b.cpus = vec![0];
-    for name in [
-        "host.cacheline.roundtrip",
-        "host.eventfd.roundtrip",
-        "host.futex.roundtrip",
-    ] {
-        assert!(
-            matches!(
-                probe(name).run(&Point::none(), &b),
-                Err(ProbeError::Unsupported(_))
-            ),
-            "{name}"
-        );
+    for name in ["host.cacheline.roundtrip", "host.eventfd.roundtrip", "host.futex.roundtrip"] {
+        assert!(matches!(probe(name).run(&Point::none(), &b), Err(ProbeError::Unsupported(_))), "{name}");
     }
 }
 
@@ -349,18 +266,8 @@ fn two_thread_probes_need_two_different_cpus() {
 fn measuring_thread_affinity_is_restored() {
     let _g = serial();
     let before = probe_api::cpu::allowed_cpus();
-    run(
-        "host.syscall.getppid",
-        &Point::none(),
-        &budget(Method::PerOp),
-    )
-    .unwrap();
-    run(
-        "host.memcpy",
-        &Point::none().with("size", 64),
-        &budget(Method::PerOp),
-    )
-    .unwrap();
+    run("host.syscall.getppid", &Point::none(), &budget(Method::PerOp)).unwrap();
+    run("host.memcpy", &Point::none().with("size", 64), &budget(Method::PerOp)).unwrap();
     assert_eq!(probe_api::cpu::allowed_cpus(), before);
 }
 

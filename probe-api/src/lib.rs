@@ -43,9 +43,8 @@ impl Point {
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut map = BTreeMap::new();
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (k, v) = part
-                .split_once('=')
-                .ok_or_else(|| format!("parameter `{part}` is not of the form key=value"))?;
+            let (k, v) =
+                part.split_once('=').ok_or_else(|| format!("parameter `{part}` is not of the form key=value"))?;
             if k.trim().is_empty() {
                 return Err(format!("parameter `{part}` has an empty key"));
             }

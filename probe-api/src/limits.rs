@@ -17,7 +17,9 @@ pub const MAX_DURATION_S: f64 = 86_400.0;
 
 pub fn iterations(n: u64) -> Result<u64, String> {
     if n == 0 || n > MAX_ITERATIONS {
-        return Err(format!("iterations must be 1..={MAX_ITERATIONS} (one sample is kept in memory per iteration), got {n}"));
+        return Err(format!(
+            "iterations must be 1..={MAX_ITERATIONS} (one sample is kept in memory per iteration), got {n}"
+        ));
     }
     Ok(n)
 }

@@ -8,6 +8,7 @@ use std::arch::x86_64::{_mm_lfence, _rdtsc};
 #[inline(always)]
 pub fn rdtsc_serialized() -> u64 {
     #[cfg(target_arch = "x86_64")]
+    // SAFETY: lfence and rdtsc exist on every x86-64 CPU and touch no memory.
     unsafe {
         _mm_lfence();
         _rdtsc()
@@ -19,6 +20,7 @@ pub fn rdtsc_serialized() -> u64 {
 /// Plain `rdtsc`, unserialized: only for the timer-overhead probe.
 #[inline(always)]
 pub fn rdtsc() -> u64 {
+    // SAFETY: rdtsc exists on every x86-64 CPU and touches no memory.
     unsafe { _rdtsc() }
 }
 
@@ -26,6 +28,7 @@ pub fn rdtsc() -> u64 {
 #[inline(always)]
 pub fn rdtscp() -> (u64, u32) {
     let mut aux = 0u32;
+    // SAFETY: rdtscp writes only `aux`, a live u32 (callers check the CPU has RDTSCP).
     let t = unsafe { std::arch::x86_64::__rdtscp(&mut aux) };
     (t, aux)
 }

@@ -8,7 +8,7 @@
 //! Out: res[0..16] = eax, ebx, ecx, edx of one untimed cpuid (the VMM compares them with
 //!      its CPUID table).
 
-use super::{asm_postlude, asm_prelude, guest_payload, sym_addr, Payload};
+use super::{asm_postlude, asm_prelude, entry, guest_payload, sym_addr, Payload};
 
 guest_payload!(
     r#"
@@ -39,7 +39,7 @@ pub fn payload() -> Payload {
         name: "cpuid",
         start: sym_addr!(ivb_cpuid_start),
         end: sym_addr!(ivb_cpuid_end),
-        entries: vec![("cpuid", sym_addr!(ivb_cpuid))],
+        entries: vec![(entry::CPUID, sym_addr!(ivb_cpuid))],
         hypercall_sites: vec![],
     }
 }

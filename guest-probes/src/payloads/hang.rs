@@ -9,7 +9,7 @@
 //! - `peek`: res[0] = the word at r15, then stores rbp at r15 + 8 (shared-memory test:
 //!   in: r9 = result words, r15 = a GPA, rbp = a value).
 
-use super::{asm_postlude, asm_prelude, guest_payload, sym_addr, Payload};
+use super::{asm_postlude, asm_prelude, entry, guest_payload, sym_addr, Payload};
 
 guest_payload!(
     r#"
@@ -48,11 +48,11 @@ pub fn payload() -> Payload {
         start: sym_addr!(ivb_hang_start),
         end: sym_addr!(ivb_hang_end),
         entries: vec![
-            ("done", sym_addr!(ivb_done)),
-            ("hang_vmcall", sym_addr!(ivb_hang_vmcall)),
-            ("hang_loop", sym_addr!(ivb_hang_loop)),
-            ("crash_ud2", sym_addr!(ivb_crash_ud2)),
-            ("peek", sym_addr!(ivb_peek)),
+            (entry::DONE, sym_addr!(ivb_done)),
+            (entry::HANG_VMCALL, sym_addr!(ivb_hang_vmcall)),
+            (entry::HANG_LOOP, sym_addr!(ivb_hang_loop)),
+            (entry::CRASH_UD2, sym_addr!(ivb_crash_ud2)),
+            (entry::PEEK, sym_addr!(ivb_peek)),
         ],
         hypercall_sites: vec![],
     }

@@ -9,7 +9,7 @@
 //! Out: res[0] = RAX of one untimed call before the loop,
 //!      res[1] += timed calls whose RAX differed from rbp.
 
-use super::{asm_postlude, asm_prelude, guest_payload, sym_addr, Payload};
+use super::{asm_postlude, asm_prelude, entry, guest_payload, sym_addr, Payload};
 
 guest_payload!(
     r#"
@@ -39,7 +39,7 @@ pub fn payload() -> Payload {
         name: "hypercall",
         start: sym_addr!(ivb_hypercall_start),
         end: sym_addr!(ivb_hypercall_end),
-        entries: vec![("hypercall", sym_addr!(ivb_hypercall))],
+        entries: vec![(entry::HYPERCALL, sym_addr!(ivb_hypercall))],
         hypercall_sites: vec![sym_addr!(ivb_hc_site_first), sym_addr!(ivb_hc_site_loop)],
     }
 }

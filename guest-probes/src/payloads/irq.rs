@@ -27,7 +27,7 @@
 //!
 //! EOI: x2APIC `wrmsr 0x80b`, always after the timed part.
 
-use super::{asm_postlude, asm_prelude, guest_payload, sym_addr, Payload};
+use super::{asm_postlude, asm_prelude, entry, guest_payload, sym_addr, Payload};
 
 guest_payload!(
     r#"
@@ -51,14 +51,14 @@ guest_payload!(
 .endm
 # x2APIC EOI (clobbers rax, rcx, rdx)
 .macro IVB_EOI
-    mov $0x80b, %ecx
+    mov $IVB_X2APIC_EOI, %ecx
     xor %eax, %eax
     xor %edx, %edx
     wrmsr
 .endm
 # x2APIC ICR write of \reg = dest << 32 | vector (clobbers rax, rcx, rdx)
 .macro IVB_SEND_IPI reg
-    mov $0x830, %ecx
+    mov $IVB_X2APIC_ICR, %ecx
     mov \reg, %rax
     mov \reg, %rdx
     shr $32, %rdx
@@ -67,22 +67,22 @@ guest_payload!(
 # Wait with interrupts enabled, polling STAMP; STOP jumps to \stop.
 .macro IVB_SPIN_WAIT stop
     IVB_IRQ_ON
-    IVB_POLL_SET 0x00(%r15), \stop
+    IVB_POLL_SET IVB_ST_STAMP(%r15), \stop
 .endm
 # Wait in HLT until STAMP is set; early wakes are counted and HLT re-entered.
 .macro IVB_HLT_WAIT stop
 .Lhw_top\@:
     IVB_IRQ_OFF
-    cmpq $0, 0x00(%r15)
+    cmpq $0, IVB_ST_STAMP(%r15)
     jne .Lhw_got\@
-    cmpq $0, 0x20(%r15)
+    cmpq $0, IVB_ST_STOP(%r15)
     jne \stop
-    incq 0x30(%r15)
+    incq IVB_ST_HLTS(%r15)
     IVB_IRQ_ON
     hlt
-    cmpq $0, 0x00(%r15)
+    cmpq $0, IVB_ST_STAMP(%r15)
     jne .Lhw_got\@
-    incq 0x28(%r15)
+    incq IVB_ST_EARLY(%r15)
     jmp .Lhw_top\@
 .Lhw_got\@:
     IVB_IRQ_ON
@@ -107,7 +107,7 @@ ivb_irq_exc_stubs:
 .irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
     .p2align 3
     mov $\n, %al
-    out %al, $0xf1
+    out %al, $IVB_PORT_ERROR
     jmp .
 .endr
 
@@ -120,13 +120,13 @@ ivb_irq_handler:
     rdtsc
     shl $32, %rdx
     or %rdx, %rax
-    mov %rax, 0x00(%r15)        # STAMP = handler entry
-    incq 0x08(%r15)             # COUNT
+    mov %rax, IVB_ST_STAMP(%r15)        # STAMP = handler entry
+    incq IVB_ST_COUNT(%r15)             # COUNT
     mov 16(%rsp), %rax          # interrupted RIP
     cmpb $0xf4, (%rax)          # about to execute HLT?
     jne 1f
     incq 16(%rsp)               # step over it: this interrupt is its wake-up
-    incq 0x38(%r15)             # FIXUPS
+    incq IVB_ST_FIXUPS(%r15)             # FIXUPS
 1:
     pop %rdx
     pop %rax
@@ -138,7 +138,7 @@ ivb_irq_kick:
     push %rax
     push %rcx
     push %rdx
-    incq 0x40(%r15)             # KICKS
+    incq IVB_ST_KICKS(%r15)             # KICKS
     IVB_EOI
     mov 24(%rsp), %rax
     cmpb $0xf4, (%rax)
@@ -153,14 +153,14 @@ ivb_irq_kick:
 # Vector 0xff, LAPIC spurious interrupt: count, no EOI.
 .p2align 4
 ivb_irq_spurious:
-    incq 0x48(%r15)
+    incq IVB_ST_SPURIOUS(%r15)
     iretq
 
 # Any other vector: report 0xfe on the error port.
 .p2align 4
 ivb_irq_unexpected:
-    mov $0xfe, %al
-    out %al, $0xf1
+    mov $IVB_PORT_UNEXPECTED_VECTOR, %al
+    out %al, $IVB_PORT_ERROR
     jmp .
 
 # ---- irq_recv: wait for an interrupt, once per sample ------------------------------
@@ -173,8 +173,8 @@ ivb_irq_unexpected:
 ivb_irq_recv:
     mov %rsi, %r14
 1:
-    movq $0, 0x00(%r15)         # STAMP = 0
-    movq $1, 0x10(%r15)         # READY
+    movq $0, IVB_ST_STAMP(%r15)         # STAMP = 0
+    movq $1, IVB_ST_READY(%r15)         # READY
     test %r8, %r8
     jnz 2f
     IVB_SPIN_WAIT 9f
@@ -185,10 +185,10 @@ ivb_irq_recv:
     test %r11, %r11
     jz 4f
     IVB_SEND_IPI %r11           # the reply of a round trip
-    incq 0x58(%r15)             # SENT
+    incq IVB_ST_SENT(%r15)             # SENT
 4:
-    mov 0x00(%r15), %rax
-    sub 0x18(%r15), %rax        # handler entry - sender's stamp
+    mov IVB_ST_STAMP(%r15), %rax
+    sub IVB_ST_SRC(%r15), %rax        # handler entry - sender's stamp
     IVB_SAMPLE %rax
     IVB_EOI
     dec %r14
@@ -210,17 +210,17 @@ ivb_ipi_send:
     mov %rsi, %r14
     IVB_IRQ_ON
 1:
-    IVB_POLL_SET 0x10(%r10), 9f # peer READY?
-    movq $0, 0x10(%r10)
-    movq $0, 0x00(%r15)         # our STAMP: the reply has not come yet
+    IVB_POLL_SET IVB_ST_READY(%r10), 9f # peer READY?
+    movq $0, IVB_ST_READY(%r10)
+    movq $0, IVB_ST_STAMP(%r15)         # our STAMP: the reply has not come yet
     test %r9, %r9
     jz 4f
     IVB_DELAY %r9
 4:
     IVB_TSC %r13                # t0
-    mov %r13, 0x18(%r10)        # peer's SRC
+    mov %r13, IVB_ST_SRC(%r10)        # peer's SRC
     IVB_SEND_IPI %r11
-    incq 0x58(%r15)             # SENT
+    incq IVB_ST_SENT(%r15)             # SENT
     cmp $2, %r8
     je 8f
     cmp $1, %r8
@@ -230,7 +230,7 @@ ivb_ipi_send:
 5:
     IVB_HLT_WAIT 9f
 6:
-    mov 0x00(%r15), %rax
+    mov IVB_ST_STAMP(%r15), %rax
     sub %r13, %rax              # our handler entry - t0: the round trip
     IVB_SAMPLE %rax
     IVB_EOI
@@ -266,14 +266,14 @@ pub fn payload() -> Payload {
         start: sym_addr!(ivb_irq_start),
         end: sym_addr!(ivb_irq_end),
         entries: vec![
-            ("irq_exc_stubs", sym_addr!(ivb_irq_exc_stubs)),
-            ("irq_handler", sym_addr!(ivb_irq_handler)),
-            ("irq_kick", sym_addr!(ivb_irq_kick)),
-            ("irq_spurious", sym_addr!(ivb_irq_spurious)),
-            ("irq_unexpected", sym_addr!(ivb_irq_unexpected)),
-            ("irq_recv", sym_addr!(ivb_irq_recv)),
-            ("ipi_send", sym_addr!(ivb_ipi_send)),
-            ("irq_fixup_selftest", sym_addr!(ivb_irq_fixup_selftest)),
+            (entry::IRQ_EXC_STUBS, sym_addr!(ivb_irq_exc_stubs)),
+            (entry::IRQ_HANDLER, sym_addr!(ivb_irq_handler)),
+            (entry::IRQ_KICK, sym_addr!(ivb_irq_kick)),
+            (entry::IRQ_SPURIOUS, sym_addr!(ivb_irq_spurious)),
+            (entry::IRQ_UNEXPECTED, sym_addr!(ivb_irq_unexpected)),
+            (entry::IRQ_RECV, sym_addr!(ivb_irq_recv)),
+            (entry::IPI_SEND, sym_addr!(ivb_ipi_send)),
+            (entry::IRQ_FIXUP_SELFTEST, sym_addr!(ivb_irq_fixup_selftest)),
         ],
         hypercall_sites: vec![],
     }

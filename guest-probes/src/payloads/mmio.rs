@@ -5,7 +5,7 @@
 //!
 //! In: rdi = sample buffer, rsi = samples, r8 = stores per sample, r15 = MMIO GPA.
 
-use super::{asm_postlude, asm_prelude, guest_payload, sym_addr, Payload};
+use super::{asm_postlude, asm_prelude, entry, guest_payload, sym_addr, Payload};
 
 guest_payload!(
     r#"
@@ -27,7 +27,7 @@ pub fn payload() -> Payload {
         name: "mmio_write",
         start: sym_addr!(ivb_mmio_start),
         end: sym_addr!(ivb_mmio_end),
-        entries: vec![("mmio_write", sym_addr!(ivb_mmio_write))],
+        entries: vec![(entry::MMIO_WRITE, sym_addr!(ivb_mmio_write))],
         hypercall_sites: vec![],
     }
 }

@@ -26,6 +26,7 @@
 //! two-vCPU payloads wait for a word of a status area (documented in `payloads::irq`) with
 //! `IVB_POLL_SET word, stop`.
 
+pub mod args;
 mod cpuid;
 mod hang;
 mod hypercall;
@@ -34,6 +35,7 @@ mod mmio;
 mod native_loop;
 mod notify;
 mod pio;
+mod ring;
 mod syscall;
 mod tsc;
 mod view;
@@ -47,7 +49,9 @@ use crate::vmm::layout;
 /// that the payloads can be assembled in any order and in any codegen unit.
 macro_rules! asm_prelude {
     () => {
-        r#"
+        concat!(
+            asm_symbols!(),
+            r#"
 .pushsection .rodata.ivb_payloads,"a",@progbits
 .p2align 6
 .macro IVB_TSC reg
@@ -96,14 +100,14 @@ macro_rules! asm_prelude {
 .Lpoll\@:
     cmpq $0, \word
     jne .Lpoll_set\@
-    cmpq $0, 0x20(%r15)
+    cmpq $0, IVB_ST_STOP(%r15)
     jne \stop
     pause
     jmp .Lpoll\@
 .Lpoll_set\@:
 .endm
 .macro IVB_DONE
-    out %al, $0xf0
+    out %al, $IVB_PORT_DONE
 92:
     hlt
     jmp 92b
@@ -114,6 +118,7 @@ macro_rules! asm_prelude {
     .byte 0x0f, 0x01, 0xc1
 .endm
 "#
+        )
     };
 }
 
@@ -136,10 +141,7 @@ macro_rules! asm_postlude {
 /// `guest_payload!(r#"...asm..."#)`: assembles one payload with the shared macros.
 macro_rules! guest_payload {
     ($body:expr) => {
-        core::arch::global_asm!(
-            concat!(asm_prelude!(), $body, asm_postlude!()),
-            options(att_syntax, raw)
-        );
+        core::arch::global_asm!(concat!(asm_prelude!(), $body, asm_postlude!()), options(att_syntax, raw));
     };
 }
 pub(crate) use {asm_postlude, asm_prelude, guest_payload};
@@ -159,13 +161,94 @@ macro_rules! sym_addr {
 }
 pub(crate) use sym_addr;
 
+/// A payload entry point. The only values are the constants of [`entry`], so a misspelt
+/// entry does not compile; `every_entry_constant_is_in_the_image` checks that each is
+/// defined by exactly one payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Entry(&'static str);
+
+impl Entry {
+    /// The entry's name (its assembler label without the `ivb_` prefix).
+    pub fn name(self) -> &'static str {
+        self.0
+    }
+}
+
+impl std::fmt::Display for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+/// Every payload entry point (documented in the payload that defines it).
+pub mod entry {
+    use super::Entry;
+    pub const CPUID: Entry = Entry("cpuid");
+    pub const DONE: Entry = Entry("done");
+    pub const HANG_VMCALL: Entry = Entry("hang_vmcall");
+    pub const HANG_LOOP: Entry = Entry("hang_loop");
+    pub const CRASH_UD2: Entry = Entry("crash_ud2");
+    pub const PEEK: Entry = Entry("peek");
+    pub const HYPERCALL: Entry = Entry("hypercall");
+    pub const IRQ_EXC_STUBS: Entry = Entry("irq_exc_stubs");
+    pub const IRQ_HANDLER: Entry = Entry("irq_handler");
+    pub const IRQ_KICK: Entry = Entry("irq_kick");
+    pub const IRQ_SPURIOUS: Entry = Entry("irq_spurious");
+    pub const IRQ_UNEXPECTED: Entry = Entry("irq_unexpected");
+    pub const IRQ_RECV: Entry = Entry("irq_recv");
+    pub const IPI_SEND: Entry = Entry("ipi_send");
+    pub const IRQ_FIXUP_SELFTEST: Entry = Entry("irq_fixup_selftest");
+    pub const MMIO_WRITE: Entry = Entry("mmio_write");
+    pub const NATIVE_LOOP: Entry = Entry("native_loop");
+    pub const POLL_PING: Entry = Entry("poll_ping");
+    pub const POLL_PONG: Entry = Entry("poll_pong");
+    pub const MWAIT_RECV: Entry = Entry("mwait_recv");
+    pub const NOTIFY_STORE: Entry = Entry("notify_store");
+    pub const PIO_OUT: Entry = Entry("pio_out");
+    pub const SYSCALL: Entry = Entry("syscall");
+    pub const SYS_ENTRY: Entry = Entry("sys_entry");
+    pub const TSC_OVERHEAD: Entry = Entry("tsc_overhead");
+    pub const VIEW_SWITCH: Entry = Entry("view_switch");
+    pub const TOKEN_RING: Entry = Entry("token_ring");
+    /// Every constant above.
+    pub const ALL: &[Entry] = &[
+        CPUID,
+        DONE,
+        HANG_VMCALL,
+        HANG_LOOP,
+        CRASH_UD2,
+        PEEK,
+        HYPERCALL,
+        IRQ_EXC_STUBS,
+        IRQ_HANDLER,
+        IRQ_KICK,
+        IRQ_SPURIOUS,
+        IRQ_UNEXPECTED,
+        IRQ_RECV,
+        IPI_SEND,
+        IRQ_FIXUP_SELFTEST,
+        MMIO_WRITE,
+        NATIVE_LOOP,
+        POLL_PING,
+        POLL_PONG,
+        MWAIT_RECV,
+        NOTIFY_STORE,
+        PIO_OUT,
+        SYSCALL,
+        SYS_ENTRY,
+        TSC_OVERHEAD,
+        VIEW_SWITCH,
+        TOKEN_RING,
+    ];
+}
+
 /// One payload as it sits in the host binary.
 pub struct Payload {
     pub name: &'static str,
     pub start: usize,
     pub end: usize,
-    /// (entry name, host address)
-    pub entries: Vec<(&'static str, usize)>,
+    /// (entry, host address)
+    pub entries: Vec<(Entry, usize)>,
     /// Host addresses of 3-byte hypercall placeholders.
     pub hypercall_sites: Vec<usize>,
 }
@@ -191,13 +274,14 @@ fn all() -> Vec<Payload> {
         hang::payload(),
         irq::payload(),
         notify::payload(),
+        ring::payload(),
     ]
 }
 
 /// All payloads laid out for one backend, ready to copy to [`layout::IMAGE`].
 pub struct Image {
     pub bytes: Vec<u8>,
-    entries: HashMap<&'static str, u64>,
+    entries: HashMap<Entry, u64>,
 }
 
 impl Image {
@@ -226,20 +310,25 @@ impl Image {
                 }
                 let off = base + site - p.start;
                 if bytes[off..off + 3] != [0x0f, 0x01, 0xc1] {
-                    return Err(format!("payload {}: hypercall site at +{:#x} is not a placeholder", p.name, site - p.start));
+                    return Err(format!(
+                        "payload {}: hypercall site at +{:#x} is not a placeholder",
+                        p.name,
+                        site - p.start
+                    ));
                 }
                 bytes[off..off + 3].copy_from_slice(&insn);
             }
         }
-        if bytes.len() > layout::IMAGE_MAX {
+        if bytes.len() as u64 > layout::IMAGE_MAX {
             return Err(format!("guest image is {} bytes, more than {}", bytes.len(), layout::IMAGE_MAX));
         }
         Ok(Image { bytes, entries })
     }
 
-    /// GPA of a payload entry point.
-    pub fn entry(&self, name: &str) -> Option<u64> {
-        self.entries.get(name).copied()
+    /// GPA of a payload entry point (None only for an entry no payload defines, which
+    /// `every_entry_constant_is_in_the_image` rules out).
+    pub fn entry(&self, e: Entry) -> Option<u64> {
+        self.entries.get(&e).copied()
     }
 }
 
@@ -255,7 +344,7 @@ mod tests {
             let img = Image::build(b).unwrap();
             let hc = all().into_iter().find(|p| p.name == "hypercall").unwrap();
             assert_eq!(hc.hypercall_sites.len(), 2);
-            let entry = img.entry("hypercall").unwrap();
+            let entry = img.entry(entry::HYPERCALL).unwrap();
             for site in &hc.hypercall_sites {
                 let off = (entry - layout::IMAGE) as usize + (site - hc.entries[0].1);
                 assert_eq!(img.bytes[off..off + 3], b.hypercall_insn(), "{}", b.name());
@@ -273,10 +362,20 @@ mod tests {
         let img = Image::build(&Pvm).unwrap();
         for p in all() {
             for (name, _) in &p.entries {
-                let gpa = img.entry(name).unwrap();
+                let gpa = img.entry(*name).unwrap();
                 assert!(gpa >= layout::IMAGE && gpa < layout::IMAGE + img.bytes.len() as u64, "{name}");
             }
         }
-        assert!(img.bytes.len() <= layout::IMAGE_MAX);
+        assert!(img.bytes.len() as u64 <= layout::IMAGE_MAX);
+    }
+
+    #[test]
+    fn every_entry_constant_is_in_the_image() {
+        let img = Image::build(&Pvm).unwrap();
+        for e in entry::ALL {
+            assert!(img.entry(*e).is_some(), "{e} is defined by no payload");
+        }
+        let defined: usize = all().iter().map(|p| p.entries.len()).sum();
+        assert_eq!(defined, entry::ALL.len(), "a payload entry has no constant in `entry`");
     }
 }

@@ -6,7 +6,7 @@
 //!
 //! In: rdi = sample buffer, rsi = samples, r8 = iterations per sample.
 
-use super::{asm_postlude, asm_prelude, guest_payload, sym_addr, Payload};
+use super::{asm_postlude, asm_prelude, entry, guest_payload, sym_addr, Payload};
 
 guest_payload!(
     r#"
@@ -27,7 +27,7 @@ pub fn payload() -> Payload {
         name: "native_loop",
         start: sym_addr!(ivb_native_start),
         end: sym_addr!(ivb_native_end),
-        entries: vec![("native_loop", sym_addr!(ivb_native_loop))],
+        entries: vec![(entry::NATIVE_LOOP, sym_addr!(ivb_native_loop))],
         hypercall_sites: vec![],
     }
 }

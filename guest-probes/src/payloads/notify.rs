@@ -1,11 +1,11 @@
 //! Shared-memory notification payloads (probes `vm.notify.poll`, `vm.notify.poll-intervm`,
 //! `vm.notify.mwait`). No interrupts, no exits: two vCPUs (of one VM, or of two VMs whose
 //! memslots map one memfd) talk through two cache lines at `r10`:
-//! `0(%r10)` = ping (written only by the initiator), `64(%r10)` = pong (only by the
+//! `0(%r10)` = ping (written only by the initiator), `IVB_LINE_PONG(%r10)` = pong (only by the
 //! responder). `r15` = the vCPU's status area (layout of `payloads::irq`: 0x08 COUNT,
 //! 0x10 READY, 0x20 STOP, 0x28 EARLY, 0x50 MWAITS).
 
-use super::{asm_postlude, asm_prelude, guest_payload, sym_addr, Payload};
+use super::{asm_postlude, asm_prelude, entry, guest_payload, sym_addr, Payload};
 
 guest_payload!(
     r#"
@@ -24,14 +24,14 @@ ivb_notify_start:
 #     r15 = status area (STOP aborts: the sample count then comes out short).
 ivb_poll_ping:
     IVB_LOOP_BEGIN
-    mov 0(%r10), %rax
+    mov IVB_LINE_PING(%r10), %rax
     inc %rax
-    mov %rax, 0(%r10)           # ping
+    mov %rax, IVB_LINE_PING(%r10)           # ping
 1:
-    cmp %rax, 64(%r10)          # echoed?
+    cmp %rax, IVB_LINE_PONG(%r10)          # echoed?
     je 2f
     pause
-    cmpq $0, 0x20(%r15)
+    cmpq $0, IVB_ST_STOP(%r15)
     je 1b
     IVB_DONE
 2:
@@ -42,19 +42,19 @@ ivb_poll_ping:
 # Echoes every new ping value into pong (PAUSE loop) until STOP; counts echoes in COUNT.
 # In: r10 = lines, r15 = status area.
 ivb_poll_pong:
-    mov 64(%r10), %rcx          # last value echoed
+    mov IVB_LINE_PONG(%r10), %rcx          # last value echoed
 1:
-    mov 0(%r10), %rax
+    mov IVB_LINE_PING(%r10), %rax
     cmp %rcx, %rax
     jne 2f
-    cmpq $0, 0x20(%r15)
+    cmpq $0, IVB_ST_STOP(%r15)
     jne 3f
     pause
     jmp 1b
 2:
-    mov %rax, 64(%r10)          # pong
+    mov %rax, IVB_LINE_PONG(%r10)          # pong
     mov %rax, %rcx
-    incq 0x08(%r15)             # COUNT
+    incq IVB_ST_COUNT(%r15)             # COUNT
     jmp 1b
 3:
     IVB_DONE
@@ -68,7 +68,7 @@ ivb_mwait_recv:
     mov %rsi, %r14
 1:
     movq $0, (%r11)
-    movq $1, 0x10(%r15)         # READY
+    movq $1, IVB_ST_READY(%r15)         # READY
 2:
     mov %r11, %rax
     xor %ecx, %ecx
@@ -76,15 +76,15 @@ ivb_mwait_recv:
     monitor                     # address rax, extensions ecx, hints edx
     cmpq $0, (%r11)             # stored before the monitor was armed?
     jne 4f
-    cmpq $0, 0x20(%r15)
+    cmpq $0, IVB_ST_STOP(%r15)
     jne 9f
-    incq 0x50(%r15)             # MWAITS
+    incq IVB_ST_MWAITS(%r15)             # MWAITS
     xor %eax, %eax              # C1, no extensions
     xor %ecx, %ecx
     mwait                       # hints eax, extensions ecx
     cmpq $0, (%r11)
     jne 4f
-    incq 0x28(%r15)             # EARLY: woke with nothing stored
+    incq IVB_ST_EARLY(%r15)             # EARLY: woke with nothing stored
     jmp 2b
 4:
     IVB_TSC %rax
@@ -103,8 +103,8 @@ ivb_mwait_recv:
 ivb_notify_store:
     mov %rsi, %r14
 1:
-    IVB_POLL_SET 0x10(%r10), 9f # peer READY?
-    movq $0, 0x10(%r10)
+    IVB_POLL_SET IVB_ST_READY(%r10), 9f # peer READY?
+    movq $0, IVB_ST_READY(%r10)
     IVB_DELAY %r9
     IVB_TSC %rax
     mov %rax, (%r11)            # the wake-up store
@@ -122,10 +122,10 @@ pub fn payload() -> Payload {
         start: sym_addr!(ivb_notify_start),
         end: sym_addr!(ivb_notify_end),
         entries: vec![
-            ("poll_ping", sym_addr!(ivb_poll_ping)),
-            ("poll_pong", sym_addr!(ivb_poll_pong)),
-            ("mwait_recv", sym_addr!(ivb_mwait_recv)),
-            ("notify_store", sym_addr!(ivb_notify_store)),
+            (entry::POLL_PING, sym_addr!(ivb_poll_ping)),
+            (entry::POLL_PONG, sym_addr!(ivb_poll_pong)),
+            (entry::MWAIT_RECV, sym_addr!(ivb_mwait_recv)),
+            (entry::NOTIFY_STORE, sym_addr!(ivb_notify_store)),
         ],
         hypercall_sites: vec![],
     }

@@ -6,7 +6,7 @@
 //!
 //! In: rdi = sample buffer, rsi = samples, r8 = outs per sample, r15 = port.
 
-use super::{asm_postlude, asm_prelude, guest_payload, sym_addr, Payload};
+use super::{asm_postlude, asm_prelude, entry, guest_payload, sym_addr, Payload};
 
 guest_payload!(
     r#"
@@ -29,7 +29,7 @@ pub fn payload() -> Payload {
         name: "pio_out",
         start: sym_addr!(ivb_pio_start),
         end: sym_addr!(ivb_pio_end),
-        entries: vec![("pio_out", sym_addr!(ivb_pio_out))],
+        entries: vec![(entry::PIO_OUT, sym_addr!(ivb_pio_out))],
         hypercall_sites: vec![],
     }
 }

@@ -16,7 +16,7 @@
 //!      RAX differed from rbp, res[2] = RAX of the last call, res[3] = CS read in user mode,
 //!      res[4] = CS read at CPL0 before SYSRETQ.
 
-use super::{asm_postlude, asm_prelude, guest_payload, sym_addr, Payload};
+use super::{asm_postlude, asm_prelude, entry, guest_payload, sym_addr, Payload};
 
 guest_payload!(
     r#"
@@ -60,7 +60,7 @@ ivb_sys_entry:
     je ivb_sys_back
     cmp $39, %eax
     jne 2f
-    mov 0x7000, %rax
+    mov IVB_KDATA, %rax
     sysretq
 2:
     mov $-38, %rax
@@ -78,7 +78,7 @@ pub fn payload() -> Payload {
         name: "syscall",
         start: sym_addr!(ivb_syscall_start),
         end: sym_addr!(ivb_syscall_end),
-        entries: vec![("syscall", sym_addr!(ivb_syscall)), ("sys_entry", sym_addr!(ivb_sys_entry))],
+        entries: vec![(entry::SYSCALL, sym_addr!(ivb_syscall)), (entry::SYS_ENTRY, sym_addr!(ivb_sys_entry))],
         hypercall_sites: vec![],
     }
 }

@@ -7,7 +7,7 @@
 //!
 //! In: rdi = sample buffer, rsi = samples.
 
-use super::{asm_postlude, asm_prelude, guest_payload, sym_addr, Payload};
+use super::{asm_postlude, asm_prelude, entry, guest_payload, sym_addr, Payload};
 
 guest_payload!(
     r#"
@@ -29,7 +29,7 @@ pub fn payload() -> Payload {
         name: "tsc_overhead",
         start: sym_addr!(ivb_tsc_start),
         end: sym_addr!(ivb_tsc_end),
-        entries: vec![("tsc_overhead", sym_addr!(ivb_tsc_overhead))],
+        entries: vec![(entry::TSC_OVERHEAD, sym_addr!(ivb_tsc_overhead))],
         hypercall_sites: vec![],
     }
 }

@@ -15,7 +15,7 @@
 //! Out: res[0] = default-view read before, res[1] = alternate-view read,
 //!      res[2] = default-view read after, res[3] += timed alternate-view reads != rbp.
 
-use super::{asm_postlude, asm_prelude, guest_payload, sym_addr, Payload};
+use super::{asm_postlude, asm_prelude, entry, guest_payload, sym_addr, Payload};
 
 guest_payload!(
     r#"
@@ -58,7 +58,7 @@ pub fn payload() -> Payload {
         name: "view_switch",
         start: sym_addr!(ivb_view_start),
         end: sym_addr!(ivb_view_end),
-        entries: vec![("view_switch", sym_addr!(ivb_view_switch))],
+        entries: vec![(entry::VIEW_SWITCH, sym_addr!(ivb_view_switch))],
         hypercall_sites: vec![],
     }
 }

@@ -1,5 +1,6 @@
 //! Exits: `vm.exit.pio`, `vm.exit.pio-kernel`, `vm.exit.mmio`, `vm.exit.cpuid`.
 
+use crate::payloads::args::{Cpuid, MmioWrite, PioOut};
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 use kvm_ioctls::{Cap, IoEventAddress, NoDatamatch};
 use probe_api::{Budget, Methods, Metric, Point, ProbeError, Samples, Support};
@@ -27,7 +28,8 @@ pub(crate) const PIO: VmProbe = VmProbe {
 
 pub(crate) const PIO_KERNEL: VmProbe = VmProbe {
     name: "vm.exit.pio-kernel",
-    description: "guest `out` to a port with an ioeventfd (KVM_IOEVENTFD, PIO): completed in the kernel, no userspace exit",
+    description:
+        "guest `out` to a port with an ioeventfd (KVM_IOEVENTFD, PIO): completed in the kernel, no userspace exit",
     group: "exit",
     methods: Methods::Both,
     support: pio_kernel_support,
@@ -57,26 +59,29 @@ pub(crate) const CPUID: VmProbe = VmProbe {
 
 fn run_pio(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples, ProbeError> {
     let batch = batch_of(budget);
-    in_vm(p.name, budget, |_| Ok(()), move |ctx| {
-        ctx.vcpu.stats.reset();
-        let got = ctx.sample(
-            "pio_out",
-            batch,
-            &|r| r.r15 = u64::from(PORT_USER),
-            &mut |e| match e {
+    in_vm(
+        p.name,
+        budget,
+        |_| Ok(()),
+        move |ctx| {
+            ctx.vcpu.stats.reset();
+            let got = ctx.sample(&PioOut { port: u64::from(PORT_USER) }, batch, &mut |e| match e {
                 Exit::IoOut { port: PORT_USER, .. } => Handled::Continue,
                 _ => Handled::No,
-            },
-        )?;
-        let (n, raw) = (got.cycles.len() as u64, got.cycles);
-        let exits = ctx.vcpu.stats.io_out_on(PORT_USER);
-        if exits != n * batch {
-            return Err(invalid(p.name, format!("{exits} KVM_EXIT_IO on port {PORT_USER:#x}, expected {}", n * batch)));
-        }
-        let mut s = ctx.samples(raw, batch, budget.method);
-        s.metrics.push(Metric::new("userspace_exits", exits as f64, "exits"));
-        Ok(s)
-    })
+            })?;
+            let (n, raw) = (got.cycles.len() as u64, got.cycles);
+            let exits = ctx.vcpu.stats.io_out_on(PORT_USER);
+            if exits != n * batch {
+                return Err(invalid(
+                    p.name,
+                    format!("{exits} KVM_EXIT_IO on port {PORT_USER:#x}, expected {}", n * batch),
+                ));
+            }
+            let mut s = ctx.samples(raw, batch, budget.method);
+            s.metrics.push(Metric::new("userspace_exits", exits as f64, "exits"));
+            Ok(s)
+        },
+    )
 }
 
 fn pio_kernel_support() -> Support {
@@ -84,7 +89,7 @@ fn pio_kernel_support() -> Support {
         Support::Supported => {}
         u => return u,
     }
-    match vmm::kvm() {
+    match vmm::host().kvm() {
         Ok(k) if k.check_extension(Cap::Ioeventfd) => Support::Supported,
         Ok(_) => Support::Unsupported("KVM lacks KVM_CAP_IOEVENTFD".into()),
         Err(e) => Support::Unsupported(e.to_string()),
@@ -102,16 +107,15 @@ fn run_pio_kernel(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Sample
         p.name,
         budget,
         move |vm| {
-            vm.fd()
-                .register_ioevent(evt_ref, &IoEventAddress::Pio(u64::from(PORT_IOEVENTFD)), NoDatamatch)
-                .map_err(|e| ProbeError::Unsupported(format!("KVM_IOEVENTFD (PIO port {PORT_IOEVENTFD:#x}) refused: {e}")))
+            vm.fd().register_ioevent(evt_ref, &IoEventAddress::Pio(u64::from(PORT_IOEVENTFD)), NoDatamatch).map_err(
+                |e| ProbeError::Unsupported(format!("KVM_IOEVENTFD (PIO port {PORT_IOEVENTFD:#x}) refused: {e}")),
+            )
         },
         move |ctx| {
             ctx.vcpu.stats.reset();
             let got = ctx.sample(
-                "pio_out",
+                &PioOut { port: u64::from(PORT_IOEVENTFD) },
                 batch,
-                &|r| r.r15 = u64::from(PORT_IOEVENTFD),
                 &mut |_| Handled::No, // any exit besides "done" means the ioeventfd did not take it
             )?;
             let (n, raw) = (got.cycles.len() as u64, got.cycles);
@@ -126,7 +130,8 @@ fn run_pio_kernel(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Sample
             let mut s = ctx.samples(raw, batch, budget.method);
             s.metrics.push(Metric::new("eventfd_count", count as f64, "signals"));
             s.metrics.push(Metric::new("userspace_exits", user_exits as f64, "exits"));
-            s.notes.push(format!("ioeventfd on PIO port {PORT_IOEVENTFD:#x}: eventfd rose by {count}, 0 userspace exits"));
+            s.notes
+                .push(format!("ioeventfd on PIO port {PORT_IOEVENTFD:#x}: eventfd rose by {count}, 0 userspace exits"));
             Ok(s)
         },
     )
@@ -134,62 +139,66 @@ fn run_pio_kernel(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Sample
 
 fn run_mmio(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples, ProbeError> {
     let batch = batch_of(budget);
-    in_vm(p.name, budget, |_| Ok(()), move |ctx| {
-        ctx.vcpu.stats.reset();
-        let got = ctx.sample(
-            "mmio_write",
-            batch,
-            &|r| r.r15 = layout::MMIO_GPA,
-            &mut |e| match e {
+    in_vm(
+        p.name,
+        budget,
+        |_| Ok(()),
+        move |ctx| {
+            ctx.vcpu.stats.reset();
+            let got = ctx.sample(&MmioWrite { gpa: layout::MMIO_GPA }, batch, &mut |e| match e {
                 Exit::MmioWrite { addr: layout::MMIO_GPA, data } if data == [1, 0, 0, 0] => Handled::Continue,
                 _ => Handled::No,
-            },
-        )?;
-        let (n, raw) = (got.cycles.len() as u64, got.cycles);
-        let exits = ctx.vcpu.stats.mmio_write;
-        if exits != n * batch {
-            return Err(invalid(p.name, format!("{exits} KVM_EXIT_MMIO writes, expected {}", n * batch)));
-        }
-        let mut s = ctx.samples(raw, batch, budget.method);
-        s.metrics.push(Metric::new("userspace_exits", exits as f64, "exits"));
-        Ok(s)
-    })
+            })?;
+            let (n, raw) = (got.cycles.len() as u64, got.cycles);
+            let exits = ctx.vcpu.stats.mmio_write;
+            if exits != n * batch {
+                return Err(invalid(p.name, format!("{exits} KVM_EXIT_MMIO writes, expected {}", n * batch)));
+            }
+            let mut s = ctx.samples(raw, batch, budget.method);
+            s.metrics.push(Metric::new("userspace_exits", exits as f64, "exits"));
+            Ok(s)
+        },
+    )
 }
 
 fn run_cpuid(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples, ProbeError> {
     let batch = batch_of(budget);
-    let table = vmm::kvm()?
+    let table = vmm::host()
+        .kvm()?
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
         .map_err(|e| ProbeError::Failed(format!("{}: KVM_GET_SUPPORTED_CPUID: {e}", p.name)))?;
     let want = table.as_slice().iter().find(|e| e.function == CPUID_LEAF).map(|e| (e.ebx, e.ecx, e.edx));
-    in_vm(p.name, budget, |_| Ok(()), move |ctx| {
-        let res = layout::results(ctx.vcpu.id());
-        ctx.vm.fill_u64s(res, 2, 0)?;
-        ctx.vcpu.stats.reset();
-        let got = ctx.sample(
-            "cpuid",
-            batch,
-            &|r| r.r15 = u64::from(CPUID_LEAF),
-            &mut |_| Handled::No,
-        )?;
-        let (chunks, raw) = (got.chunks, got.cycles);
-        let mut w = [0u8; 16];
-        ctx.vm.read_bytes(res, &mut w)?;
-        let reg = |i: usize| u32::from_le_bytes(w[i * 4..i * 4 + 4].try_into().unwrap());
-        let got = (reg(1), reg(2), reg(3));
-        let sig: String = w[4..16].iter().map(|&b| if b.is_ascii_graphic() { b as char } else { '.' }).collect();
-        match want {
-            Some(want) if want != got => {
-                return Err(invalid(p.name, format!("cpuid {CPUID_LEAF:#x} gave ebx/ecx/edx {got:x?}, the CPUID table says {want:x?}")));
+    in_vm(
+        p.name,
+        budget,
+        |_| Ok(()),
+        move |ctx| {
+            let res = layout::results(ctx.vcpu.id());
+            ctx.vm.fill_u64s(res, 2, 0)?;
+            ctx.vcpu.stats.reset();
+            let got = ctx.sample(&Cpuid { leaf: u64::from(CPUID_LEAF) }, batch, &mut |_| Handled::No)?;
+            let (chunks, raw) = (got.chunks, got.cycles);
+            let mut w = [0u8; 16];
+            ctx.vm.read_bytes(res, &mut w)?;
+            let reg = |i: usize| u32::from_le_bytes(w[i * 4..i * 4 + 4].try_into().unwrap());
+            let got = (reg(1), reg(2), reg(3));
+            let sig: String = w[4..16].iter().map(|&b| if b.is_ascii_graphic() { b as char } else { '.' }).collect();
+            match want {
+                Some(want) if want != got => {
+                    return Err(invalid(
+                        p.name,
+                        format!("cpuid {CPUID_LEAF:#x} gave ebx/ecx/edx {got:x?}, the CPUID table says {want:x?}"),
+                    ));
+                }
+                None if got == (0, 0, 0) => return Err(invalid(p.name, "cpuid returned zeros")),
+                _ => {}
             }
-            None if got == (0, 0, 0) => return Err(invalid(p.name, "cpuid returned zeros")),
-            _ => {}
-        }
-        if ctx.vcpu.stats.userspace_exits() != chunks {
-            return Err(invalid(p.name, format!("CPUID left to the VMM: exits {:?}", ctx.vcpu.stats)));
-        }
-        let mut s = ctx.samples(raw, batch, budget.method);
-        s.notes.push(format!("cpuid {CPUID_LEAF:#x} signature \"{sig}\" matches the CPUID table"));
-        Ok(s)
-    })
+            if ctx.vcpu.stats.userspace_exits() != chunks {
+                return Err(invalid(p.name, format!("CPUID left to the VMM: exits {:?}", ctx.vcpu.stats)));
+            }
+            let mut s = ctx.samples(raw, batch, budget.method);
+            s.notes.push(format!("cpuid {CPUID_LEAF:#x} signature \"{sig}\" matches the CPUID table"));
+            Ok(s)
+        },
+    )
 }

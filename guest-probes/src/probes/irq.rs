@@ -5,9 +5,9 @@ use probe_api::{Budget, Method, Methods, Metric, Point, ProbeError, Samples};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::multi::{
-    check_exits, check_one_way, counters, counters_ab, guest_atomic, irq_vm, irqchip_support, median, pins_ab,
-    push_exit_stats, push_halt_stats, read_samples, run_entry_counted, run_pair, samples, stop_and_kick, wait_of,
-    wait_points, IrqVm, Run, Wait,
+    check_exits, check_one_way, counters, counters_ab, guest_atomic, ipi_send_a_to_b, irq_recv, irq_vm,
+    irqchip_support, median, pins_ab, push_exit_stats, push_halt_stats, read_samples, run_entry_counted, run_pair,
+    samples, stop_and_kick, wait_of, wait_points, IrqVm, Run, Wait,
 };
 use super::{invalid, VmProbe};
 use crate::vmm::irqchip::{self, st, VEC_IRQ};
@@ -19,7 +19,8 @@ pub const IRQFD_GSI: u32 = 5;
 
 pub(crate) const INJECT: VmProbe = VmProbe {
     name: "vm.irq.inject",
-    description: "interrupt delivery from the host to a native guest: host lfence;rdtsc, then write to an irqfd with an MSI \
+    description:
+        "interrupt delivery from the host to a native guest: host lfence;rdtsc, then write to an irqfd with an MSI \
                   route on the in-kernel irqchip; sample = guest IDT handler entry (lfence;rdtsc) - host stamp. \
                   wait=spin: the guest spins with interrupts enabled; wait=hlt: the guest is halted (HLT + wake-up)",
     group: "irq",
@@ -79,14 +80,7 @@ fn run_inject(p: &VmProbe, point: &Point, budget: &Budget) -> Result<Samples, Pr
         name,
         cpus,
         || {
-            let (prep, kvm) = run_entry_counted(&mut v0, "irq_recv", deadline, |r| {
-                r.rdi = layout::samples(0).0;
-                r.rsi = n;
-                r.r15 = layout::params(0);
-                r.rbx = flag;
-                r.r8 = wait.reg();
-                r.r11 = 0;
-            })?;
+            let (prep, kvm) = run_entry_counted(&mut v0, &irq_recv(0, n, flag, wait.reg(), 0), deadline)?;
             Ok((read_samples(&v0, n, "irq_recv")?, prep, kvm))
         },
         || {
@@ -143,7 +137,9 @@ fn run_inject(p: &VmProbe, point: &Point, budget: &Budget) -> Result<Samples, Pr
     ));
     s.notes.push(format!("wait={}: {}", wait.name(), wait_note(wait, "the guest", pvm)));
     if wait == Wait::Hlt {
-        s.notes.push(format!("host sends {settle} cycles (20 us) after the guest announced its HLT, so that it is halted"));
+        s.notes.push(format!(
+            "host sends {settle} cycles (20 us) after the guest announced its HLT, so that it is halted"
+        ));
         s.notes.push(c.hlt_note("guest"));
         s.notes.push(poll_note);
         push_halt_stats(&mut s, "the guest", &kvm);
@@ -156,7 +152,9 @@ fn run_inject(p: &VmProbe, point: &Point, budget: &Budget) -> Result<Samples, Pr
              +-{tsc_err} cycles of the KVM_GET_MSRS(IA32_TSC) bracket"
         )
     } else {
-        format!("{tsc_attr}; measured guest TSC - host TSC = {tsc_off} +- {tsc_err} cycles: host stamps corrected by it")
+        format!(
+            "{tsc_attr}; measured guest TSC - host TSC = {tsc_off} +- {tsc_err} cycles: host stamps corrected by it"
+        )
     });
     s.notes.push(format!(
         "handler ran {} times for {n} interrupts; {} spurious (0xff); 0 userspace exits during the loop; {} KVM_RUN interruptions (EINTR)",
@@ -185,27 +183,12 @@ fn run_ipi_roundtrip(p: &VmProbe, point: &Point, budget: &Budget) -> Result<Samp
         name,
         cpus,
         || {
-            let (prep, kvm) = run_entry_counted(&mut va, "ipi_send", deadline, |r| {
-                r.rdi = layout::samples(0).0;
-                r.rsi = n;
-                r.r15 = layout::params(0);
-                r.r10 = layout::params(1);
-                r.r11 = irqchip::x2apic_icr(1, VEC_IRQ);
-                r.rbx = fa;
-                r.r8 = wait.reg();
-                r.r9 = delay;
-            })?;
+            let (prep, kvm) = run_entry_counted(&mut va, &ipi_send_a_to_b(n, fa, wait.reg(), delay), deadline)?;
             Ok((read_samples(&va, n, "ipi_send")?, prep, kvm))
         },
         || {
-            let (prep, kvm) = run_entry_counted(&mut vb, "irq_recv", deadline, |r| {
-                r.rdi = layout::samples(1).0;
-                r.rsi = n;
-                r.r15 = layout::params(1);
-                r.rbx = fb;
-                r.r8 = wait.reg();
-                r.r11 = irqchip::x2apic_icr(0, VEC_IRQ);
-            })?;
+            let (prep, kvm) =
+                run_entry_counted(&mut vb, &irq_recv(1, n, fb, wait.reg(), irqchip::x2apic_icr(0, VEC_IRQ)), deadline)?;
             Ok((read_samples(&vb, n, "irq_recv")?, prep, kvm))
         },
         &abort,
@@ -228,19 +211,17 @@ fn run_ipi_roundtrip(p: &VmProbe, point: &Point, budget: &Budget) -> Result<Samp
         c.sort_unstable();
         c[(c.len() * 99 / 100).min(c.len() - 1)]
     };
-    let mut s = samples(
-        rt,
-        Method::PerOp,
-        &prep_a,
-        &[("vCPU B", &prep_b)],
-        &pins_ab(cpus),
-        vm.backend().name(),
-    );
+    let mut s = samples(rt, Method::PerOp, &prep_a, &[("vCPU B", &prep_b)], &pins_ab(cpus), vm.backend().name());
     s.notes.push(format!(
         "true round trip: A lfence;rdtsc -> x2APIC ICR write (wrmsr 0x830, fixed vector {VEC_IRQ:#x}, physical dest 1) -> \
          B's IDT handler -> B's loop writes the ICR back (dest 0) -> A's handler entry lfence;rdtsc; EOIs (wrmsr 0x80b) after the timed part"
     ));
-    s.notes.push(format!("wait={}: {}; {}", wait.name(), wait_note(wait, "B", pvm), wait_note(wait, "A (for the reply)", pvm)));
+    s.notes.push(format!(
+        "wait={}: {}; {}",
+        wait.name(),
+        wait_note(wait, "B", pvm),
+        wait_note(wait, "A (for the reply)", pvm)
+    ));
     if wait == Wait::Hlt {
         s.notes.push(format!(
             "A sends {settle} cycles (20 us) after B announced its HLT; A halts right after its ICR write, so the reply may \
@@ -254,7 +235,9 @@ fn run_ipi_roundtrip(p: &VmProbe, point: &Point, budget: &Budget) -> Result<Samp
     }
     push_exit_stats(&mut s, "vCPU A", "a", &kvm_a);
     push_exit_stats(&mut s, "vCPU B", "b", &kvm_b);
-    s.notes.push(format!("one-way A stamp -> B handler entry: median {ow} cycles, p99 {ow99} (metrics one_way_median, one_way_p99)"));
+    s.notes.push(format!(
+        "one-way A stamp -> B handler entry: median {ow} cycles, p99 {ow99} (metrics one_way_median, one_way_p99)"
+    ));
     s.notes.push(irqchip::apicv_note(vm.backend().kind()));
     s.notes.push(format!(
         "handlers: A {} B {}; IPIs sent: A {} B {}; spurious: A {} B {}; 0 userspace exits during the loop; EINTR: A {} B {}",
@@ -266,6 +249,10 @@ fn run_ipi_roundtrip(p: &VmProbe, point: &Point, budget: &Budget) -> Result<Samp
     s.metrics.push(Metric::new("handler_entries_a", ca.handler as f64, "interrupts"));
     s.metrics.push(Metric::new("handler_entries_b", cb.handler as f64, "interrupts"));
     s.metrics.push(Metric::new("early_hlt_wakes", (ca.early + cb.early) as f64, "wakes"));
-    s.metrics.push(Metric::new("userspace_exits", (stats_a.userspace_exits() + stats_b.userspace_exits() - 2) as f64, "exits"));
+    s.metrics.push(Metric::new(
+        "userspace_exits",
+        (stats_a.userspace_exits() + stats_b.userspace_exits() - 2) as f64,
+        "exits",
+    ));
     Ok(s)
 }

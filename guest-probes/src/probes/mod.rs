@@ -84,10 +84,10 @@ pub fn probes() -> Vec<Box<dyn Probe>> {
 
 /// Support shared by every VM probe: a usable `/dev/kvm` with a known backend.
 pub(crate) fn vm_support() -> Support {
-    if let Err(e) = vmm::kvm() {
+    if let Err(e) = vmm::host().kvm() {
         return Support::Unsupported(e.to_string().trim_start_matches("unsupported: ").to_string());
     }
-    match vmm::detected_backend() {
+    match vmm::host().backend() {
         Ok(_) => Support::Supported,
         Err(e) => Support::Unsupported(e.to_string().trim_start_matches("unsupported: ").to_string()),
     }
@@ -95,15 +95,7 @@ pub(crate) fn vm_support() -> Support {
 
 /// Pins the calling thread to one CPU.
 pub fn pin_current_thread(cpu: usize) -> Result<(), ProbeError> {
-    // SAFETY: cpu_set_t is plain data; sched_setaffinity reads it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            return Err(ProbeError::last_os(format!("sched_setaffinity(cpu {cpu})")));
-        }
-    }
-    Ok(())
+    crate::worker::pin_current_thread(cpu).map_err(ProbeError::Failed)
 }
 
 /// Everything a probe body gets: a fresh VM with vCPU 0, verified native, with the guest's
@@ -126,12 +118,11 @@ impl Ctx {
     /// Runs a sampling payload for the budget: `requested` samples or until `stop_at`.
     pub fn sample(
         &mut self,
-        entry: &str,
+        args: &dyn crate::payloads::args::Args,
         batch: u64,
-        setup: &dyn Fn(&mut kvm_bindings::kvm_regs),
         handler: &mut dyn FnMut(vmm::Exit<'_>) -> vmm::Handled,
-    ) -> Result<vmm::vm::Sampled, ProbeError> {
-        self.vcpu.run_sampling_until(entry, self.requested, batch, self.deadline, self.stop_at, setup, handler)
+    ) -> Result<vmm::Sampled, ProbeError> {
+        Ok(self.vcpu.run_sampling_until(args, self.requested, batch, self.deadline, self.stop_at, handler)?)
     }
 
     /// Samples from raw per-sample cycles (`batch` operations each). Measures the timer
@@ -145,7 +136,14 @@ impl Ctx {
         // 0.7 cycles per iteration is not reported as 1.
         const BATCHED_SCALE: u64 = 1000;
         let (cycles, scale) = if batch > 1 {
-            (raw.iter().map(|&c| ((u128::from(c) * u128::from(BATCHED_SCALE) + u128::from(batch / 2)) / u128::from(batch)) as u64).collect(), BATCHED_SCALE)
+            (
+                raw.iter()
+                    .map(|&c| {
+                        ((u128::from(c) * u128::from(BATCHED_SCALE) + u128::from(batch / 2)) / u128::from(batch)) as u64
+                    })
+                    .collect(),
+                BATCHED_SCALE,
+            )
         } else {
             (raw, 1)
         };
@@ -200,7 +198,7 @@ pub(crate) fn in_vm<T: Send>(
                 let vm = Vm::new(name)?;
                 prepare(&vm)?;
                 let mut vcpu = vm.create_vcpu(0)?;
-                let native = vm.backend().verify_native(&mut vcpu, deadline)?;
+                let native = vmm::native::verify(&mut vcpu, deadline)?;
                 let overhead = vcpu.timer_overhead(deadline)?;
                 let tsc_khz = vcpu.tsc_khz()?;
                 let stop_at = duration.map(|d| Instant::now() + d);
@@ -273,11 +271,14 @@ pub fn backend_report() -> BackendReport {
         tsc_khz: None,
         details: Vec::new(),
     };
-    r.details.push(format!("modules loaded: {}", vmm::backend::loaded_modules().join(", ")));
+    r.details.push(format!("backend modules present: {}", vmm::host().modules().join(", ")));
+    if let Some(note) = vmm::host().backend_note() {
+        r.details.push(note.to_string());
+    }
     if vmm::backend::host_is_guest() {
         r.details.push("the host itself runs under a hypervisor (CPUID hypervisor bit)".into());
     }
-    let b = match vmm::detected_backend() {
+    let b = match vmm::host().backend() {
         Ok(b) => b,
         Err(e) => {
             r.details.push(e.to_string());
@@ -292,11 +293,11 @@ pub fn backend_report() -> BackendReport {
         let deadline = Instant::now() + std::time::Duration::from_secs(30);
         let tsc = vcpu.tsc_khz()?;
         let setup = vcpu.setup().to_string();
-        match b.verify_native(&mut vcpu, deadline) {
+        match vmm::native::verify(&mut vcpu, deadline) {
             Ok(c) => Ok((c, tsc, setup)),
             Err(e) => {
                 // report the measured figure even when it is too slow
-                let raw = vcpu.run_batched_payload("native_loop", 1, 20_000, deadline).ok();
+                let raw = vcpu.run_batched_payload(&crate::payloads::args::NativeLoop {}, 1, 20_000, deadline).ok();
                 Err(ProbeError::Failed(format!(
                     "{e}{}",
                     raw.map(|s| format!(" [{} cycles for 20000 iterations]", s[0])).unwrap_or_default()
@@ -312,7 +313,7 @@ pub fn backend_report() -> BackendReport {
             r.details.push(format!(
                 "verified by running {} dec;jnz iterations per sample in a guest at CPL0 (limit {} cycles/iteration); {setup}",
                 c.iterations,
-                vmm::backend::MAX_NATIVE_CYCLES_PER_ITER
+                vmm::native::MAX_NATIVE_CYCLES_PER_ITER
             ));
         }
         Err(e) => r.details.push(format!("native check failed: {e}")),

@@ -14,8 +14,9 @@ use probe_api::{Budget, Method, Methods, Point, ProbeError, Samples, Support};
 use vm_memory::{GuestAddress, GuestMemoryBackend};
 
 use super::{pin_current_thread, vm_support, VmProbe, CLOCK};
+use crate::payloads::args::{Args, IpiSend, IrqRecv};
 use crate::vmm::irqchip::{self, st};
-use crate::vmm::{self, layout, Handled, NativeCheck, SharedMemory, Vcpu, Vm};
+use crate::vmm::{self, layout, Handled, NativeCheck, Vcpu, Vm};
 
 /// The checks the probe table leaves to the multi-vCPU probes: the host must support the
 /// probe, and a per-op-only probe (one delivery per sample) refuses batched budgets.
@@ -123,7 +124,8 @@ pub(crate) fn halt_stats(v: &Vcpu) -> KvmStats {
 
 /// KVM's exit counters that tell whether a loop really ran without exits: all exits to
 /// KVM, those caused by host interrupts, I/O, HLT, injected interrupts, emulation.
-pub(crate) const EXIT_COUNTERS: [&str; 6] = ["exits", "irq_exits", "io_exits", "halt_exits", "irq_injections", "insn_emulation"];
+pub(crate) const EXIT_COUNTERS: [&str; 6] =
+    ["exits", "irq_exits", "io_exits", "halt_exits", "irq_injections", "insn_emulation"];
 
 /// Notes and metrics from KVM's exit counters taken before and after a loop on `who`
 /// (metric `kvm_exits_<tag>`: every exit to KVM, not only those to userspace).
@@ -132,7 +134,10 @@ pub(crate) fn push_exit_stats(s: &mut Samples, who: &str, tag: &str, (before, af
         (Some(b), Some(a)) => {
             let d = vmm::kvmstats::delta(b, a, &EXIT_COUNTERS);
             let text: Vec<String> = d.iter().map(|(k, v)| format!("{k} {v}")).collect();
-            s.notes.push(format!("KVM exit counters of {who} during the loop (KVM_GET_STATS_FD; exits to KVM, not to userspace): {}", text.join(", ")));
+            s.notes.push(format!(
+                "KVM exit counters of {who} during the loop (KVM_GET_STATS_FD; exits to KVM, not to userspace): {}",
+                text.join(", ")
+            ));
             if let Some((_, v)) = d.iter().find(|(k, _)| k == "exits") {
                 s.metrics.push(probe_api::Metric::new(&format!("kvm_exits_{tag}"), *v as f64, "exits"));
             }
@@ -146,8 +151,16 @@ pub(crate) fn push_halt_stats(s: &mut Samples, who: &str, (before, after): &Arou
     match (before, after) {
         (Some(b), Some(a)) => {
             let d = vmm::kvmstats::halt_delta(b, a);
-            s.notes.push(format!("KVM halt statistics of {who} during the loop (KVM_GET_STATS_FD): {}", vmm::kvmstats::halt_summary(&d)));
-            let tag = who.split_whitespace().next_back().unwrap_or(who).trim_matches(|c: char| !c.is_alphanumeric()).to_lowercase();
+            s.notes.push(format!(
+                "KVM halt statistics of {who} during the loop (KVM_GET_STATS_FD): {}",
+                vmm::kvmstats::halt_summary(&d)
+            ));
+            let tag = who
+                .split_whitespace()
+                .next_back()
+                .unwrap_or(who)
+                .trim_matches(|c: char| !c.is_alphanumeric())
+                .to_lowercase();
             for k in ["halt_successful_poll", "halt_wakeup"] {
                 if let Some(v) = d.get(k) {
                     s.metrics.push(probe_api::Metric::new(&format!("{k}_{tag}"), *v as f64, "halts"));
@@ -186,7 +199,9 @@ fn two_cpus(name: &str, budget: &Budget) -> Result<[Option<usize>; 2], ProbeErro
 fn check_iterations(name: &str, n: u64) -> Result<(), ProbeError> {
     let cap = layout::samples(0).1;
     if n == 0 || n > cap {
-        return Err(ProbeError::Failed(format!("{name}: {n} iterations requested; 1..={cap} fit the guest sample buffer")));
+        return Err(ProbeError::Failed(format!(
+            "{name}: {n} iterations requested; 1..={cap} fit the guest sample buffer"
+        )));
     }
     Ok(())
 }
@@ -243,9 +258,11 @@ pub(crate) fn two_vcpu_support() -> Support {
     }
     let cpus = host_cpus();
     if cpus < 2 {
-        return Support::Unsupported(format!("needs 2 host CPUs for two pinned vCPU threads; this process may use {cpus}"));
+        return Support::Unsupported(format!(
+            "needs 2 host CPUs for two pinned vCPU threads; this process may use {cpus}"
+        ));
     }
-    match vmm::kvm() {
+    match vmm::host().kvm() {
         Ok(k) if k.get_max_vcpus() < 2 => Support::Unsupported(format!("KVM allows {} vCPU per VM", k.get_max_vcpus())),
         Ok(_) => Support::Supported,
         Err(e) => Support::Unsupported(e.to_string()),
@@ -258,7 +275,7 @@ pub(crate) fn irqchip_support() -> Support {
         Support::Supported => {}
         u => return u,
     }
-    let k = match vmm::kvm() {
+    let k = match vmm::host().kvm() {
         Ok(k) => k,
         Err(e) => return Support::Unsupported(e.to_string()),
     };
@@ -293,21 +310,14 @@ pub(crate) fn guest_atomic(vm: &Vm, gpa: u64) -> Result<&AtomicU64, ProbeError> 
     Ok(unsafe { &*(p as *const AtomicU64) })
 }
 
-/// Host view of a u64 of a shared memfd region.
-pub(crate) fn shared_atomic(shm: &SharedMemory, off: usize) -> &AtomicU64 {
-    assert!(off & 7 == 0 && off + 8 <= shm.size());
-    // SAFETY: aligned, inside the mapping, which lives as long as `shm`.
-    unsafe { &*(shm.host_addr().add(off) as *const AtomicU64) }
-}
-
 /// Zeroes vCPU `id`'s status area.
 pub(crate) fn clear_status(vm: &Vm, id: u32) -> Result<(), ProbeError> {
-    vm.write_bytes(layout::params(id), &[0u8; st::SIZE])
+    Ok(vm.write_bytes(layout::params(id), &[0u8; st::SIZE as usize])?)
 }
 
 /// One status word of vCPU `id`.
 pub(crate) fn status(vm: &Vm, id: u32, off: u64) -> Result<u64, ProbeError> {
-    vm.read_u64(layout::params(id) + off)
+    Ok(vm.read_u64(layout::params(id) + off)?)
 }
 
 /// What a vCPU thread measured before its payload ran.
@@ -322,45 +332,37 @@ pub(crate) struct Prepared {
 /// Verifies that `vcpu` runs natively and measures its timer cost and TSC rate (on the
 /// thread that will run it).
 pub(crate) fn prepare(vcpu: &mut Vcpu, deadline: Instant) -> Result<Prepared, ProbeError> {
-    let native = vcpu.backend().verify_native(vcpu, deadline)?;
+    let native = vmm::native::verify(vcpu, deadline)?;
     let overhead = vcpu.timer_overhead(deadline)?;
     let tsc_khz = vcpu.tsc_khz()?;
     Ok(Prepared { native, overhead, tsc_khz, setup: vcpu.setup().to_string() })
 }
 
 /// One vCPU thread's payload run: `prepare` (on this thread), exit counts reset, `entry`
-/// with the registers `regs` sets, run until the payload's done exit. Returns what
+/// with the registers of `args`, run until the payload's done exit. Returns what
 /// `prepare` measured.
-pub(crate) fn run_entry(
-    v: &mut Vcpu,
-    entry: &str,
-    deadline: Instant,
-    regs: impl FnOnce(&mut kvm_bindings::kvm_regs),
-) -> Result<Prepared, ProbeError> {
-    run_entry_around(v, entry, deadline, regs, |_| ()).map(|(prep, _)| prep)
+pub(crate) fn run_entry(v: &mut Vcpu, args: &dyn Args, deadline: Instant) -> Result<Prepared, ProbeError> {
+    run_entry_around(v, args, deadline, |_| ()).map(|(prep, _)| prep)
 }
 
 /// `run_entry`, with KVM's statistics of the vCPU taken right before and after the run.
 pub(crate) fn run_entry_counted(
     v: &mut Vcpu,
-    entry: &str,
+    args: &dyn Args,
     deadline: Instant,
-    regs: impl FnOnce(&mut kvm_bindings::kvm_regs),
 ) -> Result<(Prepared, Around), ProbeError> {
-    run_entry_around(v, entry, deadline, regs, halt_stats)
+    run_entry_around(v, args, deadline, halt_stats)
 }
 
 fn run_entry_around<T>(
     v: &mut Vcpu,
-    entry: &str,
+    args: &dyn Args,
     deadline: Instant,
-    regs: impl FnOnce(&mut kvm_bindings::kvm_regs),
     around: impl Fn(&Vcpu) -> T,
 ) -> Result<(Prepared, (T, T)), ProbeError> {
     let prep = prepare(v, deadline)?;
     v.stats.reset();
-    let rip = v.vm().entry(entry)?;
-    v.set_entry(rip, regs)?;
+    v.enter(args)?;
     let before = around(v);
     v.run(deadline, &mut |_| Handled::No)?;
     let after = around(v);
@@ -397,7 +399,9 @@ pub(crate) fn run_pair<A: Send, B: Send>(
             }
             f()
         }))
-        .unwrap_or_else(|p| Err(ProbeError::Failed(format!("{name}: thread {} panicked: {}", who as char, panic_msg(p)))));
+        .unwrap_or_else(|p| {
+            Err(ProbeError::Failed(format!("{name}: thread {} panicked: {}", who as char, panic_msg(p))))
+        });
         if r.is_err() {
             let _ = first.compare_exchange(0, who, Ordering::SeqCst, Ordering::SeqCst);
             abort();
@@ -407,9 +411,15 @@ pub(crate) fn run_pair<A: Send, B: Send>(
     let first = AtomicU8::new(0);
     let first = &first;
     let (ra, rb) = std::thread::scope(|s| {
-        let ha = std::thread::Builder::new().name(format!("{name}:a")).spawn_scoped(s, move || side(name, b'a', cpus[0], a, abort, first));
-        let hb = std::thread::Builder::new().name(format!("{name}:b")).spawn_scoped(s, move || side(name, b'b', cpus[1], b, abort, first));
-        let join = |who: &str, p: Box<dyn std::any::Any + Send>| ProbeError::Failed(format!("{name}: thread {who} panicked: {}", panic_msg(p)));
+        let ha = std::thread::Builder::new()
+            .name(format!("{name}:a"))
+            .spawn_scoped(s, move || side(name, b'a', cpus[0], a, abort, first));
+        let hb = std::thread::Builder::new()
+            .name(format!("{name}:b"))
+            .spawn_scoped(s, move || side(name, b'b', cpus[1], b, abort, first));
+        let join = |who: &str, p: Box<dyn std::any::Any + Send>| {
+            ProbeError::Failed(format!("{name}: thread {who} panicked: {}", panic_msg(p)))
+        };
         let ra = match ha {
             Ok(h) => h.join().unwrap_or_else(|p| Err(join("a", p))),
             Err(e) => {
@@ -435,7 +445,9 @@ pub(crate) fn run_pair<A: Send, B: Send>(
             let (cause, other) = if first.load(Ordering::SeqCst) == b'b' { (eb, ea) } else { (ea, eb) };
             match cause {
                 ProbeError::Unsupported(r) => Err(ProbeError::Unsupported(r)),
-                ProbeError::Timeout(d, m) => Err(ProbeError::Timeout(d, format!("{m}; then the other thread: {other}"))),
+                ProbeError::Timeout(d, m) => {
+                    Err(ProbeError::Timeout(d, format!("{m}; then the other thread: {other}")))
+                }
                 c => Err(ProbeError::Failed(format!("{c}; then the other thread: {other}"))),
             }
         }
@@ -455,7 +467,7 @@ pub(crate) fn read_samples(vcpu: &Vcpu, n: u64, entry: &str) -> Result<Vec<u64>,
             end.wrapping_sub(buf) as i64 / 8
         )));
     }
-    vcpu.vm().read_u64s(buf, n as usize)
+    Ok(vcpu.vm().read_u64s(buf, n as usize)?)
 }
 
 /// Fails when a one-way sample is "negative" (the two clocks are not comparable).
@@ -476,7 +488,14 @@ pub(crate) fn median(v: &[u64]) -> u64 {
 }
 
 /// Samples with the facts every multi-vCPU probe reports.
-pub(crate) fn samples(cycles: Vec<u64>, method: Method, prep: &Prepared, others: &[(&str, &Prepared)], cpus: &[(&str, Option<usize>)], backend: &str) -> Samples {
+pub(crate) fn samples(
+    cycles: Vec<u64>,
+    method: Method,
+    prep: &Prepared,
+    others: &[(&str, &Prepared)],
+    cpus: &[(&str, Option<usize>)],
+    backend: &str,
+) -> Samples {
     let mut s = Samples::new(cycles, method, prep.overhead, CLOCK);
     s.tsc_khz = Some(prep.tsc_khz);
     s.metrics.push(probe_api::Metric::new("native_cycles_per_iteration", prep.native.cycles_per_iter, "cycles"));
@@ -595,7 +614,10 @@ impl Counters {
     /// Fails when the host had to kick this vCPU (only abort paths do).
     pub fn check_no_kicks(&self, name: &str, who: &str) -> Result<(), ProbeError> {
         if self.kicks != 0 {
-            return Err(super::invalid(name, format!("{who} took {} host kicks (vector 0x41) in a run that was not aborted", self.kicks)));
+            return Err(super::invalid(
+                name,
+                format!("{who} took {} host kicks (vector 0x41) in a run that was not aborted", self.kicks),
+            ));
         }
         Ok(())
     }
@@ -636,5 +658,24 @@ pub(crate) fn check_exits(name: &str, what: &str, vcpus: &[(&Vcpu, u64)]) -> Res
     match vcpus.iter().find_map(|&(v, done_exits)| unexpected_exits(v, done_exits)) {
         Some(e) => Err(super::invalid(name, format!("{what}: {e}"))),
         None => Ok(()),
+    }
+}
+
+/// `irq_recv` on vCPU `id` (its own sample buffer and status area) for `n` samples.
+pub(crate) fn irq_recv(id: u32, n: u64, vif: u64, wait: u64, reply_icr: u64) -> IrqRecv {
+    IrqRecv { buffer: layout::samples(id).0, samples: n, status: layout::params(id), vif, wait, reply_icr }
+}
+
+/// `ipi_send` on vCPU A (0) to vCPU B (1), vector [`irqchip::VEC_IRQ`], for `n` samples.
+pub(crate) fn ipi_send_a_to_b(n: u64, vif: u64, mode: u64, delay: u64) -> IpiSend {
+    IpiSend {
+        buffer: layout::samples(0).0,
+        samples: n,
+        status: layout::params(0),
+        peer_status: layout::params(1),
+        icr: irqchip::x2apic_icr(1, irqchip::VEC_IRQ),
+        vif,
+        mode,
+        delay,
     }
 }

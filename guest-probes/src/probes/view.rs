@@ -1,6 +1,7 @@
 //! Memory views: `vm.view.vmfunc` (hardware EPTP switching) and `vm.view.hypercall` (the
 //! software fallback: the VMM maps and unmaps a protected memslot on request).
 
+use crate::payloads::args::ViewSwitch;
 use std::cell::Cell;
 
 use probe_api::{Budget, Methods, Metric, Point, ProbeError, Samples, Support};
@@ -43,7 +44,7 @@ fn vmfunc_support() -> Support {
         Support::Supported => {}
         u => return u,
     }
-    match vmm::detected_backend() {
+    match vmm::host().backend() {
         Ok(b) => b.vmfunc_support(),
         Err(e) => Support::Unsupported(e.to_string()),
     }
@@ -66,7 +67,7 @@ fn run_hypercall(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples
         budget,
         |vm| {
             vm.add_private_slot(PROTECTED_SLOT, layout::PROTECTED_GPA, PROTECTED_SIZE)?;
-            vm.slot_write(PROTECTED_SLOT, 0, &SECRET.to_le_bytes())
+            Ok(vm.slot_write(PROTECTED_SLOT, 0, &SECRET.to_le_bytes())?)
         },
         move |ctx| {
             let res = layout::results(ctx.vcpu.id());
@@ -77,20 +78,15 @@ fn run_hypercall(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples
             let failure: Cell<Option<ProbeError>> = Cell::new(None);
             let vm = ctx.vm.clone();
             let got = ctx.sample(
-                "view_switch",
+                &ViewSwitch { port: u64::from(PORT_VIEW), protected: layout::PROTECTED_GPA, secret: SECRET },
                 batch,
-                &|r| {
-                    r.r10 = u64::from(PORT_VIEW);
-                    r.r15 = layout::PROTECTED_GPA;
-                    r.rbp = SECRET;
-                },
                 &mut |e| match e {
                     Exit::IoOut { port: PORT_VIEW, data } => {
                         switches.set(switches.get() + 1);
                         match vm.set_slot_mapped(PROTECTED_SLOT, data[0] == 1) {
                             Ok(()) => Handled::Continue,
                             Err(err) => {
-                                failure.set(Some(err));
+                                failure.set(Some(err.into()));
                                 Handled::No
                             }
                         }
@@ -115,11 +111,17 @@ fn run_hypercall(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples
             if w[0] != POISON || w[2] != POISON {
                 return Err(invalid(
                     p.name,
-                    format!("the default view read {:#x} / {:#x} at the protected GPA instead of failing (MMIO exit)", w[0], w[2]),
+                    format!(
+                        "the default view read {:#x} / {:#x} at the protected GPA instead of failing (MMIO exit)",
+                        w[0], w[2]
+                    ),
                 ));
             }
             if w[1] != SECRET {
-                return Err(invalid(p.name, format!("the alternate view read {:#x}, expected the secret {SECRET:#x}", w[1])));
+                return Err(invalid(
+                    p.name,
+                    format!("the alternate view read {:#x}, expected the secret {SECRET:#x}", w[1]),
+                ));
             }
             if w[3] != 0 {
                 return Err(invalid(p.name, format!("{} timed alternate-view reads missed the secret", w[3])));

@@ -12,34 +12,24 @@
 //! - kvm_pvm delivers through the guest IDT only when a GDT is set too (0x10 code, 0x18
 //!   data, the selectors the VMM's long-mode sregs already use).
 
+use crate::payloads::entry;
 use std::time::Instant;
 
+use super::error::VmmError;
 use kvm_bindings::{
-    kvm_enable_cap, kvm_irq_routing_entry, kvm_mp_state, kvm_msi, kvm_msr_entry, KvmIrqRouting, Msrs, KVM_IRQ_ROUTING_MSI,
-    KVM_MP_STATE_RUNNABLE,
+    kvm_enable_cap, kvm_irq_routing_entry, kvm_mp_state, kvm_msi, kvm_msr_entry, KvmIrqRouting, Msrs,
+    KVM_IRQ_ROUTING_MSI, KVM_MP_STATE_RUNNABLE,
 };
-use probe_api::ProbeError;
 
 use super::backend::BackendKind;
 use super::layout;
-use super::vm::{Vcpu, Vm};
+use super::vcpu::Vcpu;
+use super::vm::Vm;
 
-/// Status area offsets of a vCPU's status area at `layout::params(id)` (documented in `payloads::irq`).
+/// Status area offsets of a vCPU's status area at `layout::params(id)` (the guest ABI's
+/// `abi::status`, documented in `payloads::irq`).
 pub mod st {
-    pub const STAMP: u64 = 0x00;
-    pub const COUNT: u64 = 0x08;
-    pub const READY: u64 = 0x10;
-    pub const SRC: u64 = 0x18;
-    pub const STOP: u64 = 0x20;
-    pub const EARLY: u64 = 0x28;
-    pub const HLTS: u64 = 0x30;
-    pub const FIXUPS: u64 = 0x38;
-    pub const KICKS: u64 = 0x40;
-    pub const SPURIOUS: u64 = 0x48;
-    pub const MWAITS: u64 = 0x50;
-    pub const SENT: u64 = 0x58;
-    /// Bytes of the status area the probes clear before a run.
-    pub const SIZE: usize = 0x60;
+    pub use crate::abi::status::*;
 }
 
 /// The measured interrupt vector (irqfd MSI, IPIs).
@@ -49,12 +39,12 @@ pub const VEC_KICK: u8 = 0x41;
 /// The LAPIC spurious vector (SVR = 0x1ff).
 pub const VEC_SPURIOUS: u8 = 0xff;
 /// Error code `irq_unexpected` reports on PORT_ERROR.
-pub const UNEXPECTED_VECTOR_CODE: u8 = 0xfe;
+pub const UNEXPECTED_VECTOR_CODE: u8 = crate::abi::port::UNEXPECTED_VECTOR;
 
 /// x2APIC MSRs.
 pub const MSR_APIC_BASE: u32 = 0x1b;
-pub const MSR_X2APIC_ICR: u32 = 0x830;
-pub const MSR_X2APIC_EOI: u32 = 0x80b;
+pub const MSR_X2APIC_ICR: u32 = crate::abi::x2apic::ICR;
+pub const MSR_X2APIC_EOI: u32 = crate::abi::x2apic::EOI;
 pub const MSR_IA32_TSC: u32 = 0x10;
 
 /// GDT limit: null, null, 0x10 code, 0x18 data.
@@ -64,10 +54,8 @@ const IDT_LIMIT: u16 = 256 * 16 - 1;
 pub const EXC_STUB_SIZE: u64 = 8;
 
 /// KVM_CREATE_IRQCHIP (PIC + IOAPIC + in-kernel LAPICs). Call before any vCPU exists.
-pub fn create_irqchip(vm: &Vm) -> Result<(), ProbeError> {
-    vm.fd()
-        .create_irq_chip()
-        .map_err(|e| ProbeError::Unsupported(format!("KVM_CREATE_IRQCHIP refused: {e}")))
+pub fn create_irqchip(vm: &Vm) -> Result<(), VmmError> {
+    vm.fd().create_irq_chip().map_err(|e| VmmError::Unsupported(format!("KVM_CREATE_IRQCHIP refused: {e}")))
 }
 
 fn gate(handler: u64) -> (u64, u64) {
@@ -77,14 +65,14 @@ fn gate(handler: u64) -> (u64, u64) {
 }
 
 /// Writes the GDT at [`layout::GDT`] and the IDT at [`layout::IDT`] (see the module docs).
-pub fn write_tables(vm: &Vm) -> Result<(), ProbeError> {
+pub fn write_tables(vm: &Vm) -> Result<(), VmmError> {
     let gdt: [u64; 4] = [0, 0, 0x00af_9a00_0000_ffff, 0x00cf_9200_0000_ffff];
     vm.write_bytes(layout::GDT, &gdt.iter().flat_map(|d| d.to_le_bytes()).collect::<Vec<u8>>())?;
-    let stubs = vm.entry("irq_exc_stubs")?;
-    let handler = vm.entry("irq_handler")?;
-    let kick = vm.entry("irq_kick")?;
-    let spurious = vm.entry("irq_spurious")?;
-    let unexpected = vm.entry("irq_unexpected")?;
+    let stubs = vm.entry(entry::IRQ_EXC_STUBS)?;
+    let handler = vm.entry(entry::IRQ_HANDLER)?;
+    let kick = vm.entry(entry::IRQ_KICK)?;
+    let spurious = vm.entry(entry::IRQ_SPURIOUS)?;
+    let unexpected = vm.entry(entry::IRQ_UNEXPECTED)?;
     let mut idt = Vec::with_capacity(256 * 16);
     for v in 0..256u64 {
         let h = match v {
@@ -102,7 +90,7 @@ pub fn write_tables(vm: &Vm) -> Result<(), ProbeError> {
 }
 
 /// Points the vCPU's GDTR / IDTR at the tables of [`write_tables`].
-pub fn install_tables(vcpu: &Vcpu) -> Result<(), ProbeError> {
+pub fn install_tables(vcpu: &Vcpu) -> Result<(), VmmError> {
     let mut s = vcpu.fd().get_sregs().map_err(|e| fail(vcpu, "KVM_GET_SREGS", e))?;
     s.gdt.base = layout::GDT;
     s.gdt.limit = GDT_LIMIT;
@@ -111,15 +99,15 @@ pub fn install_tables(vcpu: &Vcpu) -> Result<(), ProbeError> {
     vcpu.fd().set_sregs(&s).map_err(|e| fail(vcpu, "KVM_SET_SREGS (GDT/IDT)", e))
 }
 
-fn fail(vcpu: &Vcpu, what: &str, e: impl std::fmt::Display) -> ProbeError {
-    ProbeError::Failed(format!("{}: vCPU {}: {what}: {e}", vcpu.label(), vcpu.id()))
+fn fail(vcpu: &Vcpu, what: &str, e: impl std::fmt::Display) -> VmmError {
+    VmmError::setup(vcpu.label(), format!("vCPU {}: {what}: {e}", vcpu.id()))
 }
 
 /// Puts the vCPU's in-kernel LAPIC in x2APIC mode (APIC base MSR: enable | x2APIC | BSP for
 /// vCPU 0), software-enables it (SVR = 0x1ff, spurious vector 0xff), TPR 0, and makes a
 /// secondary vCPU runnable (on the in-kernel irqchip an AP otherwise waits for INIT/SIPI).
 /// Returns a one-line description.
-pub fn enable_x2apic(vcpu: &Vcpu) -> Result<String, ProbeError> {
+pub fn enable_x2apic(vcpu: &Vcpu) -> Result<String, VmmError> {
     let base = 0xfee0_0000u64 | 0x800 | 0x400 | if vcpu.id() == 0 { 0x100 } else { 0 };
     vcpu.set_msrs(&[(MSR_APIC_BASE, base)])?;
     let mut la = vcpu.fd().get_lapic().map_err(|e| fail(vcpu, "KVM_GET_LAPIC", e))?;
@@ -149,36 +137,34 @@ fn msi_address(dest: u32) -> u32 {
 }
 
 /// KVM_SET_GSI_ROUTING with one MSI route: `gsi` -> fixed `vector` at APIC id `dest`.
-pub fn route_msi(vm: &Vm, gsi: u32, dest: u32, vector: u8) -> Result<(), ProbeError> {
+pub fn route_msi(vm: &Vm, gsi: u32, dest: u32, vector: u8) -> Result<(), VmmError> {
     let mut e = kvm_irq_routing_entry { gsi, type_: KVM_IRQ_ROUTING_MSI, ..Default::default() };
     e.u.msi.address_lo = msi_address(dest);
     e.u.msi.address_hi = 0;
     e.u.msi.data = u32::from(vector);
-    let r = KvmIrqRouting::from_entries(&[e]).map_err(|e| ProbeError::Failed(format!("{}: routing table: {e:?}", vm.label())))?;
+    let r =
+        KvmIrqRouting::from_entries(&[e]).map_err(|e| VmmError::setup(vm.label(), format!("routing table: {e:?}")))?;
     vm.fd()
         .set_gsi_routing(&r)
-        .map_err(|e| ProbeError::Unsupported(format!("KVM_SET_GSI_ROUTING (MSI route) refused: {e}")))
+        .map_err(|e| VmmError::Unsupported(format!("KVM_SET_GSI_ROUTING (MSI route) refused: {e}")))
 }
 
 /// KVM_SIGNAL_MSI: one fixed interrupt `vector` to APIC id `dest` (used for kicks).
-pub fn signal_msi(vm: &Vm, dest: u32, vector: u8) -> Result<(), ProbeError> {
+pub fn signal_msi(vm: &Vm, dest: u32, vector: u8) -> Result<(), VmmError> {
     let m = kvm_msi { address_lo: msi_address(dest), data: u32::from(vector), ..Default::default() };
-    vm.fd()
-        .signal_msi(m)
-        .map(|_| ())
-        .map_err(|e| ProbeError::Failed(format!("{}: KVM_SIGNAL_MSI: {e}", vm.label())))
+    vm.fd().signal_msi(m).map(|_| ()).map_err(|e| VmmError::setup(vm.label(), format!("KVM_SIGNAL_MSI: {e}")))
 }
 
 /// KVM_ENABLE_CAP(KVM_CAP_X86_DISABLE_EXITS, `flags`) on the VM (before any vCPU exists).
-pub fn disable_exits(vm: &Vm, flags: u32) -> Result<(), ProbeError> {
+pub fn disable_exits(vm: &Vm, flags: u32) -> Result<(), VmmError> {
     let cap = kvm_enable_cap {
         cap: kvm_bindings::KVM_CAP_X86_DISABLE_EXITS,
         args: [u64::from(flags), 0, 0, 0],
         ..Default::default()
     };
-    vm.fd()
-        .enable_cap(&cap)
-        .map_err(|e| ProbeError::Unsupported(format!("KVM_ENABLE_CAP(KVM_CAP_X86_DISABLE_EXITS, {flags:#x}) refused: {e}")))
+    vm.fd().enable_cap(&cap).map_err(|e| {
+        VmmError::Unsupported(format!("KVM_ENABLE_CAP(KVM_CAP_X86_DISABLE_EXITS, {flags:#x}) refused: {e}"))
+    })
 }
 
 /// Address the payloads use to switch the guest's interrupt flag: the vCPU's VIF page on
@@ -203,11 +189,11 @@ pub fn host_tsc() -> u64 {
 /// Guest TSC minus host TSC, measured by reading the guest's IA32_TSC (KVM_GET_MSRS)
 /// between two host `rdtsc`s; the tightest of 32 brackets. Returns (offset, half width of
 /// the bracket).
-pub fn tsc_offset(vcpu: &Vcpu) -> Result<(i64, u64), ProbeError> {
+pub fn tsc_offset(vcpu: &Vcpu) -> Result<(i64, u64), VmmError> {
     let mut best: Option<(i64, u64)> = None;
     for _ in 0..32 {
         let mut msrs = Msrs::from_entries(&[kvm_msr_entry { index: MSR_IA32_TSC, ..Default::default() }])
-            .map_err(|e| ProbeError::Failed(format!("{}: MSR list: {e:?}", vcpu.label())))?;
+            .map_err(|e| VmmError::setup(vcpu.label(), format!("MSR list: {e:?}")))?;
         let t0 = host_tsc();
         let n = vcpu.fd().get_msrs(&mut msrs).map_err(|e| fail(vcpu, "KVM_GET_MSRS(IA32_TSC)", e))?;
         let t1 = host_tsc();
@@ -269,7 +255,9 @@ pub fn zero_tsc_offset(vcpu: &Vcpu) -> String {
 pub fn apicv_note(kind: BackendKind) -> String {
     let read = |p: &str| std::fs::read_to_string(p).map(|s| s.trim().to_string());
     match kind {
-        BackendKind::Pvm => "no APICv: kvm_pvm (interrupts are injected by PVM in software; no posted interrupts)".into(),
+        BackendKind::Pvm => {
+            "no APICv: kvm_pvm (interrupts are injected by PVM in software; no posted interrupts)".into()
+        }
         BackendKind::Intel => match read("/sys/module/kvm_intel/parameters/enable_apicv") {
             Ok(v) if v == "Y" || v == "1" => {
                 "APICv on (kvm_intel enable_apicv=Y): posted-interrupt delivery path".into()

@@ -28,7 +28,8 @@ pub fn vcpu_stats(vcpu: &VcpuFd) -> Result<BTreeMap<String, u64>, String> {
     let mut h = [0u8; 24];
     f.read_exact_at(&mut h, 0).map_err(|e| format!("stats header: {e}"))?;
     let u32_at = |b: &[u8], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
-    let (name_size, num_desc, desc_offset, data_offset) = (u32_at(&h, 4), u32_at(&h, 8), u32_at(&h, 16), u32_at(&h, 20));
+    let (name_size, num_desc, desc_offset, data_offset) =
+        (u32_at(&h, 4), u32_at(&h, 8), u32_at(&h, 16), u32_at(&h, 20));
     if name_size > 4096 || num_desc > 4096 {
         return Err(format!("implausible stats header: name_size {name_size}, num_desc {num_desc}"));
     }
@@ -69,7 +70,8 @@ pub fn delta(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>, name
 
 /// One line for notes: "halt_exits 1000, halt_attempted_poll 1000, halt_successful_poll 990, ..."
 pub fn halt_summary(delta: &BTreeMap<String, u64>) -> String {
-    const ORDER: [&str; 5] = ["halt_exits", "halt_attempted_poll", "halt_successful_poll", "halt_poll_invalid", "halt_wakeup"];
+    const ORDER: [&str; 5] =
+        ["halt_exits", "halt_attempted_poll", "halt_successful_poll", "halt_poll_invalid", "halt_wakeup"];
     let mut parts: Vec<String> = ORDER.iter().filter_map(|k| delta.get(*k).map(|v| format!("{k} {v}"))).collect();
     if parts.is_empty() {
         parts.push("no halt counters".into());

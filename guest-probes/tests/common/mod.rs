@@ -4,8 +4,13 @@
 use guest_probes::probes;
 use probe_api::{Probe, Samples};
 
-/// Prints the loud `SKIPPED` line on stdout and stderr.
+/// Prints the loud `SKIPPED` line on stdout and stderr; with `IVBENCH_REQUIRE_KVM=1`
+/// (set by `.ci/run` where /dev/kvm exists) a skip is a failure instead, so that a broken
+/// KVM set-up cannot pass CI silently.
 fn skipped(why: &str) {
+    if std::env::var("IVBENCH_REQUIRE_KVM").as_deref() == Ok("1") {
+        panic!("{why}, but IVBENCH_REQUIRE_KVM=1: this KVM test must not skip");
+    }
     println!("SKIPPED: {why}");
     eprintln!("SKIPPED: {why}");
 }

@@ -48,7 +48,11 @@ pub fn spread(runs: &[String], name: &str, runs_root: &Path, root: &Path) -> any
     let class = MachineClass::of(&loaded[0].manifest);
     let dir = baseline::dir_for(root, &class, name);
     if !dir.join("manifest.json").is_file() {
-        return Err(UsageError(format!("no `{name}` baseline for {class} at {}: promote one first with `ivbench baseline update`", dir.display())).into());
+        return Err(UsageError(format!(
+            "no `{name}` baseline for {class} at {}: promote one first with `ivbench baseline update`",
+            dir.display()
+        ))
+        .into());
     }
     s.write(&dir)?;
     let mut widest: Vec<(&String, &baseline::RowSpread)> = s.rows.iter().collect();

@@ -202,7 +202,9 @@ pub fn duplicate_keys(run: &LoadedRun) -> Vec<String> {
 /// measured on the base's machine class, widens each row's noise factor to at least what
 /// repeated unchanged runs showed.
 pub fn compare_rows(base: &LoadedRun, new: &LoadedRun, threshold: f64, spread: Option<&Spread>) -> Vec<RowCmp> {
-    let index = |run: &LoadedRun| -> BTreeMap<String, usize> { run.rows.iter().enumerate().map(|(i, r)| (r.key(), i)).collect() };
+    let index = |run: &LoadedRun| -> BTreeMap<String, usize> {
+        run.rows.iter().enumerate().map(|(i, r)| (r.key(), i)).collect()
+    };
     let (bdup, ndup) = (duplicate_keys(base), duplicate_keys(new));
     let (bi, ni) = (index(base), index(new));
     let mut order: Vec<(String, Option<usize>, Option<usize>)> = Vec::new();
@@ -354,7 +356,11 @@ fn table(rows: &[RowCmp], base: &LoadedRun, new: &LoadedRun, threshold: f64) -> 
             }
         }
         // The terminal gets the gist; --format json carries the whole reason.
-        let note = if r.note.chars().count() > 80 { format!("{}...", r.note.chars().take(77).collect::<String>()) } else { r.note.clone() };
+        let note = if r.note.chars().count() > 80 {
+            format!("{}...", r.note.chars().take(77).collect::<String>())
+        } else {
+            r.note.clone()
+        };
         cells.push(Cell::new(note));
         t.add_row(cells);
     }
@@ -390,7 +396,9 @@ pub fn warnings(base: &LoadedRun, new: &LoadedRun, rows: &[RowCmp]) -> Vec<Strin
     let khz = |run: &LoadedRun| run.rows.iter().map(|r| r.tsc_khz).find(|k| *k > 0);
     if let (Some(a), Some(b)) = (khz(base), khz(new)) {
         if a != b {
-            w.push(format!("TSC rate differs (base {a} kHz, new {b} kHz): ns figures are compared, cycle counts would not be"));
+            w.push(format!(
+                "TSC rate differs (base {a} kHz, new {b} kHz): ns figures are compared, cycle counts would not be"
+            ));
         }
     }
     // The timer's own cost does not depend on any probe's code: when it moved, the machine did.
@@ -426,7 +434,11 @@ pub struct Options {
 
 /// The base run for NEW and the spread measured on its class, or None (with the reason)
 /// when NEW's class has no baseline of that name.
-pub fn find_base(spec: &BaseSpec<'_>, new: &LoadedRun, runs_root: &Path) -> Result<Result<(LoadedRun, Option<Spread>), String>, UsageError> {
+pub fn find_base(
+    spec: &BaseSpec<'_>,
+    new: &LoadedRun,
+    runs_root: &Path,
+) -> Result<Result<(LoadedRun, Option<Spread>), String>, UsageError> {
     match spec {
         BaseSpec::Run(r) => Ok(Ok((load("base", r, runs_root)?, None))),
         BaseSpec::Baseline { root, name } => {
@@ -440,7 +452,9 @@ pub fn find_base(spec: &BaseSpec<'_>, new: &LoadedRun, runs_root: &Path) -> Resu
                 )));
             }
             let base = load_run(&dir).map_err(|e| UsageError(format!("baseline {}: {e:#}", dir.display())))?;
-            let spread = Spread::read(&dir).map_err(|e| UsageError(format!("{e:#}")))?.unwrap_or_else(|| Spread::unmeasured(&class));
+            let spread = Spread::read(&dir)
+                .map_err(|e| UsageError(format!("{e:#}")))?
+                .unwrap_or_else(|| Spread::unmeasured(&class));
             Ok(Ok((base, Some(spread))))
         }
     }
@@ -460,7 +474,9 @@ fn not_compared(format: Format, new: &LoadedRun, why: &str) -> anyhow::Result<()
 pub fn compare(spec: BaseSpec<'_>, new: &str, runs_root: &Path, opts: Options) -> anyhow::Result<u8> {
     let (format, threshold) = (opts.format, opts.threshold);
     if !(threshold.is_finite() && threshold >= 0.0) {
-        return Err(UsageError(format!("--threshold must be a non-negative fraction (0.10 = 10%), got {threshold}")).into());
+        return Err(
+            UsageError(format!("--threshold must be a non-negative fraction (0.10 = 10%), got {threshold}")).into()
+        );
     }
     let n = load("new", new, runs_root)?;
     let (b, spread) = match find_base(&spec, &n, runs_root)? {
@@ -498,7 +514,11 @@ pub fn compare(spec: BaseSpec<'_>, new: &str, runs_root: &Path, opts: Options) -
     for (which, run) in [("base", &b), ("new", &n)] {
         warns.extend(run.problems.iter().map(|p| format!("{which} run: {p}")));
         if run.manifest.status != crate::store::RunStatus::Complete {
-            warns.push(format!("{which} run {} is partial: {}", run.manifest.run_id, run.manifest.stop_reason.as_deref().unwrap_or("no reason recorded")));
+            warns.push(format!(
+                "{which} run {} is partial: {}",
+                run.manifest.run_id,
+                run.manifest.stop_reason.as_deref().unwrap_or("no reason recorded")
+            ));
         }
     }
     if n.rows.iter().all(|r| !r.status.is_ok()) {

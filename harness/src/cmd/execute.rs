@@ -8,15 +8,15 @@ use std::sync::LazyLock;
 use std::time::Instant;
 
 use anyhow::Result;
-use probe_api::StopFlag;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use probe_api::StopFlag;
 
 use super::UsageError;
 use crate::config::Job;
+use crate::contention::{self, LoadSample};
 use crate::store::lock::{DirLock, LockError};
 use crate::store::run_dir::{ensure_writable, utc_now};
 use crate::store::RunDir;
-use crate::contention::{self, LoadSample};
 use crate::{fingerprint, runner, table, timing};
 
 static SIGNALS: AtomicUsize = AtomicUsize::new(0);
@@ -105,7 +105,11 @@ pub fn execute(mut jobs: Vec<Job<'_>>, out: &Path, kind: &str, config_text: &str
         // One progress bar per probe, over its points and methods.
         let name = jobs[i].probe.name();
         let n = jobs[i..].iter().take_while(|j| j.probe.name() == name).count();
-        let bar = if terminal { ProgressBar::new(n as u64) } else { ProgressBar::with_draw_target(Some(n as u64), ProgressDrawTarget::hidden()) };
+        let bar = if terminal {
+            ProgressBar::new(n as u64)
+        } else {
+            ProgressBar::with_draw_target(Some(n as u64), ProgressDrawTarget::hidden())
+        };
         bar.set_style(
             ProgressStyle::with_template("{spinner} {prefix:<28} [{bar:20}] {pos}/{len} {elapsed_precise} {msg}")
                 .expect("static template")
@@ -132,7 +136,11 @@ pub fn execute(mut jobs: Vec<Job<'_>>, out: &Path, kind: &str, config_text: &str
             }
             if !terminal {
                 let p50 = outcome.row.p50_ns.map(|v| format!(" p50 {v:.1} ns")).unwrap_or_default();
-                let partial = if outcome.row.partial.is_empty() { String::new() } else { format!(" (partial: {})", outcome.row.partial) };
+                let partial = if outcome.row.partial.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (partial: {})", outcome.row.partial)
+                };
                 errln!("  {} {} [{}]: {}{}{}", name, job.point, outcome.row.method, outcome.row.status, p50, partial);
             }
             if let Err(e) = run.record(outcome.row, outcome.histogram, started, started_utc) {

@@ -108,22 +108,45 @@ pub fn gate(a: GateArgs<'_>) -> anyhow::Result<u8> {
     for r in &suspects {
         let Some(row) = new.rows.iter().find(|x| x.key() == r.key) else { continue };
         let base_row = base.rows.iter().find(|x| x.key() == r.key);
-        let (Some(probe), Some(method), Ok(point)) = (registry::select(&probes, &row.probe).into_iter().find(|p| p.name() == row.probe), parse_method(&row.method), Point::parse(&row.params)) else {
+        let (Some(probe), Some(method), Ok(point)) = (
+            registry::select(&probes, &row.probe).into_iter().find(|p| p.name() == row.probe),
+            parse_method(&row.method),
+            Point::parse(&row.params),
+        ) else {
             outln!("  FAIL {}: flagged, and cannot be re-measured here (unknown probe, method or params)", r.key);
             keys.push((r.key.clone(), false));
             continue;
         };
-        let iterations = base_row.map(|b| b.count).filter(|&c| c > 0).unwrap_or(row.count).clamp(1, probe_api::limits::MAX_ITERATIONS);
-        let budget = Budget { iterations, duration: None, cpus: cpus_of(row, &new), method, timeout: Duration::from_secs(120), stop: StopFlag::new() };
+        let iterations = base_row
+            .map(|b| b.count)
+            .filter(|&c| c > 0)
+            .unwrap_or(row.count)
+            .clamp(1, probe_api::limits::MAX_ITERATIONS);
+        let budget = Budget {
+            iterations,
+            duration: None,
+            cpus: cpus_of(row, &new),
+            method,
+            timeout: Duration::from_secs(120),
+            stop: StopFlag::new(),
+        };
         jobs.push((probe, point, budget, row.variant.clone()));
         keys.push((r.key.clone(), true));
     }
     let mut remeasured: Vec<LoadedRun> = Vec::new();
     if !jobs.is_empty() {
         for round in 1..=a.remeasure {
-            let js: Vec<Job<'_>> = jobs.iter().map(|(p, pt, b, v)| Job { probe: *p, point: pt.clone(), budget: b.clone(), variant: v.clone() }).collect();
+            let js: Vec<Job<'_>> = jobs
+                .iter()
+                .map(|(p, pt, b, v)| Job { probe: *p, point: pt.clone(), budget: b.clone(), variant: v.clone() })
+                .collect();
             errln!("gate: re-measuring {} flagged point(s), round {round} of {}", js.len(), a.remeasure);
-            let done = execute(js, a.runs_root, "gate", &format!("# gate re-measurement {round}/{} of {}", a.remeasure, new.manifest.run_id))?;
+            let done = execute(
+                js,
+                a.runs_root,
+                "gate",
+                &format!("# gate re-measurement {round}/{} of {}", a.remeasure, new.manifest.run_id),
+            )?;
             if done.interrupted {
                 errln!("gate: interrupted during re-measurement");
                 return Ok(super::EXIT_INTERRUPTED);
@@ -139,7 +162,8 @@ pub fn gate(a: GateArgs<'_>) -> anyhow::Result<u8> {
             continue;
         }
         let first = rows.iter().find(|r| &r.key == key).expect("a suspect is a compared row");
-        let again: Vec<&SummaryRow> = remeasured.iter().filter_map(|run| run.rows.iter().find(|x| &x.key() == key && x.status.is_ok())).collect();
+        let again: Vec<&SummaryRow> =
+            remeasured.iter().filter_map(|run| run.rows.iter().find(|x| &x.key() == key && x.status.is_ok())).collect();
         let p50 = median(again.iter().filter_map(|r| r.p50_ns).collect());
         let p99 = median(again.iter().filter_map(|r| r.p99_ns).collect());
         let verdict_of = |m: &Option<compare::MetricCmp>, now: Option<f64>| match (m, now) {
@@ -165,7 +189,11 @@ pub fn gate(a: GateArgs<'_>) -> anyhow::Result<u8> {
         }
     }
     let failed = confirmed + hard.len();
-    outln!("gate: {} ({confirmed} confirmed regression(s), {} lost or missing)", if failed == 0 { "PASS" } else { "FAIL" }, hard.len());
+    outln!(
+        "gate: {} ({confirmed} confirmed regression(s), {} lost or missing)",
+        if failed == 0 { "PASS" } else { "FAIL" },
+        hard.len()
+    );
     Ok(if failed == 0 { 0 } else { 1 })
 }
 

@@ -26,7 +26,8 @@ pub struct HistoryArgs<'a> {
 pub fn roots(runs: &Path, baselines: &Path) -> Vec<PathBuf> {
     let mut v = vec![runs.to_path_buf()];
     if let Ok(entries) = std::fs::read_dir(baselines) {
-        let mut classes: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect();
+        let mut classes: Vec<PathBuf> =
+            entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect();
         classes.sort();
         v.extend(classes);
     }
@@ -57,7 +58,13 @@ pub fn history(a: HistoryArgs<'_>) -> anyhow::Result<u8> {
     for s in &synced.skipped {
         errln!("ivbench: warning: not in the history: {s}");
     }
-    errln!("history {}: {} run(s) added, {} updated, {} removed", h.path.display(), synced.added, synced.updated, synced.removed);
+    errln!(
+        "history {}: {} run(s) added, {} updated, {} removed",
+        h.path.display(),
+        synced.added,
+        synced.updated,
+        synced.removed
+    );
     let Some(probe) = a.probe else {
         let runs = h.runs()?;
         if a.json {
@@ -77,8 +84,21 @@ pub fn history(a: HistoryArgs<'_>) -> anyhow::Result<u8> {
     }
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
-    t.set_header(vec!["started (UTC)", "run", "machine class", "params", "method", "status", "count", "p50 ns", "p99 ns", "commit"]);
-    let num = |v: Option<f64>| v.map(|x| if x >= 100.0 { format!("{x:.0}") } else { format!("{x:.2}") }).unwrap_or_else(|| "-".into());
+    t.set_header(vec![
+        "started (UTC)",
+        "run",
+        "machine class",
+        "params",
+        "method",
+        "status",
+        "count",
+        "p50 ns",
+        "p99 ns",
+        "commit",
+    ]);
+    let num = |v: Option<f64>| {
+        v.map(|x| if x >= 100.0 { format!("{x:.0}") } else { format!("{x:.2}") }).unwrap_or_else(|| "-".into())
+    };
     for p in &points {
         let params = if p.variant.is_empty() { p.params.clone() } else { format!("{} <{}>", p.params, p.variant) };
         t.add_row(vec![
@@ -87,7 +107,11 @@ pub fn history(a: HistoryArgs<'_>) -> anyhow::Result<u8> {
             Cell::new(&p.machine_class),
             Cell::new(params),
             Cell::new(&p.method),
-            Cell::new(if p.run_status == "complete" { p.status.clone() } else { format!("{} (run {})", p.status, p.run_status) }),
+            Cell::new(if p.run_status == "complete" {
+                p.status.clone()
+            } else {
+                format!("{} (run {})", p.status, p.run_status)
+            }),
             Cell::new(p.count).set_alignment(CellAlignment::Right),
             Cell::new(num(p.p50_ns)).set_alignment(CellAlignment::Right),
             Cell::new(num(p.p99_ns)).set_alignment(CellAlignment::Right),

@@ -2,10 +2,10 @@
 
 pub mod baseline;
 pub mod compare;
-pub mod gate;
-pub mod history;
 pub mod env;
 pub mod execute;
+pub mod gate;
+pub mod history;
 pub mod list;
 pub mod publish;
 pub mod report;

@@ -18,7 +18,9 @@ pub fn publish(runs: &[String], out: &Path, runs_root: &Path, baselines: &Path, 
         v.sort();
         v
     } else {
-        runs.iter().map(|r| resolve_run(r, runs_root).map_err(|e| UsageError(format!("{e:#}")))).collect::<Result<_, _>>()?
+        runs.iter()
+            .map(|r| resolve_run(r, runs_root).map_err(|e| UsageError(format!("{e:#}"))))
+            .collect::<Result<_, _>>()?
     };
     if dirs.is_empty() {
         return Err(UsageError(format!("nothing to publish: no run under {}", runs_root.display())).into());

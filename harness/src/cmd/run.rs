@@ -47,7 +47,19 @@ pub fn run(a: RunArgs) -> anyhow::Result<u8> {
             jobs.push(Job { probe: p, point, budget: budget.clone(), variant: String::new() });
         }
     }
-    let text = format!("ivbench run {} --iterations {} --method {} --cpus {:?}", a.probes.join(" "), budget.iterations, a.method.label(), a.cpus);
+    let text = format!(
+        "ivbench run {} --iterations {} --method {} --cpus {:?}",
+        a.probes.join(" "),
+        budget.iterations,
+        a.method.label(),
+        a.cpus
+    );
     let done = execute(jobs, &a.out, "run", &text)?;
-    Ok(if done.interrupted { EXIT_INTERRUPTED } else if done.failed > 0 { 1 } else { 0 })
+    Ok(if done.interrupted {
+        EXIT_INTERRUPTED
+    } else if done.failed > 0 {
+        1
+    } else {
+        0
+    })
 }

@@ -47,7 +47,13 @@ pub fn show(run: &str, runs_root: &Path, format: ShowFormat) -> anyhow::Result<u
             return Ok(0);
         }
     }
-    outln!("run {} ({:?}) {} .. {}", m.run_id, m.status, m.started_utc, m.finished_utc.as_deref().unwrap_or("not finished"));
+    outln!(
+        "run {} ({:?}) {} .. {}",
+        m.run_id,
+        m.status,
+        m.started_utc,
+        m.finished_utc.as_deref().unwrap_or("not finished")
+    );
     if let Some(reason) = &m.stop_reason {
         outln!("stopped: {reason}");
     }

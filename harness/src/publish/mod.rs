@@ -32,7 +32,8 @@ use crate::store::{LoadedRun, SummaryRow};
 /// write into a non-empty folder without it).
 pub const MARKER: &str = ".ivbench-site";
 
-const SITE_CSS: &str = "nav { margin-bottom: 1em; padding-bottom: 6px; border-bottom: 1px solid #ccc; } nav a { margin-right: 1em; } \
+const SITE_CSS: &str =
+    "nav { margin-bottom: 1em; padding-bottom: 6px; border-bottom: 1px solid #ccc; } nav a { margin-right: 1em; } \
 td.rank { color: #777; } .point { margin-top: 2em; }";
 
 /// What was written.
@@ -120,7 +121,10 @@ fn run_page(run: &LoadedRun) -> String {
     let table = html::summary_table(run);
     let mut linked = table.clone();
     for (i, r) in run.rows.iter().enumerate() {
-        linked = linked.replace(&format!("<a href=\"#plot-{i}\">"), &format!("<a href=\"../probes/{}.html\">", file_name(&r.probe)));
+        linked = linked.replace(
+            &format!("<a href=\"#plot-{i}\">"),
+            &format!("<a href=\"../probes/{}.html\">", file_name(&r.probe)),
+        );
     }
     b.push_str(&linked);
     b.push_str("<h2>Environment</h2>\n");
@@ -128,21 +132,46 @@ fn run_page(run: &LoadedRun) -> String {
     page(&format!("ivbench run {}", run.manifest.run_id), 1, &b)
 }
 
-const QUANTILES: [(f64, &str); 8] = [(0.0, "min"), (0.5, "p50"), (0.9, "p90"), (0.99, "p99"), (0.999, "p99.9"), (0.9999, "p99.99"), (0.99999, "p99.999"), (1.0, "max")];
+const QUANTILES: [(f64, &str); 8] = [
+    (0.0, "min"),
+    (0.5, "p50"),
+    (0.9, "p90"),
+    (0.99, "p99"),
+    (0.999, "p99.9"),
+    (0.9999, "p99.99"),
+    (0.99999, "p99.999"),
+    (1.0, "max"),
+];
 
 fn percentile_table(run: &LoadedRun, r: &SummaryRow) -> String {
     let Some(h) = run.histogram(r) else { return String::new() };
     let mut o = String::from("<table><tr><th>percentile</th><th>ns</th><th>cycles</th></tr>");
     for (q, name) in QUANTILES {
-        let units = if q >= 1.0 { h.max() } else if q <= 0.0 { h.min() } else { h.value_at_quantile(q) };
+        let units = if q >= 1.0 {
+            h.max()
+        } else if q <= 0.0 {
+            h.min()
+        } else {
+            h.value_at_quantile(q)
+        };
         let cycles = units as f64 / crate::stats::HIST_UNITS_PER_CYCLE as f64;
-        let _ = write!(o, "<tr><td>{name}</td><td class=\"n\">{}</td><td class=\"n\">{cycles:.1}</td></tr>", num(Some(crate::stats::cycles_to_ns(cycles, r.tsc_khz))));
+        let _ = write!(
+            o,
+            "<tr><td>{name}</td><td class=\"n\">{}</td><td class=\"n\">{cycles:.1}</td></tr>",
+            num(Some(crate::stats::cycles_to_ns(cycles, r.tsc_khz)))
+        );
     }
     o.push_str("</table>");
     o
 }
 
-fn probe_page(probe: &str, runs: &[&LoadedRun], published: &BTreeMap<String, &LoadedRun>, history: &History, out: &Path) -> Result<String> {
+fn probe_page(
+    probe: &str,
+    runs: &[&LoadedRun],
+    published: &BTreeMap<String, &LoadedRun>,
+    history: &History,
+    out: &Path,
+) -> Result<String> {
     let mut b = format!("<h1>{}</h1>\n", esc(probe));
     // The newest run that has this probe shows its distributions.
     let Some(newest) = runs.iter().rev().find(|r| r.rows.iter().any(|x| x.probe == probe)) else {
@@ -171,12 +200,21 @@ fn probe_page(probe: &str, runs: &[&LoadedRun], published: &BTreeMap<String, &Lo
     for r in newest.rows.iter().filter(|x| x.probe == probe) {
         let _ = writeln!(b, "<div class=\"point\"><h3>{}</h3>", esc(&r.key()));
         if !r.status.is_ok() {
-            let _ = write!(b, "<p class=\"{}\">{}</p>", if matches!(r.status, crate::store::Status::Unsupported(_)) { "unsupported" } else { "failed" }, esc(&r.status.to_string()));
+            let _ = write!(
+                b,
+                "<p class=\"{}\">{}</p>",
+                if matches!(r.status, crate::store::Status::Unsupported(_)) { "unsupported" } else { "failed" },
+                esc(&r.status.to_string())
+            );
         } else {
             b.push_str(&html::figure_caption(r));
             b.push_str("<div class=\"plots\">");
             if let Some(h) = newest.histogram(r) {
-                for svg in [histogram_svg(h, r.tsc_khz, (560, 300)), plots::cdf_svg(h, r.tsc_khz, (560, 300)), percentile_svg(h, r.tsc_khz, (560, 300))] {
+                for svg in [
+                    histogram_svg(h, r.tsc_khz, (560, 300)),
+                    plots::cdf_svg(h, r.tsc_khz, (560, 300)),
+                    percentile_svg(h, r.tsc_khz, (560, 300)),
+                ] {
                     match svg {
                         Ok(s) => b.push_str(&s.replacen(" xmlns=\"http://www.w3.org/2000/svg\"", "", 1)),
                         Err(e) => {
@@ -190,10 +228,17 @@ fn probe_page(probe: &str, runs: &[&LoadedRun], published: &BTreeMap<String, &Lo
         }
         // The trend: this point in every run of the history, oldest first.
         let trend = history.trend(probe, Some(&r.params), Some(&r.method), None)?;
-        let trend: Vec<_> = trend.into_iter().filter(|t| t.variant == r.variant && published.contains_key(&t.run_id)).collect();
+        let trend: Vec<_> =
+            trend.into_iter().filter(|t| t.variant == r.variant && published.contains_key(&t.run_id)).collect();
         let samples: Vec<plots::TrendSample> = trend
             .iter()
-            .filter_map(|t| Some(plots::TrendSample { label: t.started_utc.get(..10).unwrap_or("").to_string(), p50_ns: t.p50_ns?, p99_ns: t.p99_ns? }))
+            .filter_map(|t| {
+                Some(plots::TrendSample {
+                    label: t.started_utc.get(..10).unwrap_or("").to_string(),
+                    p50_ns: t.p50_ns?,
+                    p99_ns: t.p99_ns?,
+                })
+            })
             .collect();
         if samples.len() >= 2 {
             match plots::trend_svg(&samples, (760, 300)) {
@@ -255,7 +300,14 @@ fn classes_page(runs: &[&LoadedRun]) -> String {
             }
         }
         let vals: Vec<f64> = per.values().map(|v| v.0).filter(|v| *v > 0.0).collect();
-        let ratio = if vals.len() >= 2 { format!("x{:.2}", vals.iter().cloned().fold(0.0, f64::max) / vals.iter().cloned().fold(f64::INFINITY, f64::min)) } else { "-".into() };
+        let ratio = if vals.len() >= 2 {
+            format!(
+                "x{:.2}",
+                vals.iter().cloned().fold(0.0, f64::max) / vals.iter().cloned().fold(f64::INFINITY, f64::min)
+            )
+        } else {
+            "-".into()
+        };
         let _ = writeln!(b, "<td class=\"n\">{ratio}</td></tr>");
     }
     b.push_str("</table></div>\n");
@@ -269,7 +321,9 @@ pub fn publish(runs: &[LoadedRun], history: &History, out: &Path) -> Result<Site
     }
     prepare(out)?;
     let mut sorted: Vec<&LoadedRun> = runs.iter().collect();
-    sorted.sort_by(|a, b| (&a.manifest.started_utc, &a.manifest.run_id).cmp(&(&b.manifest.started_utc, &b.manifest.run_id)));
+    sorted.sort_by(|a, b| {
+        (&a.manifest.started_utc, &a.manifest.run_id).cmp(&(&b.manifest.started_utc, &b.manifest.run_id))
+    });
     let by_id: BTreeMap<String, &LoadedRun> = sorted.iter().map(|r| (r.manifest.run_id.clone(), *r)).collect();
     let mut probes: Vec<String> = sorted.iter().flat_map(|r| r.rows.iter().map(|x| x.probe.clone())).collect();
     probes.sort();
@@ -279,7 +333,10 @@ pub fn publish(runs: &[LoadedRun], history: &History, out: &Path) -> Result<Site
     write_atomic(&out.join("index.html"), index_page(&entries, &by_id, &probes).as_bytes())?;
     pages += 1;
     for r in &sorted {
-        write_atomic(&out.join("runs").join(format!("{}.html", file_name(&r.manifest.run_id))), run_page(r).as_bytes())?;
+        write_atomic(
+            &out.join("runs").join(format!("{}.html", file_name(&r.manifest.run_id))),
+            run_page(r).as_bytes(),
+        )?;
         pages += 1;
     }
     for p in &probes {

@@ -21,7 +21,11 @@ pub fn cdf_svg(h: &Histogram<u64>, tsc_khz: u64, size: (u32, u32)) -> Result<Str
         return Err("no samples, or no TSC rate to convert them".into());
     }
     // percentile_points gives (1/(1-q), ns); turn it back into (ns, q).
-    let pts: Vec<(f64, f64)> = percentile_points(h, tsc_khz).into_iter().map(|(x, ns)| (ns, 1.0 - 1.0 / x)).filter(|(ns, _)| *ns > 0.0).collect();
+    let pts: Vec<(f64, f64)> = percentile_points(h, tsc_khz)
+        .into_iter()
+        .map(|(x, ns)| (ns, 1.0 - 1.0 / x))
+        .filter(|(ns, _)| *ns > 0.0)
+        .collect();
     if pts.is_empty() {
         return Err("every sample is 0 ns: nothing to draw on a log axis".into());
     }
@@ -74,7 +78,10 @@ pub struct TrendSample {
 /// p50 and p99 of one probe point across runs, oldest left; runs are evenly spaced (their
 /// order matters, not their distance in time), labelled by date.
 pub fn trend_svg(samples: &[TrendSample], size: (u32, u32)) -> Result<String, String> {
-    let good: Vec<&TrendSample> = samples.iter().filter(|s| s.p50_ns > 0.0 && s.p99_ns > 0.0 && s.p50_ns.is_finite() && s.p99_ns.is_finite()).collect();
+    let good: Vec<&TrendSample> = samples
+        .iter()
+        .filter(|s| s.p50_ns > 0.0 && s.p99_ns > 0.0 && s.p50_ns.is_finite() && s.p99_ns.is_finite())
+        .collect();
     if good.is_empty() {
         return Err("no run with a positive p50 and p99".into());
     }
@@ -117,14 +124,20 @@ fn draw_trend(out: &mut String, s: &[&TrendSample], lo: f64, hi: f64, size: (u32
         .axis_desc_style((FONT, 15))
         .draw()?;
     for (pick, color, name) in [(0usize, P50, "p50"), (1, P99, "p99")] {
-        let pts: Vec<(f64, f64)> = s.iter().enumerate().map(|(i, t)| (i as f64, if pick == 0 { t.p50_ns } else { t.p99_ns })).collect();
+        let pts: Vec<(f64, f64)> =
+            s.iter().enumerate().map(|(i, t)| (i as f64, if pick == 0 { t.p50_ns } else { t.p99_ns })).collect();
         chart
             .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?
             .label(name)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
         chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))?;
     }
-    chart.configure_series_labels().background_style(WHITE.mix(0.9)).border_style(GRID).label_font((FONT, 13)).draw()?;
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.9))
+        .border_style(GRID)
+        .label_font((FONT, 13))
+        .draw()?;
     root.present()?;
     Ok(())
 }

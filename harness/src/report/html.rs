@@ -86,7 +86,11 @@ pub(crate) fn figure_caption(r: &SummaryRow) -> String {
     };
     let per_op = r.overhead_cycles as f64 / k as f64;
     let overhead = if k > 1 {
-        format!("{} cycles per timestamp pair = {per_op:.2} cycles ({}) per operation", r.overhead_cycles, fmt_ns(cycles_to_ns(per_op, r.tsc_khz)))
+        format!(
+            "{} cycles per timestamp pair = {per_op:.2} cycles ({}) per operation",
+            r.overhead_cycles,
+            fmt_ns(cycles_to_ns(per_op, r.tsc_khz))
+        )
     } else {
         format!("{} cycles ({}) per sample", r.overhead_cycles, fmt_ns(cycles_to_ns(per_op, r.tsc_khz)))
     };
@@ -122,7 +126,13 @@ pub(crate) fn header(run: &LoadedRun) -> String {
     let cmdline: Vec<String> = m
         .command_line
         .iter()
-        .map(|a| if a.is_empty() || a.contains([' ', '\'', '"', '*']) { format!("'{}'", a.replace('\'', "'\\''")) } else { a.clone() })
+        .map(|a| {
+            if a.is_empty() || a.contains([' ', '\'', '"', '*']) {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            } else {
+                a.clone()
+            }
+        })
         .collect();
     let counts = |f: fn(&Status) -> bool| run.rows.iter().filter(|r| f(&r.status)).count();
     format!(
@@ -146,7 +156,11 @@ pub(crate) fn header(run: &LoadedRun) -> String {
 pub(crate) fn summary_table(run: &LoadedRun) -> String {
     let mut o = String::from("<div class=\"wrap\"><table>\n<tr><th>probe</th><th>params</th><th>method</th><th>status</th><th>count</th><th>min ns</th><th>p50 ns</th><th>p90 ns</th><th>p99 ns</th><th>p99.9 ns</th><th>max ns</th><th>mean ns</th><th>p50 cycles</th><th>p99 cycles</th><th>overhead cycles</th><th>TSC kHz</th><th>clock</th></tr>\n");
     for (i, r) in run.rows.iter().enumerate() {
-        let name = if run.histogram(r).is_some() { format!("<a href=\"#plot-{i}\">{}</a>", esc(&r.probe)) } else { esc(&r.probe) };
+        let name = if run.histogram(r).is_some() {
+            format!("<a href=\"#plot-{i}\">{}</a>", esc(&r.probe))
+        } else {
+            esc(&r.probe)
+        };
         let _ = writeln!(
             o,
             "<tr><td>{name}</td><td>{}</td><td>{}</td>{}<td class=\"n\">{}</td>{}<td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
@@ -223,9 +237,18 @@ fn budget_section(run: &LoadedRun) -> String {
         };
         match (&r.status, r.p50_cycles, r.p99_cycles) {
             (Status::Ok, Some(p50), Some(p99)) if r.tsc_khz > 0 => {
-                let seed_ns = seed::SEED_ROWS.iter().find(|s| s.probe == *probe && s.seed_note.is_empty()).and_then(|s| s.seed).map(|s| s.ns_approx);
+                let seed_ns = seed::SEED_ROWS
+                    .iter()
+                    .find(|s| s.probe == *probe && s.seed_note.is_empty())
+                    .and_then(|s| s.seed)
+                    .map(|s| s.ns_approx);
                 let label = if r.method == "per-op" { label } else { format!("{label} [{}]", r.method) };
-                bars.push(BudgetBar { label, p50_ns: cycles_to_ns(p50, r.tsc_khz), p99_ns: cycles_to_ns(p99, r.tsc_khz), seed_ns });
+                bars.push(BudgetBar {
+                    label,
+                    p50_ns: cycles_to_ns(p50, r.tsc_khz),
+                    p99_ns: cycles_to_ns(p99, r.tsc_khz),
+                    seed_ns,
+                });
             }
             (s, ..) => not_drawn.push(format!("{label} ({s})")),
         }
@@ -305,8 +328,12 @@ pub fn json_html(v: &Value) -> String {
             o
         }
         Value::Array(a) if a.is_empty() => "<i>(none)</i>".into(),
-        Value::Array(a) if a.iter().all(|x| !x.is_object() && !x.is_array()) => esc(&a.iter().map(scalar).collect::<Vec<_>>().join(", ")),
-        Value::Array(a) => format!("<ol>{}</ol>", a.iter().map(|x| format!("<li>{}</li>", json_html(x))).collect::<String>()),
+        Value::Array(a) if a.iter().all(|x| !x.is_object() && !x.is_array()) => {
+            esc(&a.iter().map(scalar).collect::<Vec<_>>().join(", "))
+        }
+        Value::Array(a) => {
+            format!("<ol>{}</ol>", a.iter().map(|x| format!("<li>{}</li>", json_html(x))).collect::<String>())
+        }
         other => esc(&scalar(other)),
     }
 }
@@ -343,7 +370,8 @@ pub fn page(run: &LoadedRun) -> String {
     if run.manifest.discovered.is_empty() {
         o.push_str("<p class=\"small\">nothing recorded</p>\n");
     } else {
-        let map: serde_json::Map<String, Value> = run.manifest.discovered.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let map: serde_json::Map<String, Value> =
+            run.manifest.discovered.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         o.push_str(&json_html(&Value::Object(map)));
     }
     o.push_str("\n</body></html>\n");
@@ -356,7 +384,10 @@ mod tests {
 
     #[test]
     fn escaping_covers_markup_and_attributes() {
-        assert_eq!(esc("<script>alert('x') & \"y\"</script>"), "&lt;script&gt;alert(&#39;x&#39;) &amp; &quot;y&quot;&lt;/script&gt;");
+        assert_eq!(
+            esc("<script>alert('x') & \"y\"</script>"),
+            "&lt;script&gt;alert(&#39;x&#39;) &amp; &quot;y&quot;&lt;/script&gt;"
+        );
     }
 
     #[test]

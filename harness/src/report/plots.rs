@@ -55,8 +55,10 @@ pub fn log_ticks(lo: f64, hi: f64, max: usize) -> Vec<f64> {
     let (d0, d1) = (lo.log10().floor() as i32, hi.log10().ceil() as i32);
     let within = |v: &f64| *v >= lo * (1.0 - 1e-9) && *v <= hi * (1.0 + 1e-9);
     let sets: [&[f64]; 4] = [&[1.0, 2.0, 3.0, 5.0, 7.0], &[1.0, 2.0, 5.0], &[1.0, 3.0], &[1.0]];
-    let candidates: Vec<Vec<f64>> =
-        sets.iter().map(|m| (d0..=d1).flat_map(|d| m.iter().map(move |x| x * 10f64.powi(d))).filter(within).collect()).collect();
+    let candidates: Vec<Vec<f64>> = sets
+        .iter()
+        .map(|m| (d0..=d1).flat_map(|d| m.iter().map(move |x| x * 10f64.powi(d))).filter(within).collect())
+        .collect();
     // Densest set that fits, preferring three or more labels; two will do before giving up.
     for min in [3, 2] {
         if let Some(t) = candidates.iter().find(|t| t.len() >= min && t.len() <= max) {
@@ -166,7 +168,9 @@ pub fn histogram_bins(h: &Histogram<u64>, tsc_khz: u64, nbins: usize) -> Option<
     }
     let nbins = nbins.max(1);
     let ratio = (hi / lo).powf(1.0 / nbins as f64);
-    let mut bins: Vec<Bin> = (0..nbins).map(|i| Bin { lo: lo * ratio.powi(i as i32), hi: lo * ratio.powi(i as i32 + 1), count: 0 }).collect();
+    let mut bins: Vec<Bin> = (0..nbins)
+        .map(|i| Bin { lo: lo * ratio.powi(i as i32), hi: lo * ratio.powi(i as i32 + 1), count: 0 })
+        .collect();
     for (ns, n) in values {
         let i = ((ns / lo).ln() / ratio.ln()).floor().clamp(0.0, (nbins - 1) as f64) as usize;
         bins[i].count += n;
@@ -195,10 +199,15 @@ fn draw_histogram(out: &mut String, h: &Histogram<u64>, tsc_khz: u64, b: &Binned
     let ymax = b.bins.iter().map(|x| x.count).max().unwrap_or(1).max(1) as f64;
     // Headroom above the tallest bar keeps the percentile labels off the bars.
     let (ylo, yhi) = (0.7, ymax * 4.0);
-    let mut chart = ChartBuilder::on(&root).margin(12).margin_right(24).x_label_area_size(48).y_label_area_size(64).build_cartesian_2d(
-        (xlo..xhi).log_scale().with_key_points(log_ticks(xlo, xhi, 8)),
-        (ylo..yhi).log_scale().with_key_points(log_ticks(1.0, yhi, 7)),
-    )?;
+    let mut chart = ChartBuilder::on(&root)
+        .margin(12)
+        .margin_right(24)
+        .x_label_area_size(48)
+        .y_label_area_size(64)
+        .build_cartesian_2d(
+            (xlo..xhi).log_scale().with_key_points(log_ticks(xlo, xhi, 8)),
+            (ylo..yhi).log_scale().with_key_points(log_ticks(1.0, yhi, 7)),
+        )?;
     chart
         .configure_mesh()
         .bold_line_style(GRID)
@@ -209,15 +218,23 @@ fn draw_histogram(out: &mut String, h: &Histogram<u64>, tsc_khz: u64, b: &Binned
         .label_style((FONT, 14))
         .axis_desc_style((FONT, 15))
         .draw()?;
-    chart
-        .draw_series(b.bins.iter().filter(|x| x.count > 0).map(|x| Rectangle::new([(x.lo, ylo), (x.hi, x.count as f64)], BAR.mix(0.85).filled())))?;
+    chart.draw_series(
+        b.bins
+            .iter()
+            .filter(|x| x.count > 0)
+            .map(|x| Rectangle::new([(x.lo, ylo), (x.hi, x.count as f64)], BAR.mix(0.85).filled())),
+    )?;
     for (q, name) in [(0.5, "p50"), (0.99, "p99")] {
         let v = percentile_ns(h, q, tsc_khz).clamp(xlo, xhi);
         let color = if q == 0.5 { BLACK } else { P99 };
         chart.draw_series(DashedLineSeries::new(vec![(v, ylo), (v, yhi)], 5, 4, color.stroke_width(1)))?;
         // Labels near the right edge grow leftwards so they stay inside the plot.
         let right = (v / xlo).ln() > 0.7 * (xhi / xlo).ln();
-        let (text, anchor) = if right { (format!("{name} {} ", fmt_ns(v)), HPos::Right) } else { (format!(" {name} {}", fmt_ns(v)), HPos::Left) };
+        let (text, anchor) = if right {
+            (format!("{name} {} ", fmt_ns(v)), HPos::Right)
+        } else {
+            (format!(" {name} {}", fmt_ns(v)), HPos::Left)
+        };
         let style = TextStyle::from((FONT, 13).into_font()).color(&color).pos(Pos::new(anchor, VPos::Top));
         chart.draw_series(std::iter::once(Text::new(text, (v, if q == 0.5 { yhi } else { yhi / 2.2 }), style)))?;
     }
@@ -226,8 +243,16 @@ fn draw_histogram(out: &mut String, h: &Histogram<u64>, tsc_khz: u64, b: &Binned
 }
 
 /// x positions of the percentile axis, 1/(1-q): 2 is the median, 10 is p90, 100 p99.
-const PERCENTILE_TICKS: &[(f64, &str)] =
-    &[(1.0, "0%"), (2.0, "50%"), (10.0, "90%"), (100.0, "99%"), (1e3, "99.9%"), (1e4, "99.99%"), (1e5, "99.999%"), (1e6, "99.9999%")];
+const PERCENTILE_TICKS: &[(f64, &str)] = &[
+    (1.0, "0%"),
+    (2.0, "50%"),
+    (10.0, "90%"),
+    (100.0, "99%"),
+    (1e3, "99.9%"),
+    (1e4, "99.99%"),
+    (1e5, "99.999%"),
+    (1e6, "99.9999%"),
+];
 
 /// (1/(1-q), ns) points of the percentile curve, up to the last percentile the sample
 /// count can resolve (1 - 1/count), where the maximum is placed.
@@ -264,7 +289,8 @@ fn draw_percentiles(out: &mut String, h: &Histogram<u64>, tsc_khz: u64, size: (u
     let ylo = if min_pos.is_finite() { min_pos / 1.25 } else { units_to_ns(1, tsc_khz) };
     let yhi = (ymax * 1.25).max(ylo * 1.3);
     let xticks: Vec<f64> = PERCENTILE_TICKS.iter().map(|t| t.0).filter(|x| *x <= xhi).collect();
-    let xfmt = |x: &f64| PERCENTILE_TICKS.iter().find(|t| (t.0 - x).abs() < 1e-9).map(|t| t.1.to_string()).unwrap_or_default();
+    let xfmt =
+        |x: &f64| PERCENTILE_TICKS.iter().find(|t| (t.0 - x).abs() < 1e-9).map(|t| t.1.to_string()).unwrap_or_default();
     let root = SVGBackend::with_string(out, size).into_drawing_area();
     root.fill(&WHITE)?;
     let root = root.titled("latency by percentile", (FONT, 17))?;
@@ -273,7 +299,8 @@ fn draw_percentiles(out: &mut String, h: &Histogram<u64>, tsc_khz: u64, size: (u
     let x = (1.0..xhi).log_scale().with_key_points(xticks);
     // Tails of several decades need a log y axis; a narrow distribution reads better linear.
     if yhi / ylo > 10.0 {
-        let mut chart = builder.build_cartesian_2d(x, (ylo..yhi).log_scale().with_key_points(log_ticks(ylo, yhi, 8)))?;
+        let mut chart =
+            builder.build_cartesian_2d(x, (ylo..yhi).log_scale().with_key_points(log_ticks(ylo, yhi, 8)))?;
         mesh_and_curve(&mut chart, &pts, "latency (log scale)", xfmt)?;
     } else {
         let lo = (ylo - (yhi - ylo) * 0.1).max(0.0);
@@ -336,7 +363,8 @@ pub fn budget_svg(bars: &[BudgetBar], budgets: &[(f64, &str)], width: u32) -> Re
 const LEGEND_BAND_PX: u32 = 96;
 
 fn draw_budget(out: &mut String, bars: &[BudgetBar], budgets: &[(f64, &str)], size: (u32, u32)) -> DrawResult {
-    let vals = bars.iter().flat_map(|b| [b.p50_ns, b.p99_ns].into_iter().chain(b.seed_ns)).chain(budgets.iter().map(|b| b.0));
+    let vals =
+        bars.iter().flat_map(|b| [b.p50_ns, b.p99_ns].into_iter().chain(b.seed_ns)).chain(budgets.iter().map(|b| b.0));
     let (mn, mx) = vals.filter(|v| *v > 0.0).fold((f64::INFINITY, 0f64), |(a, b), v| (a.min(v), b.max(v)));
     let (xlo, xhi) = (mn / 2.0, mx * 2.0);
     let n = bars.len();
@@ -376,7 +404,9 @@ fn draw_budget(out: &mut String, bars: &[BudgetBar], budgets: &[(f64, &str)], si
         .draw()?;
     chart
         .draw_series(
-            bars.iter().enumerate().map(|(i, b)| Rectangle::new([(xlo, y_of(i) - 0.32), (b.p50_ns, y_of(i) + 0.32)], BAR.mix(0.85).filled())),
+            bars.iter().enumerate().map(|(i, b)| {
+                Rectangle::new([(xlo, y_of(i) - 0.32), (b.p50_ns, y_of(i) + 0.32)], BAR.mix(0.85).filled())
+            }),
         )?
         .label("measured p50 (bar)")
         .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 16, y + 5)], BAR.mix(0.85).filled()));
@@ -385,13 +415,24 @@ fn draw_budget(out: &mut String, bars: &[BudgetBar], budgets: &[(f64, &str)], si
         .label("measured p99")
         .legend(|(x, y)| TriangleMarker::new((x + 8, y), 6, P99.filled()));
     chart
-        .draw_series(bars.iter().enumerate().filter_map(|(i, b)| b.seed_ns.map(|s| Circle::new((s, y_of(i)), 6, SEED.stroke_width(3)))))?
+        .draw_series(
+            bars.iter()
+                .enumerate()
+                .filter_map(|(i, b)| b.seed_ns.map(|s| Circle::new((s, y_of(i)), 6, SEED.stroke_width(3)))),
+        )?
         .label("2014 figure (Haswell 3.2 GHz)")
         .legend(|(x, y)| Circle::new((x + 8, y), 5, SEED.stroke_width(3)));
     for (ns, name) in budgets {
-        chart.draw_series(DashedLineSeries::new(vec![(*ns, ybottom), (*ns, n as f64 - 0.4)], 6, 4, BLACK.stroke_width(2)))?;
-        let style = TextStyle::from((FONT, 14).into_font())
-            .pos(plotters::style::text_anchor::Pos::new(plotters::style::text_anchor::HPos::Center, plotters::style::text_anchor::VPos::Bottom));
+        chart.draw_series(DashedLineSeries::new(
+            vec![(*ns, ybottom), (*ns, n as f64 - 0.4)],
+            6,
+            4,
+            BLACK.stroke_width(2),
+        ))?;
+        let style = TextStyle::from((FONT, 14).into_font()).pos(plotters::style::text_anchor::Pos::new(
+            plotters::style::text_anchor::HPos::Center,
+            plotters::style::text_anchor::VPos::Bottom,
+        ));
         chart.draw_series(std::iter::once(Text::new(name.to_string(), (*ns, n as f64 - 0.4), style)))?;
     }
     chart
@@ -477,8 +518,12 @@ mod tests {
         assert!(s.starts_with("<svg") && s.contains("samples per bin") && s.contains("latency per operation"));
         let p = percentile_svg(&h, 2_000_000, (600, 340)).unwrap();
         assert!(p.contains("percentile") && p.contains("50%"));
-        let b = budget_svg(&[BudgetBar { label: "x".into(), p50_ns: 100.0, p99_ns: 200.0, seed_ns: Some(400.0) }], &[(67.2, "10GbE 67.2 ns")], 900)
-            .unwrap();
+        let b = budget_svg(
+            &[BudgetBar { label: "x".into(), p50_ns: 100.0, p99_ns: 200.0, seed_ns: Some(400.0) }],
+            &[(67.2, "10GbE 67.2 ns")],
+            900,
+        )
+        .unwrap();
         assert!(b.contains("67.2 ns") && b.contains("2014 figure"));
         assert!(histogram_svg(&new_histogram(), 2_000_000, (600, 340)).is_err());
         assert!(histogram_svg(&h, 0, (600, 340)).is_err());

@@ -58,10 +58,30 @@ pub struct SeedSpec {
 }
 
 pub const SEED_ROWS: &[SeedSpec] = &[
-    SeedSpec { operation: "System call in VM (getppid)", probe: "vm.syscall.getppid", seed: Some(SEED_GETPPID_IN_VM), seed_note: "" },
-    SeedSpec { operation: "System call on the host (getppid)", probe: "host.syscall.getppid", seed: None, seed_note: "" },
-    SeedSpec { operation: "Null hypercall", probe: "vm.hypercall.null", seed: Some(SEED_NULL_HYPERCALL), seed_note: "" },
-    SeedSpec { operation: "View switch: VMFUNC (EPTP switching)", probe: "vm.view.vmfunc", seed: Some(SEED_VMFUNC), seed_note: "" },
+    SeedSpec {
+        operation: "System call in VM (getppid)",
+        probe: "vm.syscall.getppid",
+        seed: Some(SEED_GETPPID_IN_VM),
+        seed_note: "",
+    },
+    SeedSpec {
+        operation: "System call on the host (getppid)",
+        probe: "host.syscall.getppid",
+        seed: None,
+        seed_note: "",
+    },
+    SeedSpec {
+        operation: "Null hypercall",
+        probe: "vm.hypercall.null",
+        seed: Some(SEED_NULL_HYPERCALL),
+        seed_note: "",
+    },
+    SeedSpec {
+        operation: "View switch: VMFUNC (EPTP switching)",
+        probe: "vm.view.vmfunc",
+        seed: Some(SEED_VMFUNC),
+        seed_note: "",
+    },
     SeedSpec {
         operation: "View switch: hypercall fallback",
         probe: "vm.view.hypercall",
@@ -174,7 +194,13 @@ pub fn seed_table(rows: &[SummaryRow]) -> Vec<SeedLine> {
                     _ => Measured::NotOk(Status::Failed("row is ok but has no latency figures".into())),
                 },
             };
-            SeedLine { operation: spec.operation, probe: spec.probe, seed: spec.seed, seed_note: spec.seed_note, measured }
+            SeedLine {
+                operation: spec.operation,
+                probe: spec.probe,
+                seed: spec.seed,
+                seed_note: spec.seed_note,
+                measured,
+            }
         })
         .collect()
 }
@@ -185,7 +211,17 @@ mod tests {
     use crate::stats::CycleStats;
 
     fn ok_row(probe: &str, method: &str, p50: f64) -> SummaryRow {
-        let c = CycleStats { count: 10, min: p50, p50, p90: p50, p99: p50 * 2.0, p999: p50 * 2.0, max: p50 * 2.0, mean: p50, stddev: 0.0 };
+        let c = CycleStats {
+            count: 10,
+            min: p50,
+            p50,
+            p90: p50,
+            p99: p50 * 2.0,
+            p999: p50 * 2.0,
+            max: p50 * 2.0,
+            mean: p50,
+            stddev: 0.0,
+        };
         SummaryRow::without_samples(probe, "", Status::Ok, method).with_stats(&c, 3_200_000)
     }
 
@@ -230,7 +266,8 @@ mod tests {
 
     #[test]
     fn unsupported_rows_keep_their_reason() {
-        let rows = vec![SummaryRow::without_samples("vm.view.vmfunc", "", Status::Unsupported("no VMFUNC".into()), "per-op")];
+        let rows =
+            vec![SummaryRow::without_samples("vm.view.vmfunc", "", Status::Unsupported("no VMFUNC".into()), "per-op")];
         let t = seed_table(&rows);
         let v = t.iter().find(|l| l.probe == "vm.view.vmfunc").unwrap();
         assert_eq!(v.measured, Measured::NotOk(Status::Unsupported("no VMFUNC".into())));

@@ -38,7 +38,11 @@ pub fn check_name(name: &str) -> Result<()> {
 /// Why a run cannot become a baseline, if it cannot.
 pub fn refusal(run: &LoadedRun) -> Option<String> {
     if run.manifest.status != RunStatus::Complete {
-        return Some(format!("run {} is partial ({})", run.manifest.run_id, run.manifest.stop_reason.as_deref().unwrap_or("no reason recorded")));
+        return Some(format!(
+            "run {} is partial ({})",
+            run.manifest.run_id,
+            run.manifest.stop_reason.as_deref().unwrap_or("no reason recorded")
+        ));
     }
     if let Some(why) = machine::emulated(&run.manifest) {
         return Some(format!("run {} was measured on an emulated CPU: {why}", run.manifest.run_id));
@@ -129,7 +133,11 @@ impl Spread {
         for r in runs {
             let c = MachineClass::of(&r.manifest);
             if c != class {
-                bail!("run {} is of machine class {c}, run {} of {class}: the spread is measured on one class", r.manifest.run_id, runs[0].manifest.run_id);
+                bail!(
+                    "run {} is of machine class {c}, run {} of {class}: the spread is measured on one class",
+                    r.manifest.run_id,
+                    runs[0].manifest.run_id
+                );
             }
         }
         let mut by_key: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
@@ -159,7 +167,12 @@ impl Spread {
                 (k, RowSpread { p50: factor(&p50), p99: factor(&p99), n: v.len() })
             })
             .collect();
-        Ok(Spread { class: class.name(), runs: runs.iter().map(|r| r.manifest.run_id.clone()).collect(), rows, default: Some(UNMEASURED) })
+        Ok(Spread {
+            class: class.name(),
+            runs: runs.iter().map(|r| r.manifest.run_id.clone()).collect(),
+            rows,
+            default: Some(UNMEASURED),
+        })
     }
 
     /// The spread assumed for a baseline nobody measured: [`UNMEASURED`] for every row.
@@ -190,7 +203,8 @@ impl Spread {
             return Ok(None);
         }
         let bytes = read_bounded(&p, MAX_MANIFEST_BYTES)?;
-        let s: Spread = serde_json::from_slice(&bytes).with_context(|| format!("{} is not a spread file", p.display()))?;
+        let s: Spread =
+            serde_json::from_slice(&bytes).with_context(|| format!("{} is not a spread file", p.display()))?;
         if s.rows.values().any(|r| !(r.p50.is_finite() && r.p99.is_finite() && r.p50 >= 1.0 && r.p99 >= 1.0)) {
             bail!("{}: spread factors must be finite and at least 1", p.display());
         }

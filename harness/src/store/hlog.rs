@@ -7,9 +7,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
+use base64::Engine;
 use hdrhistogram::serialization::interval_log::{IntervalLogIterator, IntervalLogWriterBuilder, LogEntry, Tag};
 use hdrhistogram::serialization::{Deserializer, V2DeflateSerializer};
-use base64::Engine;
 use hdrhistogram::Histogram;
 
 use crate::stats::HIST_UNITS_PER_CYCLE;
@@ -53,9 +53,7 @@ pub fn write_log(base_time: SystemTime, probe: &str, intervals: &[Interval]) -> 
             .with_base_time(base_time)
             .with_start_time(base_time)
             .with_max_value_divisor(HIST_UNITS_PER_CYCLE as f64);
-        let mut w = builder
-            .begin_log_with(&mut out, &mut serializer)
-            .map_err(|e| HlogError::Write(e.to_string()))?;
+        let mut w = builder.begin_log_with(&mut out, &mut serializer).map_err(|e| HlogError::Write(e.to_string()))?;
         for iv in intervals {
             let tag = Tag::new(&iv.tag).ok_or_else(|| HlogError::Write(format!("invalid tag `{}`", iv.tag)))?;
             w.write_histogram(&iv.histogram, iv.start, iv.duration, Some(tag))
@@ -80,7 +78,9 @@ const V2_HEADER_BYTES: usize = 40;
 fn checked_payload(encoded: &[u8]) -> Result<Vec<u8>, String> {
     use std::io::Read;
     let word = |b: &[u8], at: usize| -> Result<u32, String> {
-        b.get(at..at + 4).map(|w| u32::from_be_bytes([w[0], w[1], w[2], w[3]])).ok_or_else(|| "histogram payload is truncated".to_string())
+        b.get(at..at + 4)
+            .map(|w| u32::from_be_bytes([w[0], w[1], w[2], w[3]]))
+            .ok_or_else(|| "histogram payload is truncated".to_string())
     };
     let plain = match word(encoded, 0)? {
         V2_COOKIE => encoded.to_vec(),
@@ -93,7 +93,9 @@ fn checked_payload(encoded: &[u8]) -> Result<Vec<u8>, String> {
                 .read_to_end(&mut out)
                 .map_err(|e| format!("compressed histogram does not inflate: {e}"))?;
             if out.len() as u64 > MAX_INFLATED_BYTES {
-                return Err(format!("histogram inflates to more than {MAX_INFLATED_BYTES} bytes; not an ivbench histogram"));
+                return Err(format!(
+                    "histogram inflates to more than {MAX_INFLATED_BYTES} bytes; not an ivbench histogram"
+                ));
             }
             out
         }
@@ -104,7 +106,10 @@ fn checked_payload(encoded: &[u8]) -> Result<Vec<u8>, String> {
     }
     let declared = word(&plain, 4)? as usize;
     if plain.len() < V2_HEADER_BYTES || declared > plain.len() - V2_HEADER_BYTES {
-        return Err(format!("histogram declares {declared} payload bytes but carries {}", plain.len().saturating_sub(V2_HEADER_BYTES)));
+        return Err(format!(
+            "histogram declares {declared} payload bytes but carries {}",
+            plain.len().saturating_sub(V2_HEADER_BYTES)
+        ));
     }
     let sigfig = word(&plain, 12)?;
     if sigfig > MAX_SIGFIG {
@@ -128,9 +133,9 @@ pub fn read_log(bytes: &[u8]) -> Result<BTreeMap<String, Histogram<u64>>, HlogEr
                     .decode(ilh.encoded_histogram())
                     .map_err(|e| HlogError::Parse { line, message: format!("histogram payload is not base64: {e}") })?;
                 let plain = checked_payload(&decoded).map_err(|message| HlogError::Parse { line, message })?;
-                let h: Histogram<u64> = de
-                    .deserialize(&mut std::io::Cursor::new(plain))
-                    .map_err(|e| HlogError::Parse { line, message: format!("histogram payload does not decode: {e}") })?;
+                let h: Histogram<u64> = de.deserialize(&mut std::io::Cursor::new(plain)).map_err(|e| {
+                    HlogError::Parse { line, message: format!("histogram payload does not decode: {e}") }
+                })?;
                 if out.insert(tag.clone(), h).is_some() {
                     return Err(HlogError::Parse { line, message: format!("tag `{tag}` appears twice") });
                 }
@@ -179,8 +184,18 @@ mod tests {
             base,
             "host.memcpy",
             &[
-                Interval { tag: tag_for("size=64"), start: Duration::from_millis(10), duration: Duration::from_millis(5), histogram: a.clone() },
-                Interval { tag: tag_for("size=1518"), start: Duration::from_millis(20), duration: Duration::from_millis(5), histogram: b.clone() },
+                Interval {
+                    tag: tag_for("size=64"),
+                    start: Duration::from_millis(10),
+                    duration: Duration::from_millis(5),
+                    histogram: a.clone(),
+                },
+                Interval {
+                    tag: tag_for("size=1518"),
+                    start: Duration::from_millis(20),
+                    duration: Duration::from_millis(5),
+                    histogram: b.clone(),
+                },
             ],
         )
         .unwrap();

@@ -38,7 +38,8 @@ pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
 /// [`read_bounded`] as UTF-8 text.
 pub fn read_text_bounded(path: &Path, limit: u64) -> Result<String, ReadError> {
     let bytes = read_bounded(path, limit)?;
-    String::from_utf8(bytes).map_err(|e| ReadError::Io { path: path.to_path_buf(), source: io::Error::new(io::ErrorKind::InvalidData, e) })
+    String::from_utf8(bytes)
+        .map_err(|e| ReadError::Io { path: path.to_path_buf(), source: io::Error::new(io::ErrorKind::InvalidData, e) })
 }
 
 #[cfg(test)]

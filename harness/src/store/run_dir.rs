@@ -9,9 +9,9 @@ use anyhow::{bail, Context, Result};
 use hdrhistogram::Histogram;
 
 use super::atomic::write_atomic;
-use super::read::{read_bounded, MAX_HLOG_BYTES, MAX_MANIFEST_BYTES};
 use super::hlog::{self, Interval};
 use super::manifest::{Manifest, ProbeEntry, RunStatus, SCHEMA_VERSION};
+use super::read::{read_bounded, MAX_HLOG_BYTES, MAX_MANIFEST_BYTES};
 use super::summary::{self, SummaryRow};
 use crate::stats::HIST_UNITS_PER_CYCLE;
 
@@ -68,7 +68,14 @@ impl RunDir {
             notes: Vec::new(),
             probes: Vec::new(),
         };
-        let dir = RunDir { path, manifest, rows: Vec::new(), intervals: BTreeMap::new(), base_time: SystemTime::now(), base_instant: Instant::now() };
+        let dir = RunDir {
+            path,
+            manifest,
+            rows: Vec::new(),
+            intervals: BTreeMap::new(),
+            base_time: SystemTime::now(),
+            base_instant: Instant::now(),
+        };
         dir.write_summary_and_manifest()?;
         Ok(dir)
     }
@@ -78,13 +85,23 @@ impl RunDir {
     }
 
     /// Stores one probe x point: its row, and its histogram when it has one.
-    pub fn record(&mut self, mut row: SummaryRow, histogram: Option<Histogram<u64>>, started: Instant, started_utc: String) -> Result<()> {
+    pub fn record(
+        &mut self,
+        mut row: SummaryRow,
+        histogram: Option<Histogram<u64>>,
+        started: Instant,
+        started_utc: String,
+    ) -> Result<()> {
         let wall = started.elapsed();
         let mut hlog_rel = None;
         if let Some(h) = histogram {
             // One histogram per point, method and variant: a sweep may time both per-op
             // and batched, and list one probe twice (other CPUs).
-            let mut key = if row.params.is_empty() { format!("method={}", row.method) } else { format!("{},method={}", row.params, row.method) };
+            let mut key = if row.params.is_empty() {
+                format!("method={}", row.method)
+            } else {
+                format!("{},method={}", row.params, row.method)
+            };
             if !row.variant.is_empty() {
                 key.push_str(&format!(",variant={}", row.variant));
             }
@@ -98,7 +115,8 @@ impl RunDir {
                 tag = hlog::tag_for(&format!("{key},repeat={n}"));
             }
             if n > 1 {
-                row.variant = if row.variant.is_empty() { format!("repeat={n}") } else { format!("{}+repeat={n}", row.variant) };
+                row.variant =
+                    if row.variant.is_empty() { format!("repeat={n}") } else { format!("{}+repeat={n}", row.variant) };
             }
             row.hlog_tag = tag.clone();
             list.push(Interval { tag, start: started.duration_since(self.base_instant), duration: wall, histogram: h });
@@ -208,7 +226,8 @@ pub fn resolve_run(run: &str, runs_root: &Path) -> Result<PathBuf> {
 /// Reads and checks a manifest: bounded, and refused when a newer ivbench wrote it.
 pub fn read_manifest(path: &Path) -> Result<Manifest> {
     let bytes = read_bounded(path, MAX_MANIFEST_BYTES)?;
-    let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| anyhow::anyhow!("{}:{}:{}: not an ivbench manifest: {e}", path.display(), e.line(), e.column()))?;
+    let m: Manifest = serde_json::from_slice(&bytes)
+        .map_err(|e| anyhow::anyhow!("{}:{}:{}: not an ivbench manifest: {e}", path.display(), e.line(), e.column()))?;
     if m.schema_version == 0 || m.schema_version > SCHEMA_VERSION {
         bail!(
             "{}: manifest schema version {} is not one this ivbench reads (1..={SCHEMA_VERSION}); a newer ivbench wrote it",

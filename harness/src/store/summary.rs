@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::read::{read_bounded, MAX_SUMMARY_BYTES, ReadError};
+use super::read::{read_bounded, ReadError, MAX_SUMMARY_BYTES};
 use crate::stats::CycleStats;
 
 /// Outcome of one probe at one point.
@@ -155,10 +155,13 @@ impl SummaryRow {
         let n = c.to_ns(tsc_khz);
         self.count = c.count;
         self.tsc_khz = tsc_khz;
-        (self.min_cycles, self.p50_cycles, self.p90_cycles, self.p99_cycles) = (Some(c.min), Some(c.p50), Some(c.p90), Some(c.p99));
-        (self.p999_cycles, self.max_cycles, self.mean_cycles, self.stddev_cycles) = (Some(c.p999), Some(c.max), Some(c.mean), Some(c.stddev));
+        (self.min_cycles, self.p50_cycles, self.p90_cycles, self.p99_cycles) =
+            (Some(c.min), Some(c.p50), Some(c.p90), Some(c.p99));
+        (self.p999_cycles, self.max_cycles, self.mean_cycles, self.stddev_cycles) =
+            (Some(c.p999), Some(c.max), Some(c.mean), Some(c.stddev));
         (self.min_ns, self.p50_ns, self.p90_ns, self.p99_ns) = (Some(n.min), Some(n.p50), Some(n.p90), Some(n.p99));
-        (self.p999_ns, self.max_ns, self.mean_ns, self.stddev_ns) = (Some(n.p999), Some(n.max), Some(n.mean), Some(n.stddev));
+        (self.p999_ns, self.max_ns, self.mean_ns, self.stddev_ns) =
+            (Some(n.p999), Some(n.max), Some(n.mean), Some(n.stddev));
         self
     }
 
@@ -203,7 +206,9 @@ impl SummaryRow {
         for (name, v) in self.figures() {
             match v {
                 Some(x) if !x.is_finite() || x < 0.0 => return Some(format!("{name} is {x}")),
-                Some(_) if !self.status.is_ok() => return Some(format!("{name} is set on a row with status `{}`", self.status)),
+                Some(_) if !self.status.is_ok() => {
+                    return Some(format!("{name} is set on a row with status `{}`", self.status))
+                }
                 _ => {}
             }
         }
@@ -251,7 +256,9 @@ pub fn read_csv(path: &Path) -> Result<Vec<SummaryRow>, SummaryError> {
                         Some(f) => format!("column {}: {}", f + 1, err.kind()),
                         None => err.kind().to_string(),
                     },
-                    csv::ErrorKind::UnequalLengths { expected_len, len, .. } => format!("{len} fields where the header has {expected_len}"),
+                    csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
+                        format!("{len} fields where the header has {expected_len}")
+                    }
                     csv::ErrorKind::Utf8 { .. } => "not UTF-8".to_string(),
                     _ => e.to_string(),
                 };
@@ -278,7 +285,9 @@ mod tests {
 
     #[test]
     fn status_round_trips_through_text() {
-        for s in [Status::Ok, Status::Unsupported("no MONITOR".into()), Status::Failed("KVM_RUN: EINTR, rip=0x10000".into())] {
+        for s in
+            [Status::Ok, Status::Unsupported("no MONITOR".into()), Status::Failed("KVM_RUN: EINTR, rip=0x10000".into())]
+        {
             assert_eq!(s.to_string().parse::<Status>().unwrap(), s);
         }
         assert!("weird".parse::<Status>().is_err());
@@ -288,8 +297,25 @@ mod tests {
     fn header_holds_the_contract_columns() {
         let h = csv_header();
         for col in [
-            "probe", "params", "status", "count", "min_ns", "p50_ns", "p90_ns", "p99_ns", "p999_ns", "max_ns", "mean_ns",
-            "stddev_ns", "p50_cycles", "p90_cycles", "p99_cycles", "p999_cycles", "overhead_cycles", "tsc_khz", "method",
+            "probe",
+            "params",
+            "status",
+            "count",
+            "min_ns",
+            "p50_ns",
+            "p90_ns",
+            "p99_ns",
+            "p999_ns",
+            "max_ns",
+            "mean_ns",
+            "stddev_ns",
+            "p50_cycles",
+            "p90_cycles",
+            "p99_cycles",
+            "p999_cycles",
+            "overhead_cycles",
+            "tsc_khz",
+            "method",
         ] {
             assert!(h.iter().any(|c| c == col), "missing column {col} in {h:?}");
         }
@@ -297,9 +323,20 @@ mod tests {
 
     #[test]
     fn rows_round_trip_through_csv() {
-        let c = CycleStats { count: 5, min: 1.0, p50: 2.0, p90: 3.0, p99: 4.0, p999: 5.0, max: 6.0, mean: 2.5, stddev: 1.0 };
+        let c = CycleStats {
+            count: 5,
+            min: 1.0,
+            p50: 2.0,
+            p90: 3.0,
+            p99: 4.0,
+            p999: 5.0,
+            max: 6.0,
+            mean: 2.5,
+            stddev: 1.0,
+        };
         let a = SummaryRow::without_samples("host.x", "size=64", Status::Ok, "per-op").with_stats(&c, 2_000_000);
-        let b = SummaryRow::without_samples("vm.y", "", Status::Unsupported("no VMX, here, \"quoted\"".into()), "per-op");
+        let b =
+            SummaryRow::without_samples("vm.y", "", Status::Unsupported("no VMX, here, \"quoted\"".into()), "per-op");
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("s.csv");
         std::fs::write(&p, write_csv(&[a.clone(), b.clone()]).unwrap()).unwrap();
@@ -308,7 +345,17 @@ mod tests {
 
     #[test]
     fn implausible_figures_are_refused_naming_file_and_line() {
-        let c = CycleStats { count: 5, min: 1.0, p50: 2.0, p90: 3.0, p99: 4.0, p999: 5.0, max: 6.0, mean: 2.5, stddev: 1.0 };
+        let c = CycleStats {
+            count: 5,
+            min: 1.0,
+            p50: 2.0,
+            p90: 3.0,
+            p99: 4.0,
+            p999: 5.0,
+            max: 6.0,
+            mean: 2.5,
+            stddev: 1.0,
+        };
         let good = SummaryRow::without_samples("host.x", "", Status::Ok, "per-op").with_stats(&c, 2_000_000);
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("summary.csv");

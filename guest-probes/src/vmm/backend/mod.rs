@@ -3,25 +3,21 @@
 //! Everything else in the VMM is backend-free. A backend says how a vCPU enters native
 //! 64-bit CPL0 (`prepare_vcpu`), which instruction is a hypercall (`hypercall_insn`, patched
 //! into the payloads), what an unknown hypercall returns, and whether VMFUNC exists.
-//! `verify_native` (shared by all backends) runs the `vm.native.loop` payload and refuses
-//! a guest that is being emulated.
+//! A leaf: it knows nothing of vCPU structs, images or runs (the native check that runs a
+//! payload is `vmm::native`; which backend serves `/dev/kvm` is `vmm::host`).
 
 mod amd;
 mod intel;
 mod pvm;
 
 use std::fmt;
-use std::path::Path;
-use std::time::Instant;
 
 use kvm_ioctls::{VcpuFd, VmFd};
-use probe_api::{ProbeError, Support};
+use probe_api::Support;
 
 pub use amd::Amd;
 pub use intel::Intel;
 pub use pvm::Pvm;
-
-use super::vm::Vcpu;
 
 /// Which KVM module provides `/dev/kvm`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,74 +64,15 @@ pub trait Backend: Send + Sync + 'static {
     fn unknown_hypercall_ret(&self) -> i64;
     /// Whether a guest can switch EPT views with VMFUNC leaf 0, with the specific reason.
     fn vmfunc_support(&self) -> Support;
-    /// Runs the native-loop payload on `vcpu` and fails when the guest is emulated.
-    fn verify_native(&self, vcpu: &mut Vcpu, deadline: Instant) -> Result<NativeCheck, ProbeError> {
-        verify_native(vcpu, deadline)
-    }
 }
 
-/// The result of [`Backend::verify_native`].
-#[derive(Clone, Debug)]
-pub struct NativeCheck {
-    /// Best (lowest) TSC cycles per `dec; jnz` iteration over a few short runs.
-    pub cycles_per_iter: f64,
-    pub iterations: u64,
-}
-
-/// Above this many cycles per `dec; jnz` iteration the guest is not running natively.
-pub const MAX_NATIVE_CYCLES_PER_ITER: f64 = 10.0;
-
-fn verify_native(vcpu: &mut Vcpu, deadline: Instant) -> Result<NativeCheck, ProbeError> {
-    // 20k iterations per sample: ~20k cycles natively, ~300M cycles when every
-    // instruction is emulated (still well inside any timeout).
-    const ITERS: u64 = 20_000;
-    const SAMPLES: u64 = 5;
-    // Up to SAMPLES tries: a try that shared its CPU with a host thread can be slow, an
-    // emulated guest is slow every time.
-    let mut best = u64::MAX;
-    for _ in 0..SAMPLES {
-        let s = vcpu.run_batched_payload("native_loop", 1, ITERS, deadline)?;
-        best = best.min(s[0]);
-        if best as f64 / ITERS as f64 <= MAX_NATIVE_CYCLES_PER_ITER {
-            break;
-        }
+/// The backend of a kind.
+pub fn of(kind: BackendKind) -> &'static dyn Backend {
+    match kind {
+        BackendKind::Pvm => &Pvm,
+        BackendKind::Intel => &Intel,
+        BackendKind::Amd => &Amd,
     }
-    let cpi = best as f64 / ITERS as f64;
-    if cpi.is_nan() || cpi > MAX_NATIVE_CYCLES_PER_ITER {
-        return Err(ProbeError::Failed(format!(
-            "{}: guest is being emulated ({cpi:.1} cycles/iteration of dec;jnz, limit {MAX_NATIVE_CYCLES_PER_ITER}): \
-             refusing VM latencies (backend {}; on kvm_pvm each vCPU needs its VIF page MSR 0x4b564d10)",
-            vcpu.label(),
-            vcpu.backend().name()
-        )));
-    }
-    Ok(NativeCheck { cycles_per_iter: cpi, iterations: ITERS })
-}
-
-fn module_loaded(name: &str) -> bool {
-    Path::new("/sys/module").join(name).exists()
-}
-
-/// Detects which KVM module serves `/dev/kvm`. kvm_pvm wins when several are loaded:
-/// on a host with kvm_pvm the hardware modules cannot be in use (no VMX/SVM).
-pub fn detect() -> Result<&'static dyn Backend, String> {
-    if !Path::new("/dev/kvm").exists() {
-        return Err("no /dev/kvm".into());
-    }
-    if module_loaded("kvm_pvm") {
-        Ok(&Pvm)
-    } else if module_loaded("kvm_intel") {
-        Ok(&Intel)
-    } else if module_loaded("kvm_amd") {
-        Ok(&Amd)
-    } else {
-        Err("/dev/kvm exists but none of kvm_pvm, kvm_intel, kvm_amd is in /sys/module".into())
-    }
-}
-
-/// Which of the known KVM modules are loaded (for reports).
-pub fn loaded_modules() -> Vec<&'static str> {
-    ["kvm", "kvm_pvm", "kvm_intel", "kvm_amd"].into_iter().filter(|m| module_loaded(m)).collect()
 }
 
 /// Reads one MSR of CPU 0 through the msr driver, if it is available.
