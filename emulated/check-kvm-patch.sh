@@ -26,7 +26,7 @@
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
 
-KVER=6.12.117+deb12-amd64
+KVER=$KVM_PATCH_KVER
 LOGS=${IVBENCH_EMU_LOGS:-$EMU_CACHE/logs}
 LOG="$LOGS/kvm-patch-console.log"
 
@@ -35,14 +35,6 @@ usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 ONLY_LOG=
 if [ "$1" = --log ]; then [ $# -eq 2 ] || usage; ONLY_LOG=$2; LOG=$2; else [ $# -eq 1 ] || usage; BUILD=$1; fi
 
-section() {
-    awk -v n="$2" '
-        { sub(/\r$/, "") }
-        $0 == "@@@ BEGIN " n { on = 1; next }
-        index($0, "@@@ END " n " rc=") == 1 { on = 0 }
-        on' "$1"
-}
-section_rc() { tr -d '\r' < "$1" | sed -n "s/^@@@ END $2 rc=\([0-9]*\).*/\1/p" | tail -n1; }
 
 build_image() {
     local img=$1 ktree stage m
