@@ -2,7 +2,7 @@
 # usage: emulated/build-initramfs.sh OUTDIR IVBENCH_BINARY
 #
 # Writes into OUTDIR:
-#   vmlinuz            a Debian 6.1 kernel (linux-image-6.1.0-*-amd64, see IVBENCH_EMU_KVER)
+#   vmlinuz            the pinned Debian kernel (kvm-patch/pinned-kernel, see IVBENCH_EMU_KVER)
 #   initramfs.cpio.gz  busybox-static, the KVM modules for both vendors with their
 #                      dependencies, the given statically linked ivbench (stripped) and
 #                      emulated/init

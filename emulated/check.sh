@@ -46,18 +46,6 @@ mkdir -p "$LOGS" "$IMG"
 # Probes whose row must be `ok` (anything else the run lists must be ok or unsupported).
 CORE_PROBES="vm.native.loop vm.hypercall.null vm.exit.pio vm.exit.mmio vm.exit.cpuid vm.syscall.getppid"
 
-# section LOG NAME : prints the lines between `@@@ BEGIN NAME` and `@@@ END NAME rc=..`.
-section() {
-    awk -v n="$2" '
-        { sub(/\r$/, "") }
-        $0 == "@@@ BEGIN " n { on = 1; next }
-        index($0, "@@@ END " n " rc=") == 1 { on = 0 }
-        on' "$1"
-}
-# section_rc LOG NAME : the exit code printed on the section's END line (empty if none).
-section_rc() {
-    tr -d '\r' < "$1" | sed -n "s/^@@@ END $2 rc=\([0-9]*\).*/\1/p" | tail -n1
-}
 
 # check_log HOST LOG MODULE : runs the checks, prints one line per check and
 # the closing `emulated-HOST: N passed, M failed` line. Returns 1 if any check failed.

@@ -5,12 +5,15 @@
 #   IVBENCH_EMU_CACHE   where downloaded packages, the extracted kernel, the static ivbench
 #                       build and the boot images live (default /var/cache/ivbench-emulated).
 #                       Nothing downloaded or built here ever goes into the repository.
-#   IVBENCH_EMU_KVER    a Debian kernel release to use, e.g. 6.1.0-57-amd64. Default: the
-#                       newest one already in the cache, else the newest 6.1.0-*-amd64 that
-#                       apt knows about.
+#   IVBENCH_EMU_KVER    a Debian kernel release to use instead of the pinned one,
+#                       $KVM_PATCH_KVER from kvm-patch/pinned-kernel (6.12.117+deb12-amd64):
+#                       the kernel the kvm-patch series is built against, so one kernel
+#                       serves every emulated check.
 
 EMU_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(cd "$EMU_DIR/.." && pwd)
+# KVM_PATCH_KVER: the Debian kernel the kvm-patch series is pinned to.
+. "$REPO_DIR/kvm-patch/pinned-kernel"
 EMU_CACHE=${IVBENCH_EMU_CACHE:-/var/cache/ivbench-emulated}
 
 emu_log() { printf '[emulated %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
@@ -78,16 +81,7 @@ emu_download_deb() {
 
 # emu_kernel_release : prints the Debian kernel release to use (see IVBENCH_EMU_KVER).
 emu_kernel_release() {
-    if [ -n "${IVBENCH_EMU_KVER:-}" ]; then echo "$IVBENCH_EMU_KVER"; return; fi
-    local cached
-    cached=$(ls -d "$EMU_CACHE"/kernel/6.1.0-*-amd64 2>/dev/null | sed 's|.*/||' | sort -V | tail -n1)
-    if [ -n "$cached" ]; then echo "$cached"; return; fi
-    emu_apt_update
-    local k
-    k=$(apt-cache search --names-only '^linux-image-6\.1\.0-[0-9]+-amd64$' | awk '{print $1}' \
-        | sed 's/^linux-image-//' | sort -V | tail -n1)
-    [ -n "$k" ] || emu_die "apt knows no linux-image-6.1.0-*-amd64 package"
-    echo "$k"
+    echo "${IVBENCH_EMU_KVER:-$KVM_PATCH_KVER}"
 }
 
 # emu_kernel_tree KVER : prints a directory holding the extracted package (boot/vmlinuz-KVER,
@@ -140,4 +134,19 @@ emu_check_static() {
         *"not a dynamic executable"*|*"statically linked"*) ;;
         *) emu_die "$bin: ldd lists shared libraries: $(echo "$l" | tr '\n' ' ')" ;;
     esac
+}
+
+# Console logs of the emulated hosts: each program's output sits between
+# `@@@ BEGIN NAME` and `@@@ END NAME rc=CODE` (written by init / kvm-patch-init).
+# section LOG NAME : prints the lines between `@@@ BEGIN NAME` and `@@@ END NAME rc=..`.
+section() {
+    awk -v n="$2" '
+        { sub(/\r$/, "") }
+        $0 == "@@@ BEGIN " n { on = 1; next }
+        index($0, "@@@ END " n " rc=") == 1 { on = 0 }
+        on' "$1"
+}
+# section_rc LOG NAME : the exit code printed on the section's END line (empty if none).
+section_rc() {
+    tr -d '\r' < "$1" | sed -n "s/^@@@ END $2 rc=\([0-9]*\).*/\1/p" | tail -n1
 }

@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# usage: emulated/check-kvm-patch.sh BUILD_DIR
+#        emulated/check-kvm-patch.sh --log CONSOLE_LOG   (only re-check a saved console)
+#
+# Runs the kvm-patch for real on an emulated Intel host: Bochs (corei7_skylake_x:
+# VMX, EPT, VPID, unrestricted guest, VMFUNC with EPTP switching) boots Debian's
+# 6.12.117+deb12-amd64 kernel (the one the series is built against), which loads
+# its own kvm.ko and
+#   1. its stock kvm-intel.ko: the stock KVM selftest userspace_io_test must pass
+#      (kvm_intel 6.12 works on this emulated CPU) and vmfunc_views_test must
+#      skip (stock KVM has no views API);
+#   2. the patched kvm-intel.ko: the parameter vmfunc_views must read Y, every
+#      vmfunc_views_test case must pass, userspace_io_test must still pass, and
+#      the kernel log must show no WARNING/BUG/Oops.
+# BUILD_DIR is what kvm-patch/check leaves (kvm-intel.ko, vmfunc_views_test,
+# userspace_io_test). Prints one line per check and `emulated-kvm-patch: N passed,
+# M failed`; exits 1 if any check failed.
+#
+# Functional only: timings inside Bochs mean nothing.
+#
+# Environment: IVBENCH_EMU_CACHE (default /var/cache/ivbench-emulated),
+# IVBENCH_EMU_KVM_PATCH_TIMEOUT (whole boot, default 2400 s),
+# IVBENCH_EMU_KVM_PATCH_CASES (comma-separated vmfunc_views_test cases to run
+# instead of all; for debugging, the checks then expect only those), and those of
+# run-bochs-intel.sh (IVBENCH_EMU_BOCHS_CPU, IVBENCH_EMU_BOCHS_IPS).
+set -uo pipefail
+. "$(dirname "$0")/lib.sh"
+
+KVER=$KVM_PATCH_KVER
+LOGS=${IVBENCH_EMU_LOGS:-$EMU_CACHE/logs}
+LOG="$LOGS/kvm-patch-console.log"
+
+usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[ $# -ge 1 ] || usage
+ONLY_LOG=
+if [ "$1" = --log ]; then [ $# -eq 2 ] || usage; ONLY_LOG=$2; LOG=$2; else [ $# -eq 1 ] || usage; BUILD=$1; fi
+
+
+build_image() {
+    local img=$1 ktree stage m
+    emu_need_cmds cpio:cpio gzip:gzip xz:xz-utils file:file dpkg:dpkg
+    for f in kvm-intel.ko vmfunc_views_test userspace_io_test; do
+        [ -f "$BUILD/$f" ] || emu_die "$BUILD/$f missing (run kvm-patch/check first)"
+    done
+    emu_check_static "$BUILD/vmfunc_views_test"
+    emu_check_static "$BUILD/userspace_io_test"
+    ktree=$(emu_kernel_tree "$KVER")
+    stage=$(mktemp -d)
+    mkdir -p "$stage"/{bin,proc,sys,dev,tmp,lib/modules}
+    for m in virt/lib/irqbypass arch/x86/kvm/kvm arch/x86/kvm/kvm-intel; do
+        xz -dc "$ktree/lib/modules/$KVER/kernel/$m.ko.xz" > "$stage/lib/modules/$(basename "$m").ko" \
+            || emu_die "no $m.ko.xz in linux-image-$KVER"
+    done
+    mv "$stage/lib/modules/kvm-intel.ko" "$stage/lib/modules/kvm-intel-stock.ko"
+    cp "$BUILD/kvm-intel.ko" "$stage/lib/modules/kvm-intel.ko"
+    # Debug info is ~9 MB of the module; Bochs unpacks the initramfs slowly.
+    strip --strip-debug "$stage/lib/modules/kvm-intel.ko"
+    local bb_deb bb_tree="$EMU_CACHE/busybox-static"
+    bb_deb=$(emu_download_deb busybox-static)
+    if [ ! -x "$bb_tree/bin/busybox" ]; then rm -rf "$bb_tree"; mkdir -p "$bb_tree"; dpkg -x "$bb_deb" "$bb_tree"; fi
+    cp "$bb_tree/bin/busybox" "$stage/bin/busybox"
+    cp "$BUILD/vmfunc_views_test" "$BUILD/userspace_io_test" "$stage/bin/"
+    strip "$stage/bin/vmfunc_views_test" "$stage/bin/userspace_io_test" 2>/dev/null || true
+    cp "$EMU_DIR/kvm-patch-init" "$stage/init"
+    chmod 0755 "$stage/init" "$stage/bin/"*
+    mkdir -p "$img"
+    cp "$ktree/boot/vmlinuz-$KVER" "$img/vmlinuz"
+    (cd "$stage" && find . | LC_ALL=C sort | cpio -o -H newc --quiet -R 0:0) | gzip -6 > "$img/initramfs.cpio.gz"
+    rm -rf "$stage"
+}
+
+if [ -z "$ONLY_LOG" ]; then
+    IMG="$EMU_CACHE/image-kvm-patch"
+    build_image "$IMG"
+    mkdir -p "$LOGS"
+    "$EMU_DIR/run-bochs-intel.sh" "$IMG" "$LOG" "${IVBENCH_EMU_KVM_PATCH_TIMEOUT:-2400}" \
+        "${IVBENCH_EMU_KVM_PATCH_CASES:+kvmpatch.cases=$IVBENCH_EMU_KVM_PATCH_CASES}"
+    emu_log "run-bochs-intel.sh rc=$?"
+fi
+
+pass=0; fail=0
+ok()  { pass=$((pass + 1)); printf '  PASS %s\n' "$*"; }
+bad() { fail=$((fail + 1)); printf '  FAIL %s\n' "$*"; }
+echo "emulated-kvm-patch checks ($LOG):"
+if grep -q '@@@ IVBENCH-EMU END' "$LOG" 2>/dev/null; then ok "guest ran to the end"; else bad "guest did not reach the end marker"; fi
+grep -q "^kernel: $KVER" <(tr -d '\r' < "$LOG") && ok "kernel $KVER" || bad "kernel is not $KVER"
+[ "$(section_rc "$LOG" stock-insmod)" = 0 ] && ok "stock kvm-intel.ko loads" || bad "stock kvm-intel.ko does not load"
+[ "$(section_rc "$LOG" stock-selftest)" = 0 ] && ok "stock module: userspace_io_test passes" \
+    || bad "stock module: userspace_io_test rc=$(section_rc "$LOG" stock-selftest)"
+[ "$(section_rc "$LOG" stock-views-test)" = 4 ] && section "$LOG" stock-views-test | grep -q 'SKIP.*no VMFUNC views API' \
+    && ok "stock module: vmfunc_views_test skips (no views API)" \
+    || bad "stock module: vmfunc_views_test did not skip: rc=$(section_rc "$LOG" stock-views-test)"
+[ "$(section_rc "$LOG" patched-insmod)" = 0 ] && ok "patched kvm-intel.ko loads" || bad "patched kvm-intel.ko does not load"
+[ "$(section "$LOG" patched-param | tr -d ' ')" = Y ] && ok "patched module: vmfunc_views=Y" \
+    || bad "patched module: vmfunc_views is '$(section "$LOG" patched-param)'"
+cases=$(section "$LOG" patched-views-test | grep -E '^(not )?ok [0-9]+ ')
+if [ -z "$cases" ]; then
+    bad "patched module: vmfunc_views_test reported no cases"
+else
+    while IFS= read -r l; do
+        name=${l#*ok }; name=${name#* }
+        case "$l" in
+            "not ok"*) bad "vmfunc_views_test: $name" ;;
+            *"# SKIP"*) bad "vmfunc_views_test: $name skipped" ;;
+            *) ok "vmfunc_views_test: $name" ;;
+        esac
+    done <<< "$cases"
+fi
+[ "$(section_rc "$LOG" patched-views-test)" = 0 ] && ok "patched module: vmfunc_views_test exits 0" \
+    || bad "patched module: vmfunc_views_test rc=$(section_rc "$LOG" patched-views-test)"
+[ "$(section_rc "$LOG" patched-selftest)" = 0 ] && ok "patched module: userspace_io_test passes" \
+    || bad "patched module: userspace_io_test rc=$(section_rc "$LOG" patched-selftest)"
+if section "$LOG" dmesg | grep -q -E 'WARNING:|BUG:|Oops|Call Trace'; then
+    bad "kernel log shows a WARNING/BUG/Oops (see $LOG)"
+else ok "kernel log: no WARNING/BUG/Oops"; fi
+echo "emulated-kvm-patch: $pass passed, $fail failed"
+[ "$fail" = 0 ]
