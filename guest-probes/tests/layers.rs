@@ -22,7 +22,8 @@ fn layer(path: &[String]) -> Option<u32> {
         ["vmm", item, ..] => match *item {
             "VmmError" | "GuestState" => 0,
             "Backend" | "BackendKind" | "KvmHost" | "host" => 1,
-            "Vm" | "Vcpu" | "Exit" | "ExitStats" | "Handled" | "Sampled" | "SharedMemory" | "Backing" => 3,
+            "Vm" | "Vcpu" | "Exit" | "ExitStats" | "Handled" | "Sampled" | "SampleStop" | "SharedMemory"
+            | "Backing" => 3,
             "NativeCheck" => 4,
             "self" => return None,
             other => panic!("unknown vmm item {other}"),

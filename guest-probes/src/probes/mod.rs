@@ -108,21 +108,37 @@ pub(crate) struct Ctx {
     pub native: NativeCheck,
     pub tsc_khz: u64,
     pub cpu: Option<usize>,
-    /// When a budget with a wall-clock duration ends (set after calibration).
-    pub stop_at: Option<Instant>,
+    /// When sampling stops short: the budget's duration (set after calibration), its
+    /// timeout and the interrupt flag.
+    pub stop: vmm::SampleStop,
+    /// Why the last sampling run stopped short of its samples, if it did.
+    pub stopped: Option<probe_api::Stop>,
     /// Samples requested.
     pub requested: u64,
 }
 
 impl Ctx {
-    /// Runs a sampling payload for the budget: `requested` samples or until `stop_at`.
+    /// Runs a sampling payload for the budget: `requested` samples, or fewer when the
+    /// duration ends, the timeout passes or the run is interrupted (between chunks).
     pub fn sample(
         &mut self,
         args: &dyn crate::payloads::args::Args,
         batch: u64,
         handler: &mut dyn FnMut(vmm::Exit<'_>) -> vmm::Handled,
     ) -> Result<vmm::Sampled, ProbeError> {
-        Ok(self.vcpu.run_sampling_until(args, self.requested, batch, self.deadline, self.stop_at, handler)?)
+        let got = self.vcpu.run_sampling_until(args, self.requested, batch, self.deadline, &self.stop, handler)?;
+        if got.cycles.is_empty() {
+            if let Some(s) = got.stopped {
+                return Err(match s {
+                    probe_api::Stop::Interrupted => {
+                        ProbeError::Interrupted("interrupted before the first sample".into())
+                    }
+                    probe_api::Stop::TimedOut(t) => ProbeError::Timeout(t, "no sample before the timeout".into()),
+                });
+            }
+        }
+        self.stopped = got.stopped;
+        Ok(got)
     }
 
     /// Samples from raw per-sample cycles (`batch` operations each). Measures the timer
@@ -161,8 +177,14 @@ impl Ctx {
         if let Some(cpu) = self.cpu {
             s.notes.push(format!("vCPU thread pinned to CPU {cpu}"));
         }
-        if (s.cycles.len() as u64) < self.requested {
-            s.notes.push(format!("stopped at the budget's duration: {} of {} samples", s.cycles.len(), self.requested));
+        match self.stopped {
+            Some(stop) => s.partial = Some(stop.describe(s.cycles.len() as u64, self.requested)),
+            None if (s.cycles.len() as u64) < self.requested => s.notes.push(format!(
+                "stopped at the budget's duration: {} of {} samples",
+                s.cycles.len(),
+                self.requested
+            )),
+            None => {}
         }
         s
     }
@@ -172,6 +194,10 @@ impl Ctx {
 pub(crate) fn batch_of(budget: &Budget) -> u64 {
     u64::from(budget.method.batch().max(1))
 }
+
+/// How far past a point's timeout the watchdog ends a guest run that never returns (the
+/// timeout itself stops sampling between chunks, keeping the samples).
+const HARD_DEADLINE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Runs `body` in a fresh VM on a thread pinned to `budget.cpu(0)`. `prepare` runs on the
 /// VM before the vCPU is created (irqchip, memslots, ioeventfds).
@@ -184,7 +210,12 @@ pub(crate) fn in_vm<T: Send>(
     if budget.iterations == 0 {
         return Err(ProbeError::Failed(format!("{name}: zero iterations requested")));
     }
-    let deadline = Instant::now() + budget.timeout;
+    let started = Instant::now();
+    // Sampling stops at the timeout between chunks and keeps its samples; the watchdog's
+    // hard deadline, for a guest that never returns, lies a grace period beyond it.
+    let soft = budget.deadline(started);
+    let deadline = soft.checked_add(HARD_DEADLINE_GRACE).unwrap_or(soft);
+    let (timeout, flag) = (budget.timeout, budget.stop.clone());
     let cpu = budget.cpu(0);
     let duration = budget.duration;
     let requested = budget.iterations;
@@ -201,8 +232,13 @@ pub(crate) fn in_vm<T: Send>(
                 let native = vmm::native::verify(&mut vcpu, deadline)?;
                 let overhead = vcpu.timer_overhead(deadline)?;
                 let tsc_khz = vcpu.tsc_khz()?;
-                let stop_at = duration.map(|d| Instant::now() + d);
-                let mut ctx = Ctx { vm, vcpu, deadline, overhead, native, tsc_khz, cpu, stop_at, requested };
+                let stop = vmm::SampleStop {
+                    at: duration.map(|d| Instant::now() + d),
+                    timeout_at: Some((soft, timeout)),
+                    flag: Some(flag),
+                };
+                let mut ctx =
+                    Ctx { vm, vcpu, deadline, overhead, native, tsc_khz, cpu, stop, stopped: None, requested };
                 body(&mut ctx)
             })
             .map_err(|e| ProbeError::io(format!("{name}: spawn the vCPU thread"), e))?;

@@ -103,7 +103,7 @@ pub use error::{GuestState, VmmError};
 pub use host::{host, KvmHost};
 pub use native::NativeCheck;
 pub use run::{Exit, ExitStats, Handled};
-pub use sampling::Sampled;
+pub use sampling::{SampleStop, Sampled};
 pub use shared::{Backing, SharedMemory};
 pub use vcpu::Vcpu;
 pub use vm::Vm;

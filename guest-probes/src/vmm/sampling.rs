@@ -3,6 +3,8 @@
 
 use std::time::Instant;
 
+use probe_api::{Stop, StopFlag};
+
 use super::error::VmmError;
 use super::layout;
 use super::run::{Exit, Handled};
@@ -18,6 +20,38 @@ pub struct Sampled {
     pub chunks: u64,
     /// The wall-clock stop came before all requested samples.
     pub stopped_early: bool,
+    /// The run was interrupted or reached its timeout between two chunks: `cycles` holds
+    /// every sample of the chunks that finished, and nothing of one that did not.
+    pub stopped: Option<Stop>,
+}
+
+/// When a sampling run stops before it has every sample. With none of these set the run
+/// goes in chunks of the whole sample buffer; with any, in chunks of about 50 ms, so that
+/// a stop is seen soon and the samples already taken are kept.
+#[derive(Clone, Debug, Default)]
+pub struct SampleStop {
+    /// A budget's wall-clock duration ends here (a normal end, not a partial one).
+    pub at: Option<Instant>,
+    /// The point's timeout: stop between chunks, keep the samples, mark them partial. The
+    /// watchdog's hard deadline lies beyond it, for a chunk that never ends.
+    pub timeout_at: Option<(Instant, std::time::Duration)>,
+    /// Raised on Ctrl-C, SIGTERM or SIGHUP.
+    pub flag: Option<StopFlag>,
+}
+
+impl SampleStop {
+    fn any(&self) -> bool {
+        self.at.is_some() || self.timeout_at.is_some() || self.flag.is_some()
+    }
+    fn partial(&self, now: Instant) -> Option<Stop> {
+        if self.flag.as_ref().is_some_and(StopFlag::is_requested) {
+            return Some(Stop::Interrupted);
+        }
+        match self.timeout_at {
+            Some((t, d)) if now >= t => Some(Stop::TimedOut(d)),
+            _ => None,
+        }
+    }
 }
 
 impl Vcpu {
@@ -34,19 +68,20 @@ impl Vcpu {
         deadline: Instant,
         handler: &mut dyn FnMut(Exit<'_>) -> Handled,
     ) -> Result<Vec<u64>, VmmError> {
-        Ok(self.run_sampling_until(args, samples, batch, deadline, None, handler)?.cycles)
+        Ok(self.run_sampling_until(args, samples, batch, deadline, &SampleStop::default(), handler)?.cycles)
     }
 
-    /// [`Vcpu::run_sampling`] that also stops (between chunks) once `stop_at` has passed,
-    /// for budgets with a wall-clock duration. With `stop_at` the chunks are sized to take
-    /// about 50 ms each, so the overshoot stays small.
+    /// [`Vcpu::run_sampling`] that also stops between chunks when `stop` says so: at a
+    /// budget's wall-clock duration, at the point's timeout, or on an interrupt. With any
+    /// of those the chunks are sized to take about 50 ms each (down to one sample), so the
+    /// overshoot stays small and what was measured is kept.
     pub fn run_sampling_until(
         &mut self,
         args: &dyn Args,
         samples: u64,
         batch: u64,
         deadline: Instant,
-        stop_at: Option<Instant>,
+        stop: &SampleStop,
         handler: &mut dyn FnMut(Exit<'_>) -> Handled,
     ) -> Result<Sampled, VmmError> {
         let entry = args.entry();
@@ -55,9 +90,17 @@ impl Vcpu {
         let mut out = Vec::with_capacity(samples.min(cap) as usize);
         let mut left = samples;
         let mut chunks = 0;
-        let mut next = if stop_at.is_some() { cap.min(1000) } else { cap };
+        let adaptive = stop.any();
+        // A first chunk short enough for a huge batch, long enough to time the rest by.
+        let mut next = if adaptive { cap.min(1000).min((1_000_000 / batch.max(1)).max(1)) } else { cap };
+        let mut stopped = None;
         while left > 0 {
-            if stop_at.is_some_and(|t| Instant::now() >= t) {
+            let now = Instant::now();
+            if stop.at.is_some_and(|t| now >= t) {
+                break;
+            }
+            if let Some(s) = stop.partial(now) {
+                stopped = Some(s);
                 break;
             }
             let n = left.min(next);
@@ -87,12 +130,12 @@ impl Vcpu {
             }
             out.extend_from_slice(&chunk);
             left -= n;
-            if stop_at.is_some() {
+            if adaptive {
                 let per_sample = took.as_secs_f64() / n as f64;
-                next = ((0.05 / per_sample.max(1e-9)) as u64).clamp(100, cap);
+                next = ((0.05 / per_sample.max(1e-9)) as u64).clamp(1, cap);
             }
         }
-        Ok(Sampled { stopped_early: left > 0, cycles: out, chunks })
+        Ok(Sampled { stopped_early: left > 0 && stopped.is_none(), cycles: out, chunks, stopped })
     }
 
     /// `run_sampling` for payloads without exits of their own.

@@ -194,7 +194,7 @@ fn run_role(vcpu: &mut Vcpu, role: &Role, deadline: Instant) -> Result<(Vec<u64>
                 samples,
                 batch,
                 deadline,
-                None,
+                &crate::vmm::SampleStop::default(),
                 &mut |_| Handled::No,
             )?;
             Ok((s.cycles, s.chunks))
