@@ -84,7 +84,8 @@ proptest! {
 
     #[test]
     fn config_parser_never_panics(text in "\\PC{0,400}") {
-        let _ = SweepConfig::parse(&text, "fuzz.toml");
+        let (_, peak) = peak_during(|| SweepConfig::parse(&text, "fuzz.toml"));
+        prop_assert!(peak < BOUND, "{peak} bytes");
     }
 
     #[test]
@@ -95,10 +96,11 @@ proptest! {
         let text = format!(
             "[defaults]\niterations = {iters}\nbatch = {batch}\n[[probe]]\nname = {name:?}\nmethods = {methods:?}\nparams = {params:?}\n"
         );
-        if let Ok(cfg) = SweepConfig::parse(&text, "fuzz.toml") {
-            let probes = ivbench::registry::all();
-            let _ = cfg.jobs(&probes, true, "fuzz.toml");
-        }
+        let probes = ivbench::registry::all();
+        let (_, peak) = peak_during(|| SweepConfig::parse(&text, "fuzz.toml").map(|cfg| cfg.jobs(&probes, true, "fuzz.toml").map(|j| j.len())));
+        // Jobs hold no sample buffers: however many iterations a config asks for, expanding
+        // it costs kilobytes.
+        prop_assert!(peak < BOUND, "{peak} bytes");
     }
 
     #[test]

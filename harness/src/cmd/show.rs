@@ -37,6 +37,7 @@ pub fn show(run: &str, runs_root: &Path, format: ShowFormat) -> anyhow::Result<u
                 "notes": m.notes,
                 "problems": r.problems,
                 "rows": r.rows,
+                "seed": crate::report::seed::seed_json(&r.rows),
             });
             outln!("{}", serde_json::to_string_pretty(&doc)?);
             return Ok(0);
