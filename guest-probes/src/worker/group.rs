@@ -179,7 +179,7 @@ impl Group {
         let mut cmd = Command::new(exe);
         cmd.arg(super::WORKER_ARG).arg(worker).stdin(Stdio::null());
         // SAFETY: the closure runs in the forked child before exec and calls only
-        // async-signal-safe functions (prctl, getppid, dup2, _exit) on plain integers.
+        // async-signal-safe functions (prctl, getppid, dup2, fcntl, _exit) on plain integers.
         unsafe {
             cmd.pre_exec(move || {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
@@ -189,8 +189,13 @@ impl Group {
                 if libc::getppid() != parent_pid {
                     libc::_exit(5);
                 }
-                // dup2 clears FD_CLOEXEC on the copy: the socket survives exec as CONTROL_FD
-                if libc::dup2(child_fd, CONTROL_FD) < 0 {
+                // dup2 clears FD_CLOEXEC on the copy: the socket survives exec as CONTROL_FD.
+                // When it already is CONTROL_FD, dup2 does nothing: clear the flag instead.
+                if child_fd == CONTROL_FD {
+                    if libc::fcntl(child_fd, libc::F_SETFD, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                } else if libc::dup2(child_fd, CONTROL_FD) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
