@@ -14,10 +14,9 @@ const STEAL_MARK: f64 = 0.05;
 pub struct LoadSample {
     /// /proc/loadavg: 1, 5 and 15 minute averages.
     pub loadavg: Option<[f64; 3]>,
-    /// /proc/stat's aggregate `cpu` line: steal ticks and all ticks.
-    #[serde(skip)]
+    /// /proc/stat's aggregate `cpu` line: steal ticks and all ticks (USER_HZ) since boot;
+    /// the difference between the start and end samples is the run's steal share.
     pub steal_ticks: u64,
-    #[serde(skip)]
     pub total_ticks: u64,
     /// Other ivbench processes (not this one, not its own workers): pid and command line.
     pub other_ivbench: Vec<(u32, String)>,

@@ -463,6 +463,7 @@ fn a_second_ivbench_is_warned_about_and_marked_in_the_rows() {
     let m = manifest(&run);
     assert!(!m["discovered"]["load_at_start"]["other_ivbench"].as_array().unwrap().is_empty(), "{m}");
     assert!(m["discovered"]["load_at_start"]["loadavg"].is_array(), "{m}");
+    assert!(m["discovered"]["steal_share"].as_f64().is_some_and(|s| (0.0..=1.0).contains(&s)), "{m}");
 }
 
 // 9. An empty pattern runs everything.

@@ -145,7 +145,13 @@ pub fn execute(mut jobs: Vec<Job<'_>>, out: &Path, kind: &str, config_text: &str
         i += n;
     }
     let interrupted = STOP.is_requested();
-    run.discovered("load_at_end", serde_json::to_value(LoadSample::now())?)?;
+    let load_at_end = LoadSample::now();
+    let ticks = load_at_end.total_ticks.saturating_sub(load_at_start.total_ticks);
+    if ticks > 0 {
+        let steal = load_at_end.steal_ticks.saturating_sub(load_at_start.steal_ticks) as f64 / ticks as f64;
+        run.discovered("steal_share", serde_json::json!(steal))?;
+    }
+    run.discovered("load_at_end", serde_json::to_value(&load_at_end)?)?;
     if contended > 0 {
         run.note(format!("{contended} point(s) ran beside other load (see the contention column)"))?;
     }
