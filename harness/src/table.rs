@@ -16,7 +16,7 @@ fn num(v: Option<f64>) -> String {
 pub fn summary_table(rows: &[SummaryRow]) -> String {
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
-    t.set_header(vec!["probe", "params", "method", "status", "count", "p50 ns", "p99 ns", "p99.9 ns", "p50 cyc", "p99 cyc", "overhead cyc"]);
+    t.set_header(vec!["probe", "params", "method", "status", "count", "p50 ns", "p99 ns", "p99.9 ns", "p50 cyc", "p99 cyc", "overhead cyc", "Mpps", "loss"]);
     for r in rows {
         let status = r.status.to_string();
         let mut status = if status.len() > 60 { format!("{}...", &status[..status.char_indices().nth(57).map(|(i, _)| i).unwrap_or(status.len())]) } else { status };
@@ -38,6 +38,8 @@ pub fn summary_table(rows: &[SummaryRow]) -> String {
             Cell::new(num(r.p50_cycles)).set_alignment(CellAlignment::Right),
             Cell::new(num(r.p99_cycles)).set_alignment(CellAlignment::Right),
             Cell::new(r.overhead_cycles).set_alignment(CellAlignment::Right),
+            Cell::new(num(r.mpps)).set_alignment(CellAlignment::Right),
+            Cell::new(r.metric("loss_ratio").map(|l| format!("{:.3}%", l * 100.0)).unwrap_or_else(|| "-".into())).set_alignment(CellAlignment::Right),
         ]);
     }
     t.to_string()

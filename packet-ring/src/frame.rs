@@ -44,9 +44,7 @@ pub const fn weight(i: usize) -> u64 {
 pub const MIN_FRAME: usize = 64;
 pub use crate::layout::MAX_FRAME;
 
-const _: () = assert!(
-    SEQ_OFFSET % 8 == 0 && TSC_OFFSET % 8 == 0 && CSUM_OFFSET % 8 == 0 && FILL_OFFSET <= MIN_FRAME
-);
+const _: () = assert!(SEQ_OFFSET % 8 == 0 && TSC_OFFSET % 8 == 0 && CSUM_OFFSET % 8 == 0 && FILL_OFFSET <= MIN_FRAME);
 
 /// The position-weighted word sum of `bytes` with the checksum word taken as 0.
 pub fn checksum(bytes: &[u8]) -> u64 {
@@ -66,11 +64,7 @@ pub fn checksum(bytes: &[u8]) -> u64 {
     }
     // The checksum word itself counts as 0.
     if bytes.len() >= CSUM_OFFSET + 8 {
-        let c = u64::from_le_bytes(
-            bytes[CSUM_OFFSET..CSUM_OFFSET + 8]
-                .try_into()
-                .expect("8 bytes"),
-        );
+        let c = u64::from_le_bytes(bytes[CSUM_OFFSET..CSUM_OFFSET + 8].try_into().expect("8 bytes"));
         sum = sum.wrapping_sub(c.wrapping_mul(CSUM_WEIGHT));
     }
     sum
@@ -87,10 +81,7 @@ pub struct Template {
 
 impl Template {
     pub fn new(len: usize) -> Template {
-        assert!(
-            (MIN_FRAME..=MAX_FRAME).contains(&len),
-            "frame length {len} outside {MIN_FRAME}..={MAX_FRAME}"
-        );
+        assert!((MIN_FRAME..=MAX_FRAME).contains(&len), "frame length {len} outside {MIN_FRAME}..={MAX_FRAME}");
         let mut b = vec![0u8; len];
         b[DST_OFFSET..DST_OFFSET + 6].copy_from_slice(&DST_MAC);
         b[SRC_OFFSET..SRC_OFFSET + 6].copy_from_slice(&SRC_MAC);
@@ -105,9 +96,7 @@ impl Template {
     /// The checksum of this template carrying `seq` and `tsc`.
     #[inline]
     pub fn checksum_for(&self, seq: u64, tsc: u64) -> u64 {
-        self.base
-            .wrapping_add(seq.wrapping_mul(SEQ_WEIGHT))
-            .wrapping_add(tsc.wrapping_mul(TSC_WEIGHT))
+        self.base.wrapping_add(seq.wrapping_mul(SEQ_WEIGHT)).wrapping_add(tsc.wrapping_mul(TSC_WEIGHT))
     }
     /// Writes this frame carrying `seq` and `tsc` to `dst`, which must hold `len` bytes.
     ///
@@ -122,15 +111,9 @@ impl Template {
         // need no alignment.
         unsafe {
             std::ptr::copy_nonoverlapping(self.bytes.as_ptr(), dst, self.bytes.len());
-            dst.add(SEQ_OFFSET)
-                .cast::<u64>()
-                .write_unaligned(seq.to_le());
-            dst.add(TSC_OFFSET)
-                .cast::<u64>()
-                .write_unaligned(tsc.to_le());
-            dst.add(CSUM_OFFSET)
-                .cast::<u64>()
-                .write_unaligned(csum.to_le());
+            dst.add(SEQ_OFFSET).cast::<u64>().write_unaligned(seq.to_le());
+            dst.add(TSC_OFFSET).cast::<u64>().write_unaligned(tsc.to_le());
+            dst.add(CSUM_OFFSET).cast::<u64>().write_unaligned(csum.to_le());
         }
     }
 }
@@ -237,14 +220,10 @@ impl FrameSize {
         if text.eq_ignore_ascii_case("imix") {
             return Ok(FrameSize::Imix);
         }
-        let n: usize = text
-            .trim()
-            .parse()
-            .map_err(|_| format!("size `{text}` is neither a frame length in bytes nor `imix`"))?;
+        let n: usize =
+            text.trim().parse().map_err(|_| format!("size `{text}` is neither a frame length in bytes nor `imix`"))?;
         if !(MIN_FRAME..=MAX_FRAME).contains(&n) {
-            return Err(format!(
-                "size {n} is outside the Ethernet frame lengths {MIN_FRAME}..={MAX_FRAME}"
-            ));
+            return Err(format!("size {n} is outside the Ethernet frame lengths {MIN_FRAME}..={MAX_FRAME}"));
         }
         Ok(FrameSize::Fixed(n as u16))
     }
@@ -267,9 +246,7 @@ impl FrameSize {
     pub fn mean_len(&self) -> f64 {
         match self {
             FrameSize::Fixed(n) => f64::from(*n),
-            FrameSize::Imix => {
-                IMIX_CYCLE.iter().map(|&n| f64::from(n)).sum::<f64>() / IMIX_CYCLE.len() as f64
-            }
+            FrameSize::Imix => IMIX_CYCLE.iter().map(|&n| f64::from(n)).sum::<f64>() / IMIX_CYCLE.len() as f64,
         }
     }
 }
@@ -313,14 +290,7 @@ mod tests {
                 u64::from_le_bytes(f[CSUM_OFFSET..CSUM_OFFSET + 8].try_into().unwrap()),
                 "the defined checksum"
             );
-            assert_eq!(
-                verify(&f),
-                Check::Good {
-                    seq: 0xDEAD_BEEF_0000_0001 + len as u64,
-                    tsc: u64::MAX - 7
-                },
-                "{len}"
-            );
+            assert_eq!(verify(&f), Check::Good { seq: 0xDEAD_BEEF_0000_0001 + len as u64, tsc: u64::MAX - 7 }, "{len}");
             assert_eq!(&f[12..14], &[0x88, 0xB5]);
         }
     }
@@ -328,12 +298,7 @@ mod tests {
     #[test]
     fn o1_checksum_equals_the_full_recomputation() {
         let t = Template::new(570);
-        for (seq, tsc) in [
-            (0u64, 0u64),
-            (1, 2),
-            (u64::MAX, u64::MAX),
-            (12345, 987654321),
-        ] {
+        for (seq, tsc) in [(0u64, 0u64), (1, 2), (u64::MAX, u64::MAX), (12345, 987654321)] {
             let mut b = t.bytes.clone();
             b[SEQ_OFFSET..SEQ_OFFSET + 8].copy_from_slice(&seq.to_le_bytes());
             b[TSC_OFFSET..TSC_OFFSET + 8].copy_from_slice(&tsc.to_le_bytes());
@@ -347,10 +312,7 @@ mod tests {
         for i in 0..good.len() {
             let mut f = good.clone();
             f[i] ^= 0x10;
-            assert!(
-                matches!(verify(&f), Check::Corrupt(_)),
-                "flip at byte {i} passed"
-            );
+            assert!(matches!(verify(&f), Check::Corrupt(_)), "flip at byte {i} passed");
         }
         // The checksum alone catches a change confined to one word and a swap of words.
         for w in 0..good.len() / 8 {
@@ -367,17 +329,9 @@ mod tests {
         let (a, b) = (f[16..24].to_vec(), f[24..32].to_vec());
         f[16..24].copy_from_slice(&b);
         f[24..32].copy_from_slice(&a);
-        assert_eq!(
-            verify(&f),
-            Check::Corrupt(Corruption::Checksum),
-            "sequence and stamp swapped"
-        );
+        assert_eq!(verify(&f), Check::Corrupt(Corruption::Checksum), "sequence and stamp swapped");
         let t = Templates::new(FrameSize::Fixed(128));
-        assert_eq!(
-            t.verify(&good[..100]),
-            Check::Corrupt(Corruption::Length),
-            "a truncated frame"
-        );
+        assert_eq!(t.verify(&good[..100]), Check::Corrupt(Corruption::Length), "a truncated frame");
         assert_eq!(t.verify(&[0u8; 10]), Check::Corrupt(Corruption::Length));
     }
 
@@ -390,9 +344,7 @@ mod tests {
         }
         let m = FrameSize::Imix.mean_len();
         assert!((m - (7.0 * 64.0 + 4.0 * 570.0 + 1518.0) / 12.0).abs() < 1e-9);
-        let n1518 = (0..1200)
-            .filter(|&s| FrameSize::Imix.len_of(s) == 1518)
-            .count();
+        let n1518 = (0..1200).filter(|&s| FrameSize::Imix.len_of(s) == 1518).count();
         assert_eq!(n1518, 100);
         for s in STANDARD_SIZES {
             assert!(FrameSize::parse(s).is_ok());

@@ -103,9 +103,7 @@ const _: () = {
     assert!(size_of::<Config>() <= CACHE_LINE);
     assert!(size_of::<ProducerLine>() == CACHE_LINE && size_of::<ConsumerLine>() == CACHE_LINE);
     assert!(size_of::<Desc>() == DESC_SIZE);
-    assert!(
-        offset_of!(Desc, offset) == DESC_OFFSET_FIELD && offset_of!(Desc, len) == DESC_LEN_FIELD
-    );
+    assert!(offset_of!(Desc, offset) == DESC_OFFSET_FIELD && offset_of!(Desc, len) == DESC_LEN_FIELD);
     assert!(BUF_SIZE >= MAX_FRAME && BUF_SIZE.is_power_of_two() && BUF_SIZE % CACHE_LINE == 0);
     assert!(DEFAULT_SLOTS.is_power_of_two() && MAX_SLOTS.is_power_of_two());
 };
@@ -127,12 +125,7 @@ impl Layout {
         let desc_end = DESC_OFFSET + slots as usize * DESC_SIZE;
         let buf_offset = desc_end.div_ceil(PAGE) * PAGE;
         let region_size = buf_offset + slots as usize * BUF_SIZE;
-        Ok(Layout {
-            slots,
-            desc_offset: DESC_OFFSET,
-            buf_offset,
-            region_size,
-        })
+        Ok(Layout { slots, desc_offset: DESC_OFFSET, buf_offset, region_size })
     }
     /// The byte offset of slot `index`'s buffer.
     pub const fn buf(&self, index: u32) -> usize {
@@ -170,10 +163,7 @@ mod tests {
             assert_eq!(l.region_size, l.buf_offset + slots as usize * BUF_SIZE);
             assert_eq!(l.buf(slots), l.buf(0), "indices wrap at the slot count");
             assert_eq!(l.buf(slots - 1) + BUF_SIZE, l.region_size);
-            assert_eq!(
-                l.desc(slots - 1) + DESC_SIZE,
-                DESC_OFFSET + slots as usize * DESC_SIZE
-            );
+            assert_eq!(l.desc(slots - 1) + DESC_SIZE, DESC_OFFSET + slots as usize * DESC_SIZE);
         }
         for bad in [0u32, 1, 3, 100, MAX_SLOTS * 2] {
             assert!(Layout::new(bad).is_err(), "{bad}");

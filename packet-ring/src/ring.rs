@@ -94,17 +94,9 @@ impl RingView {
             )));
         }
         let layout = Layout::new(cfg.slots).map_err(|e| RingError::BadRegion(e.into()))?;
-        if (
-            cfg.buf_size as usize,
-            cfg.desc_offset as usize,
-            cfg.buf_offset as usize,
-            cfg.region_size,
-        ) != (
-            BUF_SIZE,
-            layout.desc_offset,
-            layout.buf_offset,
-            layout.region_size as u64,
-        ) {
+        if (cfg.buf_size as usize, cfg.desc_offset as usize, cfg.buf_offset as usize, cfg.region_size)
+            != (BUF_SIZE, layout.desc_offset, layout.buf_offset, layout.region_size as u64)
+        {
             return Err(RingError::BadRegion(format!(
                 "header sizes {cfg:?} do not match the layout of {} slots",
                 cfg.slots
@@ -132,9 +124,7 @@ impl RingView {
 
 fn check_region(base: *mut u8, len: usize, layout: &Layout) -> Result<(), RingError> {
     if base.is_null() || base as usize % layout::CACHE_LINE != 0 {
-        return Err(RingError::BadRegion(format!(
-            "base {base:p} is not 64-byte aligned"
-        )));
+        return Err(RingError::BadRegion(format!("base {base:p} is not 64-byte aligned")));
     }
     if len < layout.region_size {
         return Err(RingError::BadRegion(format!(
@@ -157,12 +147,7 @@ impl Producer {
     pub fn new(ring: RingView) -> Producer {
         let head = ring.head().load(Ordering::Relaxed);
         let cached_tail = ring.tail().load(Ordering::Acquire);
-        Producer {
-            ring,
-            head,
-            cached_tail,
-            published: head,
-        }
+        Producer { ring, head, cached_tail, published: head }
     }
 
     /// Fills the next slot with `len` bytes written by `write` (given the buffer's start),
@@ -187,10 +172,7 @@ impl Producer {
                 .base
                 .add(self.ring.layout.desc(self.head))
                 .cast::<Desc>()
-                .write(Desc {
-                    offset: off as u32,
-                    len: u32::from(len),
-                });
+                .write(Desc { offset: off as u32, len: u32::from(len) });
         }
         self.head = self.head.wrapping_add(1);
         true
@@ -231,12 +213,7 @@ impl Consumer {
     pub fn new(ring: RingView) -> Consumer {
         let tail = ring.tail().load(Ordering::Relaxed);
         let cached_head = ring.head().load(Ordering::Acquire);
-        Consumer {
-            ring,
-            tail,
-            cached_head,
-            released: tail,
-        }
+        Consumer { ring, tail, cached_head, released: tail }
     }
 
     /// Frames ready to read; re-reads the producer's index only when the cached copy says
@@ -266,23 +243,14 @@ impl Consumer {
         // SAFETY: the descriptor slot lies inside the checked region; the producer
         // published it (acquire load of head) and will not rewrite it before the consumer
         // releases the slot.
-        let d = unsafe {
-            self.ring
-                .base
-                .add(l.desc(self.tail))
-                .cast::<Desc>()
-                .read_volatile()
-        };
+        let d = unsafe { self.ring.base.add(l.desc(self.tail)).cast::<Desc>().read_volatile() };
         let (off, len) = (d.offset as usize, d.len as usize);
         let in_pool = off >= l.buf_offset
             && (off - l.buf_offset) % BUF_SIZE == 0
             && len <= BUF_SIZE
             && off + len <= l.region_size;
         // SAFETY: off + len was just checked to lie inside the region.
-        in_pool.then(|| RawFrame {
-            ptr: unsafe { self.ring.base.add(off) }.cast_const(),
-            len,
-        })
+        in_pool.then(|| RawFrame { ptr: unsafe { self.ring.base.add(off) }.cast_const(), len })
     }
 
     /// Moves past the frame just read. Its buffer stays the consumer's (zero-copy reads
@@ -335,11 +303,7 @@ mod tests {
             assert!(p.try_push(64, |b| put(b, i)));
         }
         assert!(!p.try_push(64, |_| panic!("a full ring must not hand out a buffer")));
-        assert_eq!(
-            c.available().unwrap(),
-            0,
-            "nothing is visible before publication"
-        );
+        assert_eq!(c.available().unwrap(), 0, "nothing is visible before publication");
         p.publish();
         assert_eq!(c.available().unwrap(), 4);
         for i in 0..2u8 {
@@ -353,11 +317,7 @@ mod tests {
         assert!(p.try_push(64, |b| put(b, 10)));
         assert!(!p.try_push(64, |_| panic!("full again")));
         p.publish();
-        assert_eq!(
-            c.available().unwrap(),
-            2,
-            "cached head still says 2 left of the first batch"
-        );
+        assert_eq!(c.available().unwrap(), 2, "cached head still says 2 left of the first batch");
     }
 
     #[test]
@@ -391,19 +351,11 @@ mod tests {
         v.head().store(1, Ordering::Release);
         let mut c = Consumer::new(v);
         // SAFETY: test-only: a descriptor pointing into the header.
-        unsafe {
-            v.base
-                .add(v.layout.desc(0))
-                .cast::<Desc>()
-                .write(Desc { offset: 0, len: 64 })
-        };
+        unsafe { v.base.add(v.layout.desc(0)).cast::<Desc>().write(Desc { offset: 0, len: 64 }) };
         assert_eq!(c.available().unwrap(), 1);
         assert!(c.peek().is_none());
         unsafe {
-            v.base.add(v.layout.desc(0)).cast::<Desc>().write(Desc {
-                offset: v.layout.buf(3) as u32,
-                len: 4000,
-            })
+            v.base.add(v.layout.desc(0)).cast::<Desc>().write(Desc { offset: v.layout.buf(3) as u32, len: 4000 })
         };
         assert!(c.peek().is_none(), "a length beyond the buffer");
         c.advance();

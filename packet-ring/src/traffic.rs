@@ -10,6 +10,8 @@
 
 use crate::frame::{Check, FrameSize, Templates};
 use crate::layout::BUF_SIZE;
+use probe_api::Throughput;
+
 use crate::ring::{Consumer, Producer, RingError};
 
 /// How the sink reads a frame.
@@ -52,14 +54,9 @@ impl Rate {
         if text == "max" {
             return Ok(Rate::Max);
         }
-        let v: f64 = text
-            .trim()
-            .parse()
-            .map_err(|_| format!("rate `{text}` is neither `max` nor a number of Mpps"))?;
+        let v: f64 = text.trim().parse().map_err(|_| format!("rate `{text}` is neither `max` nor a number of Mpps"))?;
         if !v.is_finite() || v <= 0.0 || v > MAX_OFFERED_MPPS {
-            return Err(format!(
-                "rate must be `max` or Mpps in (0, {MAX_OFFERED_MPPS}], got {text}"
-            ));
+            return Err(format!("rate must be `max` or Mpps in (0, {MAX_OFFERED_MPPS}], got {text}"));
         }
         Ok(Rate::Mpps(v))
     }
@@ -78,14 +75,9 @@ impl std::fmt::Display for Rate {
 pub const MAX_BATCH: u32 = 256;
 
 pub fn parse_batch(text: &str) -> Result<u32, String> {
-    let n: u32 = text
-        .trim()
-        .parse()
-        .map_err(|_| format!("batch `{text}` is not a whole number"))?;
+    let n: u32 = text.trim().parse().map_err(|_| format!("batch `{text}` is not a whole number"))?;
     if n == 0 || n > MAX_BATCH {
-        return Err(format!(
-            "batch must be 1..={MAX_BATCH} packets per index publication, got {n}"
-        ));
+        return Err(format!("batch must be 1..={MAX_BATCH} packets per index publication, got {n}"));
     }
     Ok(n)
 }
@@ -120,14 +112,7 @@ pub struct Generator {
 }
 
 impl Generator {
-    pub fn new(
-        prod: Producer,
-        size: FrameSize,
-        rate: Rate,
-        batch: u32,
-        tsc_hz: f64,
-        start: u64,
-    ) -> Generator {
+    pub fn new(prod: Producer, size: FrameSize, rate: Rate, batch: u32, tsc_hz: f64, start: u64) -> Generator {
         let interval = match rate {
             Rate::Max => 0.0,
             Rate::Mpps(m) => tsc_hz / (m * 1e6),
@@ -155,10 +140,7 @@ impl Generator {
     #[inline]
     pub fn step(&mut self, now: u64, limit: u64) -> u32 {
         let mut n = 0;
-        while n < self.batch
-            && self.stats.sent < limit
-            && (self.interval == 0.0 || self.due(self.stats.sent) <= now)
-        {
+        while n < self.batch && self.stats.sent < limit && (self.interval == 0.0 || self.due(self.stats.sent) <= now) {
             self.offer(now);
             n += 1;
         }
@@ -172,16 +154,11 @@ impl Generator {
     #[inline]
     fn offer(&mut self, now: u64) {
         let len = self.size.len_of(self.seq);
-        let t = self
-            .templates
-            .get(len as usize)
-            .expect("a template per length of the size");
+        let t = self.templates.get(len as usize).expect("a template per length of the size");
         let seq = self.seq;
         // SAFETY: try_push hands out a buffer of BUF_SIZE >= MAX_FRAME bytes that the
         // producer owns until it publishes it.
-        let pushed = self
-            .prod
-            .try_push(len, |buf| unsafe { t.write_to(buf, seq, now) });
+        let pushed = self.prod.try_push(len, |buf| unsafe { t.write_to(buf, seq, now) });
         self.stats.sent += 1;
         if pushed {
             self.seq += 1;
@@ -227,13 +204,7 @@ pub const SEQ_WINDOW: u64 = 1 << 16;
 
 impl Default for SeqTracker {
     fn default() -> Self {
-        SeqTracker {
-            next: 0,
-            seen: vec![0; (SEQ_WINDOW / 64) as usize],
-            lost: 0,
-            duplicated: 0,
-            reordered: 0,
-        }
+        SeqTracker { next: 0, seen: vec![0; (SEQ_WINDOW / 64) as usize], lost: 0, duplicated: 0, reordered: 0 }
     }
 }
 
@@ -318,14 +289,7 @@ pub struct Sink {
 
 impl Sink {
     /// `stride` is rounded up to a power of two.
-    pub fn new(
-        cons: Consumer,
-        size: FrameSize,
-        mode: CopyMode,
-        batch: u32,
-        stride: u64,
-        max_samples: usize,
-    ) -> Sink {
+    pub fn new(cons: Consumer, size: FrameSize, mode: CopyMode, batch: u32, stride: u64, max_samples: usize) -> Sink {
         Sink {
             cons,
             templates: Templates::new(size),
@@ -359,15 +323,11 @@ impl Sink {
                         // SAFETY: peek checked that the frame lies inside the buffer
                         // pool; the producer does not write the slot before it is
                         // released below; the copy buffer holds BUF_SIZE >= f.len bytes.
-                        unsafe {
-                            std::ptr::copy_nonoverlapping(f.ptr, self.copy.as_mut_ptr(), f.len)
-                        };
+                        unsafe { std::ptr::copy_nonoverlapping(f.ptr, self.copy.as_mut_ptr(), f.len) };
                         self.templates.verify(&self.copy[..f.len])
                     }
                     // SAFETY: as above: inside the pool, not written until released.
-                    CopyMode::ZeroCopy => self
-                        .templates
-                        .verify(unsafe { std::slice::from_raw_parts(f.ptr, f.len) }),
+                    CopyMode::ZeroCopy => self.templates.verify(unsafe { std::slice::from_raw_parts(f.ptr, f.len) }),
                 },
             };
             self.cons.advance();
@@ -392,48 +352,25 @@ impl Sink {
     }
 }
 
-/// Both ends' counters after a trial, and the identity they must satisfy.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Accounting {
-    pub sent: u64,
-    pub received: u64,
-    pub dropped: u64,
-    pub lost: u64,
-    pub duplicated: u64,
-    pub reordered: u64,
-    pub corrupted: u64,
+/// Both ends' counters after a trial, in the harness's throughput contract (rates,
+/// duration and frame length are the caller's to fill in).
+pub fn counters(g: &GenStats, s: &Sink) -> Throughput {
+    Throughput {
+        sent: g.sent,
+        received: s.stats.received,
+        dropped: g.dropped,
+        lost: s.seq.lost,
+        duplicated: s.seq.duplicated,
+        reordered: s.seq.reordered,
+        corrupted: s.stats.corrupted,
+        ..Default::default()
+    }
 }
 
-impl Accounting {
-    pub fn of(g: &GenStats, s: &Sink) -> Accounting {
-        Accounting {
-            sent: g.sent,
-            received: s.stats.received,
-            dropped: g.dropped,
-            lost: s.seq.lost,
-            duplicated: s.seq.duplicated,
-            reordered: s.seq.reordered,
-            corrupted: s.stats.corrupted,
-        }
-    }
-    /// Why the counters cannot be right, if they cannot: every offered packet is either
-    /// received or dropped.
-    pub fn violation(&self) -> Option<String> {
-        (self.sent != self.received + self.dropped).then(|| {
-            format!(
-                "accounting broken: sent {} != received {} + dropped {}",
-                self.sent, self.received, self.dropped
-            )
-        })
-    }
-    /// Packets offered but not delivered intact: dropped, lost in the ring, or corrupted.
-    pub fn loss_ratio(&self) -> f64 {
-        if self.sent == 0 {
-            0.0
-        } else {
-            (self.dropped + self.lost + self.corrupted) as f64 / self.sent as f64
-        }
-    }
+/// Why the counters of a drained trial cannot be right: every offered packet is either
+/// received or dropped.
+pub fn imbalance(t: &Throughput) -> Option<String> {
+    Throughput { duration_s: 1.0, frame_bytes: 64.0, ..t.clone() }.violation()
 }
 
 #[cfg(test)]
@@ -453,11 +390,7 @@ mod tests {
 
     #[test]
     fn a_slow_sink_makes_drops_that_balance_exactly() {
-        for size in [
-            FrameSize::Fixed(64),
-            FrameSize::Fixed(1518),
-            FrameSize::Imix,
-        ] {
+        for size in [FrameSize::Fixed(64), FrameSize::Fixed(1518), FrameSize::Imix] {
             for mode in [CopyMode::Copy, CopyMode::ZeroCopy] {
                 let (_r, p, c, _) = ends(16);
                 let mut g = Generator::new(p, size, Rate::Max, 4, 1e9, 0);
@@ -473,14 +406,10 @@ mod tests {
                 }
                 g.finish();
                 while s.poll(|| t).unwrap() > 0 {}
-                let a = Accounting::of(&g.stats, &s);
-                assert_eq!(a.violation(), None, "{size} {mode:?}: {a:?}");
+                let a = counters(&g.stats, &s);
+                assert_eq!(imbalance(&a), None, "{size} {mode:?}: {a:?}");
                 assert!(a.dropped > 0, "the slow sink must cause drops: {a:?}");
-                assert_eq!(
-                    (a.lost, a.duplicated, a.reordered, a.corrupted),
-                    (0, 0, 0, 0),
-                    "{a:?}"
-                );
+                assert_eq!((a.lost, a.duplicated, a.reordered, a.corrupted), (0, 0, 0, 0), "{a:?}");
                 assert_eq!(s.seq.next(), g.enqueued());
                 assert!(!s.latency.is_empty() && s.latency.iter().all(|&l| l < 1_000_000));
             }
@@ -505,10 +434,7 @@ mod tests {
         assert_eq!(s.stats.received, 1000);
         // A trickle is published as soon as nothing more is due, not held for a batch.
         assert!(g.stats.publications >= 999, "{}", g.stats.publications);
-        assert!(
-            g.waiting(999_999) && !g.waiting(1_000_000),
-            "packet 1000 is due at 1e6 cycles"
-        );
+        assert!(g.waiting(999_999) && !g.waiting(1_000_000), "packet 1000 is due at 1e6 cycles");
     }
 
     #[test]
@@ -537,16 +463,13 @@ mod tests {
         // SAFETY: test-only writes inside the region, before the sink reads.
         unsafe {
             *_r.base().add(l.buf(3) + 100) ^= 1;
-            _r.base()
-                .add(l.desc(5) + crate::layout::DESC_LEN_FIELD)
-                .cast::<u32>()
-                .write(255);
+            _r.base().add(l.desc(5) + crate::layout::DESC_LEN_FIELD).cast::<u32>().write(255);
         }
         while s.poll(|| 0).unwrap() > 0 {}
-        let a = Accounting::of(&g.stats, &s);
+        let a = counters(&g.stats, &s);
         assert_eq!(a.corrupted, 2);
         assert_eq!(a.received, 8);
-        assert_eq!(a.violation(), None);
+        assert_eq!(imbalance(&a), None);
         // The two damaged sequence numbers look like a ring loss to the tracker.
         assert_eq!(a.lost, 2);
     }
@@ -567,28 +490,8 @@ mod tests {
 
     #[test]
     fn the_identity_fails_when_a_packet_is_unaccounted() {
-        let a = Accounting {
-            sent: 10,
-            received: 8,
-            dropped: 1,
-            ..Default::default()
-        };
-        assert!(a
-            .violation()
-            .unwrap()
-            .contains("sent 10 != received 8 + dropped 1"));
-        assert!(
-            (Accounting {
-                sent: 200,
-                received: 199,
-                dropped: 1,
-                ..Default::default()
-            }
-            .loss_ratio()
-                - 0.005)
-                .abs()
-                < 1e-12
-        );
+        let a = Throughput { sent: 10, received: 8, dropped: 1, ..Default::default() };
+        assert!(imbalance(&a).unwrap().contains("sent 10 != received 8 + dropped 1"));
     }
 
     #[test]

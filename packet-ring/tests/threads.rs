@@ -5,11 +5,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use packet_ring::{
-    Accounting, Consumer, CopyMode, FrameSize, Generator, Layout, Producer, Rate, Region, RingView,
-    Sink,
+    counters, imbalance, Consumer, CopyMode, FrameSize, Generator, Layout, Producer, Rate, Region, RingView, Sink,
 };
 
-fn trial(size: FrameSize, mode: CopyMode, batch: u32, slots: u32, packets: u64) -> Accounting {
+fn trial(size: FrameSize, mode: CopyMode, batch: u32, slots: u32, packets: u64) -> probe_api::Throughput {
     let l = Layout::new(slots).unwrap();
     let region = Region::anonymous(l.region_size).unwrap();
     // SAFETY: the region is fresh, page aligned, as large as the layout, and outlives both
@@ -40,7 +39,7 @@ fn trial(size: FrameSize, mode: CopyMode, batch: u32, slots: u32, packets: u64) 
     });
     let g = gen.join().unwrap();
     let s = sink.join().unwrap();
-    Accounting::of(&g, &s)
+    counters(&g, &s)
 }
 
 #[test]
@@ -52,7 +51,7 @@ fn two_threads_balance_exactly_in_every_mode() {
         (FrameSize::Imix, CopyMode::ZeroCopy, 8, 16),
     ] {
         let a = trial(size, mode, batch, slots, 200_000);
-        assert_eq!(a.violation(), None, "{size} {mode:?} batch {batch}: {a:?}");
+        assert_eq!(imbalance(&a), None, "{size} {mode:?} batch {batch}: {a:?}");
         assert_eq!(a.sent, 200_000);
         assert_eq!(
             (a.lost, a.duplicated, a.reordered, a.corrupted),
