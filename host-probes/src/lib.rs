@@ -1,4 +1,5 @@
-//! Host-side probes: the physical floor that every VM figure is compared against.
+//! Host-side probes: the physical floor that every VM figure is compared against, and
+//! `path.host-ring`, the packet ring between two host threads.
 //! Each module is one probe family; `probes()` is their table.
 
 pub mod cacheline;
@@ -6,6 +7,7 @@ pub mod memcpy;
 mod partner;
 pub mod perf;
 mod pinning;
+pub mod ring;
 mod sampling;
 pub mod syscall;
 pub mod timer;
@@ -24,5 +26,6 @@ pub fn probes() -> Vec<Box<dyn Probe>> {
         Box::new(wake::EventfdRoundtrip),
         Box::new(wake::FutexRoundtrip),
         Box::new(memcpy::Memcpy),
+        Box::new(ring::HostRing),
     ]
 }
