@@ -51,7 +51,15 @@ pub struct Entry {
     pub batch: Option<u32>,
     pub cpus: Option<Vec<usize>>,
     pub timeout_s: Option<u64>,
+    /// Search each point's offered rate for NDR and PDR instead of running it once
+    /// (probes with a `rate` parameter): full trials of NDR_FULL_TRIAL (quick: QUICK_NDR_FULL_TRIAL).
+    #[serde(default)]
+    pub ndr: bool,
 }
+
+/// Full trial length of a sweep's zero-loss search, and under --quick.
+pub const NDR_FULL_TRIAL: std::time::Duration = std::time::Duration::from_secs(1);
+pub const QUICK_NDR_FULL_TRIAL: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl Entry {
     fn settings(&self) -> Settings {
@@ -84,6 +92,9 @@ pub struct Job<'a> {
     /// Tells this job's row apart from another of the same probe, point and method
     /// (see `SummaryRow::variant`); empty when there is no other.
     pub variant: String,
+    /// Run the zero-loss search (NDR/PDR) over the point's `rate` with these trial
+    /// lengths instead of the point once.
+    pub ndr: Option<crate::ndr::Durations>,
 }
 
 /// Every CPU must be one this process may run on: pinning to any other fails at the
@@ -202,7 +213,8 @@ impl SweepConfig {
                             timeout: std::time::Duration::from_secs(s.timeout_s.unwrap_or(120)),
                             stop: StopFlag::new(),
                         };
-                        jobs.push(Job { probe, point: point.clone(), budget, variant: String::new() });
+                        let ndr = e.ndr.then(|| crate::ndr::Durations::from_full(if quick { QUICK_NDR_FULL_TRIAL } else { NDR_FULL_TRIAL }));
+                        jobs.push(Job { probe, point: point.clone(), budget, variant: String::new(), ndr });
                         entries.push(entry);
                     }
                 }

@@ -11,6 +11,7 @@ pub mod cmd;
 pub mod contention;
 pub mod config;
 pub mod fingerprint;
+pub mod ndr;
 pub mod registry;
 pub mod report;
 pub mod runner;

@@ -91,6 +91,11 @@ enum Command {
         /// Parent directory of the run directory.
         #[arg(long, default_value_os_t = cmd::default_runs_dir())]
         out: PathBuf,
+        /// Search each point's offered rate for NDR (no loss) and PDR (<= 0.5% loss):
+        /// short trials narrow, full trials (--duration, default 1 s) confirm; every trial,
+        /// the bounds and latency at no load and 10/50/90% of PDR become rows.
+        #[arg(long)]
+        ndr: bool,
     },
     /// Run a sweep: the embedded default, or --config FILE which replaces it.
     #[command(after_help = "Examples:\n  ivbench sweep --quick\n  ivbench sweep --print-default > my-sweep.toml && ivbench sweep --config my-sweep.toml")]
@@ -188,7 +193,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::List { json } => cmd::list::list(json),
         Command::Env { json, cpus } => cmd::env::env(json, &cpus),
-        Command::Run { probes, iterations, duration, cpus, method, batch, params, timeout, out } => cmd::run::run(cmd::run::RunArgs {
+        Command::Run { probes, iterations, duration, cpus, method, batch, params, timeout, out, ndr } => cmd::run::run(cmd::run::RunArgs {
             probes,
             iterations,
             duration,
@@ -200,6 +205,7 @@ fn main() -> ExitCode {
             params,
             out,
             timeout,
+            ndr,
         }),
         Command::Sweep { config, quick, print_default, no_report, out } => {
             if print_default {

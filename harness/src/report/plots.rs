@@ -405,86 +405,6 @@ fn draw_budget(out: &mut String, bars: &[BudgetBar], budgets: &[(f64, &str)], si
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::stats::new_histogram;
-
-    fn hist(values_cycles: &[u64]) -> Histogram<u64> {
-        let mut h = new_histogram();
-        for v in values_cycles {
-            h.record(v * HIST_UNITS_PER_CYCLE).unwrap();
-        }
-        h
-    }
-
-    #[test]
-    fn ns_labels_carry_units() {
-        assert_eq!(fmt_ns(250.0), "250 ns");
-        assert_eq!(fmt_ns(0.48), "0.48 ns");
-        assert_eq!(fmt_ns(1500.0), "1.5 µs");
-        assert_eq!(fmt_ns(2_000_000.0), "2 ms");
-        assert_eq!(fmt_ns(67.2), "67.2 ns");
-    }
-
-    #[test]
-    fn log_ticks_are_readable() {
-        assert_eq!(log_ticks(10.0, 1000.0, 8), vec![10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0]);
-        let wide = log_ticks(1.0, 1e9, 8);
-        assert!(wide.len() <= 8 && wide.len() >= 4, "{wide:?}");
-        let narrow = log_ticks(105.0, 130.0, 8);
-        assert!(narrow.len() >= 2 && narrow.iter().all(|t| (105.0..=130.0).contains(t)), "{narrow:?}");
-    }
-
-    #[test]
-    fn bins_hold_every_sample_and_span_the_tail() {
-        let mut v = vec![100u64; 990];
-        v.extend(std::iter::repeat_n(100_000u64, 10));
-        let h = hist(&v);
-        // 1 GHz: 1 cycle = 1 ns.
-        let b = histogram_bins(&h, 1_000_000, 60).unwrap();
-        assert_eq!(b.bins.iter().map(|x| x.count).sum::<u64>(), 1000);
-        assert!(b.bins[0].lo <= 100.0 && b.bins.last().unwrap().hi >= 99_000.0);
-        // Log bins: the tail three decades out has its own bar, not squashed into the body.
-        assert_eq!(b.bins.last().unwrap().count, 10);
-    }
-
-    #[test]
-    fn zero_samples_are_counted_not_dropped() {
-        let h = hist(&[0, 0, 5, 6]);
-        let b = histogram_bins(&h, 1_000_000, 10).unwrap();
-        assert_eq!(b.zeros, 2);
-        assert_eq!(b.bins.iter().map(|x| x.count).sum::<u64>(), 4);
-    }
-
-    #[test]
-    fn percentile_points_rise_to_the_max() {
-        let h = hist(&(1..=10_000).collect::<Vec<_>>());
-        let p = percentile_points(&h, 1_000_000);
-        assert!(p.windows(2).all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1), "not monotonic");
-        let last = p.last().unwrap();
-        assert_eq!(last.0, 10_000.0);
-        assert!((last.1 - 10_000.0).abs() < 10.0);
-        // The median sits at x = 2.
-        let med = p.iter().find(|(x, _)| (*x - 2.0).abs() < 0.05).unwrap();
-        assert!((med.1 - 5000.0).abs() < 50.0, "{med:?}");
-    }
-
-    #[test]
-    fn svgs_are_drawn_with_labelled_axes() {
-        let h = hist(&[100, 110, 120, 5000]);
-        let s = histogram_svg(&h, 2_000_000, (600, 340)).unwrap();
-        assert!(s.starts_with("<svg") && s.contains("samples per bin") && s.contains("latency per operation"));
-        let p = percentile_svg(&h, 2_000_000, (600, 340)).unwrap();
-        assert!(p.contains("percentile") && p.contains("50%"));
-        let b = budget_svg(&[BudgetBar { label: "x".into(), p50_ns: 100.0, p99_ns: 200.0, seed_ns: Some(400.0) }], &[(67.2, "10GbE 67.2 ns")], 900)
-            .unwrap();
-        assert!(b.contains("67.2 ns") && b.contains("2014 figure"));
-        assert!(histogram_svg(&new_histogram(), 2_000_000, (600, 340)).is_err());
-        assert!(histogram_svg(&h, 0, (600, 340)).is_err());
-    }
-}
-
 /// One bar of the throughput chart: a path row at one frame size.
 pub struct RateBar {
     pub label: String,
@@ -571,4 +491,84 @@ fn draw_rates(out: &mut String, bars: &[RateBar], reference: (f64, &str), size: 
         .draw()?;
     root.present()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::new_histogram;
+
+    fn hist(values_cycles: &[u64]) -> Histogram<u64> {
+        let mut h = new_histogram();
+        for v in values_cycles {
+            h.record(v * HIST_UNITS_PER_CYCLE).unwrap();
+        }
+        h
+    }
+
+    #[test]
+    fn ns_labels_carry_units() {
+        assert_eq!(fmt_ns(250.0), "250 ns");
+        assert_eq!(fmt_ns(0.48), "0.48 ns");
+        assert_eq!(fmt_ns(1500.0), "1.5 µs");
+        assert_eq!(fmt_ns(2_000_000.0), "2 ms");
+        assert_eq!(fmt_ns(67.2), "67.2 ns");
+    }
+
+    #[test]
+    fn log_ticks_are_readable() {
+        assert_eq!(log_ticks(10.0, 1000.0, 8), vec![10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0]);
+        let wide = log_ticks(1.0, 1e9, 8);
+        assert!(wide.len() <= 8 && wide.len() >= 4, "{wide:?}");
+        let narrow = log_ticks(105.0, 130.0, 8);
+        assert!(narrow.len() >= 2 && narrow.iter().all(|t| (105.0..=130.0).contains(t)), "{narrow:?}");
+    }
+
+    #[test]
+    fn bins_hold_every_sample_and_span_the_tail() {
+        let mut v = vec![100u64; 990];
+        v.extend(std::iter::repeat_n(100_000u64, 10));
+        let h = hist(&v);
+        // 1 GHz: 1 cycle = 1 ns.
+        let b = histogram_bins(&h, 1_000_000, 60).unwrap();
+        assert_eq!(b.bins.iter().map(|x| x.count).sum::<u64>(), 1000);
+        assert!(b.bins[0].lo <= 100.0 && b.bins.last().unwrap().hi >= 99_000.0);
+        // Log bins: the tail three decades out has its own bar, not squashed into the body.
+        assert_eq!(b.bins.last().unwrap().count, 10);
+    }
+
+    #[test]
+    fn zero_samples_are_counted_not_dropped() {
+        let h = hist(&[0, 0, 5, 6]);
+        let b = histogram_bins(&h, 1_000_000, 10).unwrap();
+        assert_eq!(b.zeros, 2);
+        assert_eq!(b.bins.iter().map(|x| x.count).sum::<u64>(), 4);
+    }
+
+    #[test]
+    fn percentile_points_rise_to_the_max() {
+        let h = hist(&(1..=10_000).collect::<Vec<_>>());
+        let p = percentile_points(&h, 1_000_000);
+        assert!(p.windows(2).all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1), "not monotonic");
+        let last = p.last().unwrap();
+        assert_eq!(last.0, 10_000.0);
+        assert!((last.1 - 10_000.0).abs() < 10.0);
+        // The median sits at x = 2.
+        let med = p.iter().find(|(x, _)| (*x - 2.0).abs() < 0.05).unwrap();
+        assert!((med.1 - 5000.0).abs() < 50.0, "{med:?}");
+    }
+
+    #[test]
+    fn svgs_are_drawn_with_labelled_axes() {
+        let h = hist(&[100, 110, 120, 5000]);
+        let s = histogram_svg(&h, 2_000_000, (600, 340)).unwrap();
+        assert!(s.starts_with("<svg") && s.contains("samples per bin") && s.contains("latency per operation"));
+        let p = percentile_svg(&h, 2_000_000, (600, 340)).unwrap();
+        assert!(p.contains("percentile") && p.contains("50%"));
+        let b = budget_svg(&[BudgetBar { label: "x".into(), p50_ns: 100.0, p99_ns: 200.0, seed_ns: Some(400.0) }], &[(67.2, "10GbE 67.2 ns")], 900)
+            .unwrap();
+        assert!(b.contains("67.2 ns") && b.contains("2014 figure"));
+        assert!(histogram_svg(&new_histogram(), 2_000_000, (600, 340)).is_err());
+        assert!(histogram_svg(&h, 0, (600, 340)).is_err());
+    }
 }
