@@ -2,6 +2,7 @@
 //! `path.host-ring`, the packet ring between two host threads.
 //! Each module is one probe family; `probes()` is their table.
 
+pub mod baseline;
 pub mod cacheline;
 pub mod memcpy;
 mod partner;
@@ -27,5 +28,8 @@ pub fn probes() -> Vec<Box<dyn Probe>> {
         Box::new(wake::FutexRoundtrip),
         Box::new(memcpy::Memcpy),
         Box::new(ring::HostRing),
+        Box::new(baseline::dpdk::Dpdk(baseline::dpdk::Kind::Vhost)),
+        Box::new(baseline::dpdk::Dpdk(baseline::dpdk::Kind::Memif)),
+        Box::new(baseline::veth::Veth),
     ]
 }

@@ -56,7 +56,7 @@ impl RingParams {
 
 /// TSC ticks per second, calibrated once against the monotonic clock: what pacing needs.
 /// (The figures are converted by the harness at its own, recorded TSC rate.)
-fn tsc_hz() -> f64 {
+pub(crate) fn tsc_hz() -> f64 {
     static HZ: OnceLock<f64> = OnceLock::new();
     *HZ.get_or_init(|| {
         let (t0, c0) = (Instant::now(), tsc::rdtsc_serialized());

@@ -100,7 +100,7 @@ pub fn section(run: &LoadedRun) -> String {
             cell(r.p99_ns, 0),
         );
     }
-    o.push_str("</table></div>\n<div class=\"caption\"><b>Mpps</b>: received packets / trial time &middot; <b>loss ratio</b>: (dropped + lost + corrupted) / sent &middot; <b>cycles/pkt</b>: TSC cycles each side spent busy per packet &middot; <b>one-way latency</b>: receive TSC minus the send stamp in the frame, sampled frames</div>\n");
+    o.push_str("</table></div>\n<div class=\"caption\"><b>Mpps</b>: received packets / trial time &middot; <b>loss ratio</b>: (dropped + corrupted) / sent &middot; <b>cycles/pkt</b>: TSC cycles each side spent busy per packet &middot; <b>one-way latency</b>: receive TSC minus the send stamp in the frame, sampled frames</div>\n");
     o
 }
 
