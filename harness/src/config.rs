@@ -43,6 +43,10 @@ pub struct Entry {
     pub name: String,
     #[serde(default)]
     pub params: Option<Vec<String>>,
+    /// The points under --quick instead of `params` (a baseline that takes seconds per
+    /// point keeps one point there).
+    #[serde(default)]
+    pub quick_params: Option<Vec<String>>,
     // Spelled out rather than a flattened `Settings`: serde's flatten loses the toml
     // spans, and errors must point at the offending line.
     pub iterations: Option<u64>,
@@ -155,7 +159,7 @@ impl SweepConfig {
             if s.methods.as_ref().is_some_and(|m| m.is_empty()) {
                 return Err(invalid(format!("probe entry {} (`{}`): methods is empty", i + 1, e.name)));
             }
-            for p in e.params.iter().flatten() {
+            for p in e.params.iter().chain(e.quick_params.iter()).flatten() {
                 Point::parse(p).map_err(|m| invalid(format!("probe entry {} (`{}`): {m}", i + 1, e.name)))?;
             }
         }
@@ -187,7 +191,8 @@ impl SweepConfig {
             }
             let s = self.defaults.merged(&e.settings());
             for probe in selected {
-                let points: Vec<Point> = match &e.params {
+                let params = if quick { e.quick_params.as_ref().or(e.params.as_ref()) } else { e.params.as_ref() };
+                let points: Vec<Point> = match params {
                     Some(list) => list.iter().map(|p| Point::parse(p).expect("validated in parse")).collect(),
                     None => probe.points(),
                 };

@@ -70,7 +70,7 @@ pub(crate) fn tsc_hz() -> f64 {
 
 /// Sets its flag when dropped, so the sink learns that the generator ended even when the
 /// generator panicked.
-struct Done<'a>(&'a AtomicBool);
+pub(crate) struct Done<'a>(pub(crate) &'a AtomicBool);
 
 impl Drop for Done<'_> {
     fn drop(&mut self) {

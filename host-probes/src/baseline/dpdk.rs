@@ -22,8 +22,10 @@ use super::supervise::{find_tool, missing_tool, sweep_stale, HugeMount, ScratchD
 use crate::pinning::{cpu_pair, two_cpus_support};
 
 const TESTPMD: &str = "dpdk-testpmd";
-/// Debian 12 ships dpdk-testpmd in dpdk-dev (the `dpdk` package has only the scripts).
+/// Debian 12 ships dpdk-testpmd in dpdk-dev (the `dpdk` package has only the scripts);
+/// the drivers the two paths load come separately.
 const PACKAGE: &str = "dpdk-dev";
+const DRIVERS: &str = "librte-net-vhost23 librte-net-virtio23 librte-net-memif23 librte-mempool-ring23";
 /// Memory per process, MB, and the 2 MiB hugepages both need with some slack.
 const MEM_MB: u64 = 256;
 const HUGEPAGES: u64 = 2 * MEM_MB / 2 + 64;
@@ -60,7 +62,7 @@ impl Kind {
 }
 
 fn support() -> Result<PathBuf, String> {
-    let t = find_tool(TESTPMD).ok_or_else(|| missing_tool(TESTPMD, PACKAGE))?;
+    let t = find_tool(TESTPMD).ok_or_else(|| format!("{} {DRIVERS}", missing_tool(TESTPMD, PACKAGE)))?;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Err("dpdk-testpmd needs root here (a hugetlbfs mount of its own)".into());
@@ -310,6 +312,7 @@ mod tests {
     #[test]
     fn a_missing_testpmd_names_its_package() {
         assert!(missing_tool(TESTPMD, PACKAGE).contains("apt-get install -y dpdk-dev"));
+        assert!(missing_tool(TESTPMD, PACKAGE).starts_with("`dpdk-testpmd` not found (Debian package `dpdk-dev`"));
     }
 
     fn trial(kind: Kind) {

@@ -31,7 +31,7 @@ pub fn find_tool(tool: &str) -> Option<PathBuf> {
 
 /// `unsupported: ...` for a missing tool, naming the Debian package that has it.
 pub fn missing_tool(tool: &str, package: &str) -> String {
-    format!("`{tool}` not found (Debian package `{package}`: apt-get install -y {package})")
+    format!("`{tool}` not found (Debian package `{package}`): apt-get install -y {package}")
 }
 
 /// A scratch directory of our own, removed with its contents when dropped.

@@ -216,13 +216,7 @@ impl Probe for Veth {
                 Ok(r)
             });
             let tx = s.spawn(|| -> Result<Tx, ProbeError> {
-                struct Done<'a>(&'a AtomicBool);
-                impl Drop for Done<'_> {
-                    fn drop(&mut self) {
-                        self.0.store(true, Ordering::Release);
-                    }
-                }
-                let _done = Done(&done);
+                let _done = crate::ring::Done(&done);
                 cpu::pin_current_thread(tx_cpu)
                     .map_err(|e| ProbeError::io(format!("pinning the sender to cpu {tx_cpu}"), e))?;
                 enter(&a)?;
