@@ -21,6 +21,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Dict, Iterable, Optional, Tuple
 
@@ -33,14 +35,9 @@ from hdrh.log import HistogramLogReader
 BUDGET_10GBE_NS = 67.2
 BUDGET_40GBE_NS = 16.8
 
-#: Figures from the 2014 seed talk (Haswell, 3.2 GHz TSC, round trips), for reference
-#: markers only, keyed by the probe that answers the same question:
-#: (label, low cycles, high cycles, the talk's ns rounding).
-SEED_FIGURES = {
-    "vm.syscall.getppid": ("getppid() in VM (2014)", 1300.0, 1300.0, 400.0),
-    "vm.hypercall.null": ("null hypercall (2014)", 1500.0, 1600.0, 500.0),
-    "vm.view.vmfunc": ("VMFUNC (2014)", 150.0, 150.0, 50.0),
-}
+# The 2014 seed talk's figures are not copied here: ``seed_table`` and ``seed_figures``
+# take them from ``ivbench show --format json`` (harness/src/report/seed.rs), and
+# ``compare`` takes its verdicts from ``ivbench compare --format json``.
 
 #: summary.csv columns holding numbers (the rest are text).
 NUMERIC_COLUMNS = [
@@ -49,7 +46,7 @@ NUMERIC_COLUMNS = [
     "min_cycles", "p50_cycles", "p90_cycles", "p99_cycles", "p999_cycles", "max_cycles",
     "mean_cycles", "stddev_cycles", "overhead_cycles", "tsc_khz",
 ]
-TEXT_COLUMNS = ["probe", "params", "status", "method", "clock", "metrics", "notes", "hlog_tag"]
+TEXT_COLUMNS = ["probe", "params", "status", "method", "clock", "metrics", "notes", "hlog_tag", "variant", "partial", "contention"]
 
 STATUS_KINDS = ("ok", "unsupported", "failed")
 
@@ -75,11 +72,10 @@ def parse_status(status: str) -> Tuple[str, str]:
     return "unknown", s
 
 
-def row_key(probe: str, params: str, method: str) -> str:
+def row_key(probe: str, params: str, method: str, variant: str = "") -> str:
     """The key that identifies a row across runs (same text as the harness's ``SummaryRow::key``)."""
-    if params:
-        return f"{probe} {{{params}}} [{method}]"
-    return f"{probe} [{method}]"
+    key = f"{probe} {{{params}}} [{method}]" if params else f"{probe} [{method}]"
+    return f"{key} <{variant}>" if variant else key
 
 
 def list_runs(root) -> list:
@@ -143,7 +139,7 @@ def load_summary(run_path) -> pd.DataFrame:
     parsed = [parse_status(s) for s in df["status"]]
     df["status_kind"] = [k for k, _ in parsed]
     df["status_reason"] = [r for _, r in parsed]
-    df["key"] = [row_key(p, q, m) for p, q, m in zip(df["probe"], df["params"], df["method"])]
+    df["key"] = [row_key(p, q, m, v) for p, q, m, v in zip(df["probe"], df["params"], df["method"], df["variant"])]
     df["group"] = [probe_group(p) for p in df["probe"]]
     # A non-ok row has no measurement: make sure nothing numeric leaks into plots.
     bad = df["status_kind"] != "ok"
@@ -421,31 +417,87 @@ def cores_needed(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def compare(base: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
-    """Rows of two runs joined on ``key`` (probe, params, method), with new/base ratios of
-    p50 and p99 (ns). A row in only one run, or not ok in either, gets NaN ratios and says
-    why in ``note``."""
-    cols = ["key", "probe", "params", "method", "status_kind", "status_reason", "p50_ns", "p99_ns", "hlog_tag", "tsc_khz"]
-    m = base[cols].merge(new[cols], on=["key", "probe", "params", "method"], how="outer",
-                         suffixes=("_base", "_new"), indicator=True)
-    m["p50_ratio"] = m["p50_ns_new"] / m["p50_ns_base"]
-    m["p99_ratio"] = m["p99_ns_new"] / m["p99_ns_base"]
+def ivbench_binary() -> str:
+    """The ivbench to ask: ``$IVBENCH_BIN``, else the checkout's release build, else PATH."""
+    if os.environ.get("IVBENCH_BIN"):
+        return os.environ["IVBENCH_BIN"]
+    built = Path(__file__).resolve().parent.parent / "target" / "release" / "ivbench"
+    if built.is_file():
+        return str(built)
+    found = shutil.which("ivbench")
+    if found:
+        return found
+    raise FileNotFoundError("no ivbench binary: build it (cargo build --release) or set IVBENCH_BIN")
 
-    def note(r):
-        if r["_merge"] == "left_only":
-            return "only in base run"
-        if r["_merge"] == "right_only":
-            return "only in new run"
-        parts = []
-        if r["status_kind_base"] != "ok":
-            parts.append(f"base {r['status_kind_base']}: {r['status_reason_base']}")
-        if r["status_kind_new"] != "ok":
-            parts.append(f"new {r['status_kind_new']}: {r['status_reason_new']}")
-        return "; ".join(parts)
 
-    m["note"] = m.apply(note, axis=1) if len(m) else pd.Series(dtype=str)
-    m["change"] = np.log2(m[["p50_ratio", "p99_ratio"]]).abs().max(axis=1)
-    return m.drop(columns=["_merge"]).sort_values("change", ascending=False, na_position="last").reset_index(drop=True)
+def _ivbench_json(args, ok_codes=(0,)) -> dict:
+    p = subprocess.run([ivbench_binary(), *args], capture_output=True, text=True)
+    if p.returncode not in ok_codes:
+        raise RuntimeError(f"ivbench {' '.join(args)} exited {p.returncode}: {p.stderr.strip()}")
+    return json.loads(p.stdout)
+
+
+def compare(base_run, new_run, base: pd.DataFrame, new: pd.DataFrame, threshold: float = 0.10) -> pd.DataFrame:
+    """The harness's own comparison (``ivbench compare BASE NEW --format json``): verdicts,
+    ratios and noise factors exactly as the CLI and CI judge them, one row per key, joined
+    with each run's summary columns (``_base``/``_new``) for plotting. Sorted by the larger
+    |log2 ratio| of p50 and p99. ``attrs`` keep the CLI's warnings and verdict counts."""
+    doc = _ivbench_json(["compare", str(base_run), str(new_run), "--format", "json", "--threshold", str(threshold)], ok_codes=(0, 1))
+    if not doc.get("compared", True):
+        out = pd.DataFrame(columns=["key", "verdict", "note", "p50_ratio", "p99_ratio", "change"])
+        out.attrs["warnings"] = [doc.get("reason", "")]
+        return out
+    recs = []
+    for r in doc["rows"]:
+        rec = {"key": r["key"], "verdict": r["verdict"], "note": r["note"]}
+        for pct in ("p50", "p99"):
+            m = r.get(pct) or {}
+            rec[f"{pct}_ns_base"] = m.get("base_ns", np.nan)
+            rec[f"{pct}_ns_new"] = m.get("new_ns", np.nan)
+            rec[f"{pct}_ratio"] = m.get("ratio", np.nan)
+            rec[f"{pct}_noise"] = m.get("noise_factor", np.nan)
+        recs.append(rec)
+    cmp = pd.DataFrame(recs)
+    cols = ["key", "probe", "params", "method", "status_kind", "status_reason", "hlog_tag", "tsc_khz"]
+    cmp = cmp.merge(base[cols].add_suffix("_base").rename(columns={"key_base": "key"}), on="key", how="left")
+    cmp = cmp.merge(new[cols].add_suffix("_new").rename(columns={"key_new": "key"}), on="key", how="left")
+    cmp["probe"] = cmp["probe_new"].fillna(cmp["probe_base"])
+    ratios = cmp[["p50_ratio", "p99_ratio"]].astype(float)
+    cmp["change"] = np.log2(ratios.where(ratios > 0)).abs().max(axis=1)
+    cmp = cmp.sort_values("change", ascending=False, na_position="last").reset_index(drop=True)
+    cmp.attrs["warnings"] = doc.get("warnings", [])
+    cmp.attrs["counts"] = doc.get("counts", {})
+    cmp.attrs["threshold"] = doc.get("threshold")
+    return cmp
+
+
+def seed_table(run_path) -> Tuple[dict, pd.DataFrame]:
+    """The seed table of a run as the harness computes it (``ivbench show --format json``):
+    (``{"budgets_ns": ..., "seed_tsc_ghz": ...}``, one row per operation of the talk)."""
+    doc = _ivbench_json(["show", str(run_path), "--format", "json"])
+    seed = doc["seed"]
+    rows = []
+    for line in seed["lines"]:
+        m = line.get("measured") or {}
+        s = line.get("seed") or {}
+        rows.append({
+            "operation": line["operation"], "probe": line["probe"], "status": line["status"],
+            "method": m.get("method", ""), "p50_cycles": m.get("p50_cycles", np.nan), "p50_ns": m.get("p50_ns", np.nan),
+            "p99_cycles": m.get("p99_cycles", np.nan), "p99_ns": m.get("p99_ns", np.nan),
+            "seed_cycles_low": s.get("cycles_low", np.nan), "seed_cycles_high": s.get("cycles_high", np.nan),
+            "seed_ns": s.get("ns_approx", np.nan), "seed_label": s.get("label", ""), "seed_note": line["seed_note"],
+            "ratio_to_seed_cycles": line.get("ratio_to_seed_cycles"),
+            "cores_needed_10gbe": line.get("cores_needed_10gbe"), "cores_needed_40gbe": line.get("cores_needed_40gbe"),
+        })
+    return {k: v for k, v in seed.items() if k != "lines"}, pd.DataFrame(rows)
+
+
+def seed_figures(run_path) -> Dict[str, Tuple[str, float, float, float]]:
+    """probe -> (label, low cycles, high cycles, the talk's ns) of the talk's figures, from the
+    harness (for reference markers in plots)."""
+    _, t = seed_table(run_path)
+    return {r.probe: (f"{r.operation} (2014)", r.seed_cycles_low, r.seed_cycles_high, r.seed_ns)
+            for r in t.itertuples() if not math.isnan(r.seed_cycles_low)}
 
 
 def default_runs_root(start: Optional[Path] = None) -> Path:

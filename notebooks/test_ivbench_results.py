@@ -7,6 +7,7 @@ The run is ``$IVBENCH_RUN`` (a run directory), else the newest under
 
 from __future__ import annotations
 
+
 import math
 import os
 from pathlib import Path
@@ -235,6 +236,30 @@ def test_partial_run_and_reasons_round_trip(tmp_path):
     assert h2.get_total_count() == 3
     assert h2.values_are_equivalent(int(ir.values_at_quantiles(h2, [0.5])[0]), 2000)
     assert ir.latest_run(tmp_path) == run
-    cmp = ir.compare(df, df)
-    assert (cmp.loc[cmp["status_kind_base"] == "ok", "p50_ratio"] == 1.0).all()
-    assert cmp.loc[cmp["status_kind_base"] != "ok", "note"].str.len().gt(0).all()
+
+
+
+@needs_run
+def test_compare_is_the_clis_own(loaded):
+    """ir.compare asks ``ivbench compare --format json``: a run against itself is "same"
+    wherever both sides are ok, and rows that are not ok say why."""
+    _, df = loaded
+    cmp = ir.compare(RUN, RUN, df, df)
+    ok = cmp["status_kind_base"] == "ok"
+    assert ok.any()
+    # A p50 of exactly 0 ns (a copy as cheap as the timer pair) has no ratio; the rest are 1.
+    positive = ok & (cmp["p50_ns_base"] > 0)
+    assert (cmp.loc[positive, "p50_ratio"] == 1.0).all()
+    assert (cmp.loc[ok, "verdict"] == "same (within noise)").all()
+    assert cmp.loc[~ok, "note"].str.len().gt(0).all()
+    assert set(cmp["key"]) == set(df["key"])
+
+
+@needs_run
+def test_seed_table_comes_from_the_harness():
+    meta, t = ir.seed_table(RUN)
+    assert meta["budgets_ns"] == {"10GbE": 67.2, "40GbE": 16.8}
+    getppid = t[t["probe"] == "vm.syscall.getppid"].iloc[0]
+    assert getppid["seed_cycles_low"] == 1300.0 and getppid["seed_ns"] == 400.0
+    figs = ir.seed_figures(RUN)
+    assert figs["vm.hypercall.null"][1:] == (1500.0, 1600.0, 500.0)

@@ -1,4 +1,4 @@
-"""Executes both notebooks headless against a real run and checks what they show.
+"""Executes the notebooks headless against a real run and checks what they show.
 
 Runs the notebooks with nbclient (kernel python3) on copies; the committed notebooks keep no
 outputs. Executed copies go to ``$IVBENCH_NB_OUT`` when set (to look at them), else to a
@@ -18,7 +18,7 @@ from nbclient import NotebookClient
 import ivbench_results as ir
 
 HERE = Path(__file__).resolve().parent
-NOTEBOOKS = ["explore_run.ipynb", "compare_runs.ipynb"]
+NOTEBOOKS = ["explore_run.ipynb", "compare_runs.ipynb", "seed_comparison.ipynb"]
 
 
 def _root():
@@ -126,3 +126,19 @@ def test_compare_runs_executes(tmp_path):
     _, n = ir.load_run(new)
     both_ok = set(ir.ok_rows(b)["key"]) & set(ir.ok_rows(n)["key"])
     assert images >= (2 if both_ok else 0)
+
+
+def test_seed_comparison_executes_with_the_harness_figures(tmp_path):
+    run = _explore_run()
+    if run is None:
+        pytest.skip("no ivbench run found (set IVBENCH_RUN)")
+    nb = _execute("seed_comparison.ipynb", tmp_path, {"IVBENCH_RUN": run})
+    text, images, errors = _outputs(nb)
+    assert not errors
+    meta, seed = ir.seed_table(run)
+    assert "67.2" in text and "16.8" in text
+    for op in seed["operation"]:
+        assert op in text, f"{op} missing from the seed table"
+    ran = seed[seed["status"].eq("ok")]
+    assert images >= (1 if not ran.empty else 0)
+    assert "0.71" in text or images >= 2

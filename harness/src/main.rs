@@ -115,9 +115,12 @@ enum Command {
         out: PathBuf,
     },
     /// Show a stored run as a table: a run directory, a run id, or `latest`.
-    #[command(after_help = "Examples:\n  ivbench show latest\n  ivbench show results/runs/20261130T120000Z-1a2b3c")]
+    #[command(after_help = "Examples:\n  ivbench show latest\n  ivbench show results/runs/20261130T120000Z-1a2b3c\n  ivbench show latest --format json | jq .rows[0]\n  ivbench show latest --format csv")]
     Show {
         run: String,
+        /// table (people), json (run facts and rows) or csv (summary.csv's columns).
+        #[arg(long, value_enum, default_value = "table")]
+        format: ShowFormatArg,
         /// Where run ids and `latest` are looked up.
         #[arg(long, default_value_os_t = cmd::default_runs_dir())]
         runs: PathBuf,
@@ -163,10 +166,19 @@ enum Command {
     /// row, or an empty NEW run; 2 bad input.
     #[command(verbatim_doc_comment, after_help = "Examples:\n  ivbench compare results/baselines/ref latest\n  ivbench compare BASE NEW --format json --threshold 0.05\n  ivbench compare BASE NEW --format bmf > bmf.json")]
     Compare {
-        /// The reference run (directory, run id, or `latest`).
-        base: String,
-        /// The run to judge.
-        new: String,
+        /// BASE NEW (two runs: directory, run id, or `latest`), or NEW alone with --baseline.
+        #[arg(required = true, num_args = 1..=2)]
+        runs_args: Vec<String>,
+        /// Compare NEW with the committed baseline of this name for NEW's own machine class
+        /// (results/baselines/<class>/<name>/). A class without one passes with a note.
+        #[arg(long)]
+        baseline: Option<String>,
+        /// Where the baselines are.
+        #[arg(long, default_value_os_t = ivbench::store::baseline::default_root())]
+        baselines: PathBuf,
+        /// Compare runs of different machine classes anyway.
+        #[arg(long)]
+        force: bool,
         #[arg(long, value_enum, default_value = "table")]
         format: FormatArg,
         /// Smallest relative change that can be flagged (0.10 = 10%), noise permitting.
@@ -176,6 +188,110 @@ enum Command {
         #[arg(long, default_value_os_t = cmd::default_runs_dir())]
         runs: PathBuf,
     },
+    /// Baselines per machine class: promote a run, measure the run-to-run spread.
+    #[command(after_help = "Examples:\n  ivbench baseline update latest --name quick\n  ivbench baseline spread R1 R2 R3 R4 R5 --name quick")]
+    Baseline {
+        #[command(subcommand)]
+        action: BaselineCmd,
+    },
+    /// A probe's figures across runs, from the SQLite history (synced from the run
+    /// directories first). Without PROBE: the runs it indexes.
+    #[command(after_help = "Examples:\n  ivbench history host.syscall.getppid\n  ivbench history host.memcpy --params size=64 --method per-op --since 2026-12-01\n  sqlite3 results/history.sqlite 'SELECT probe, p50_ns FROM rows LIMIT 5'")]
+    History {
+        probe: Option<String>,
+        #[arg(long)]
+        params: Option<String>,
+        /// `per-op` or `batched/K`.
+        #[arg(long)]
+        method: Option<String>,
+        /// Only runs started on or after this UTC date or time.
+        #[arg(long)]
+        since: Option<String>,
+        /// The database (derived from the run directories; safe to delete).
+        #[arg(long, default_value_os_t = ivbench::history::default_path())]
+        db: PathBuf,
+        /// Delete the database and build it again from the run directories.
+        #[arg(long)]
+        rebuild: bool,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_os_t = cmd::default_runs_dir())]
+        runs: PathBuf,
+        #[arg(long, default_value_os_t = ivbench::store::baseline::default_root())]
+        baselines: PathBuf,
+    },
+    /// Write a static site of runs (every run under --runs when none is named): an index,
+    /// a page per run and per probe (histogram, CDF, percentiles, .hlog, trend across
+    /// runs) and the machine classes side by side. Self-contained, no network assets.
+    #[command(after_help = "Examples:\n  ivbench publish --out site\n  ivbench publish RUN1 RUN2 --out /tmp/site && chromium /tmp/site/index.html")]
+    Publish {
+        run_list: Vec<String>,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_os_t = cmd::default_runs_dir())]
+        runs: PathBuf,
+        #[arg(long, default_value_os_t = ivbench::store::baseline::default_root())]
+        baselines: PathBuf,
+        #[arg(long, default_value_os_t = ivbench::history::default_path())]
+        db: PathBuf,
+    },
+    /// The CI regression gate: NEW against the baseline of its machine class; flagged rows
+    /// are measured again and count only when the re-measurements confirm them.
+    ///
+    /// Exit status: 0 pass (also when the class has no baseline: a loud note says so),
+    /// 1 a confirmed regression or a row lost or missing in NEW, 2 bad input.
+    #[command(after_help = "Examples:\n  ivbench sweep --quick --out target/ci-runs && ivbench gate latest --runs target/ci-runs")]
+    Gate {
+        /// The run to judge (directory, run id, or `latest`).
+        new: String,
+        /// Which baseline of NEW's machine class.
+        #[arg(long, default_value = "quick")]
+        baseline: String,
+        #[arg(long, default_value_os_t = ivbench::store::baseline::default_root())]
+        baselines: PathBuf,
+        /// Re-measurements of each flagged point (their median decides).
+        #[arg(long, default_value_t = 3)]
+        remeasure: u32,
+        #[arg(long, default_value_t = 0.10)]
+        threshold: f64,
+        /// Where run ids and `latest` are looked up, and where re-measurements are stored.
+        #[arg(long, default_value_os_t = cmd::default_runs_dir())]
+        runs: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum BaselineCmd {
+    /// Copy RUN to results/baselines/<its machine class>/<name>/ (refuses partial, failed,
+    /// partial-row and emulated runs).
+    Update {
+        run: String,
+        #[arg(long, default_value = "quick")]
+        name: String,
+        #[arg(long, default_value_os_t = ivbench::store::baseline::default_root())]
+        baselines: PathBuf,
+        #[arg(long, default_value_os_t = cmd::default_runs_dir())]
+        runs: PathBuf,
+    },
+    /// Measure the run-to-run spread over repeated unchanged runs of one machine class
+    /// and store it beside that class's baseline (spread.json): the gate's noise floor.
+    Spread {
+        #[arg(required = true, num_args = 2..)]
+        run_list: Vec<String>,
+        #[arg(long, default_value = "quick")]
+        name: String,
+        #[arg(long, default_value_os_t = ivbench::store::baseline::default_root())]
+        baselines: PathBuf,
+        #[arg(long, default_value_os_t = cmd::default_runs_dir())]
+        runs: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ShowFormatArg {
+    Table,
+    Json,
+    Csv,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -215,16 +331,54 @@ fn main() -> ExitCode {
                 cmd::sweep::sweep(config.as_deref(), quick, &out, !no_report)
             }
         }
-        Command::Show { run, runs } => cmd::show::show(&run, &runs),
+        Command::Show { run, format, runs } => {
+            use cmd::show::ShowFormat;
+            let f = match format {
+                ShowFormatArg::Table => ShowFormat::Table,
+                ShowFormatArg::Json => ShowFormat::Json,
+                ShowFormatArg::Csv => ShowFormat::Csv,
+            };
+            cmd::show::show(&run, &runs, f)
+        }
         Command::Report { run, out, runs } => cmd::report::report(&run, &runs, out.as_deref()),
-        Command::Compare { base, new, format, threshold, runs } => {
+        Command::Compare { runs_args, baseline, baselines, force, format, threshold, runs } => {
             let format = match format {
                 FormatArg::Table => cmd::compare::Format::Table,
                 FormatArg::Json => cmd::compare::Format::Json,
                 FormatArg::Bmf => cmd::compare::Format::Bmf,
             };
-            cmd::compare::compare(&base, &new, &runs, format, threshold)
+            let opts = cmd::compare::Options { format, threshold, force };
+            match (baseline.as_deref(), runs_args.as_slice()) {
+                (None, [base, new]) => cmd::compare::compare(cmd::compare::BaseSpec::Run(base), new, &runs, opts),
+                (Some(name), [new]) => cmd::compare::compare(cmd::compare::BaseSpec::Baseline { root: &baselines, name }, new, &runs, opts),
+                (None, _) => Err(UsageError("compare takes BASE NEW, or NEW alone with --baseline NAME".into()).into()),
+                (Some(_), _) => Err(UsageError("with --baseline, compare takes NEW alone: the base is the baseline of NEW's machine class".into()).into()),
+            }
         }
+        Command::Baseline { action } => match action {
+            BaselineCmd::Update { run, name, baselines, runs } => cmd::baseline::update(&run, &name, &runs, &baselines),
+            BaselineCmd::Spread { run_list, name, baselines, runs } => cmd::baseline::spread(&run_list, &name, &runs, &baselines),
+        },
+        Command::History { probe, params, method, since, db, rebuild, json, runs, baselines } => cmd::history::history(cmd::history::HistoryArgs {
+            probe: probe.as_deref(),
+            params: params.as_deref(),
+            method: method.as_deref(),
+            since: since.as_deref(),
+            db: &db,
+            runs: &runs,
+            baselines: &baselines,
+            rebuild,
+            json,
+        }),
+        Command::Publish { run_list, out, runs, baselines, db } => cmd::publish::publish(&run_list, &out, &runs, &baselines, &db),
+        Command::Gate { new, baseline, baselines, remeasure, threshold, runs } => cmd::gate::gate(cmd::gate::GateArgs {
+            new: &new,
+            runs_root: &runs,
+            baselines: &baselines,
+            name: &baseline,
+            threshold,
+            remeasure,
+        }),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -177,3 +177,21 @@ fn ctrl_c_keeps_finished_probes_and_marks_the_run_partial() {
     let rows = csv::Reader::from_path(run.join("summary.csv")).unwrap().records().count();
     assert!((1..9).contains(&rows), "{rows} rows: expected the finished ones only");
 }
+
+#[test]
+fn show_reads_out_as_json_and_csv_for_scripts() {
+    let d = tempfile::tempdir().unwrap();
+    let o = ivbench(&["run", "host.syscall.getppid", "--iterations", "200", "--out", d.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let run = only_run_dir(d.path());
+    let o = ivbench(&["show", run.to_str().unwrap(), "--format", "json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("show --format json prints JSON alone");
+    assert_eq!(v["status"], "complete");
+    assert_eq!(v["rows"][0]["probe"], "host.syscall.getppid");
+    assert!(v["rows"][0]["p50_ns"].as_f64().unwrap() > 0.0);
+    assert!(v["machine_class"].as_str().unwrap().contains("cpu"));
+    let o = ivbench(&["show", run.to_str().unwrap(), "--format", "csv"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(o.stdout, fs::read(run.join("summary.csv")).unwrap(), "the csv is summary.csv's");
+}

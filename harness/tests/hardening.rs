@@ -50,7 +50,15 @@ fn col<'a>(header: &[String], row: &'a [String], name: &str) -> &'a str {
     &row[header.iter().position(|h| h == name).unwrap_or_else(|| panic!("no column {name} in {header:?}"))]
 }
 
+/// Runs ivbench expecting exit 2; runs that would measure go to a scratch directory.
 fn usage_error(args: &[&str]) {
+    let scratch = tempfile::tempdir().unwrap();
+    let mut args: Vec<&str> = args.to_vec();
+    let out = scratch.path().to_str().unwrap().to_string();
+    if matches!(args.first(), Some(&"run") | Some(&"sweep")) && !args.contains(&"--out") {
+        args.extend(["--out", out.as_str()]);
+    }
+    let args = args.as_slice();
     let o = ivbench(args);
     let t = text(&o);
     assert_eq!(o.status.code(), Some(2), "{args:?} -> {:?}: {t}", o.status);

@@ -10,6 +10,7 @@ pub mod perf;
 mod pinning;
 pub mod ring;
 mod sampling;
+pub mod spin;
 pub mod syscall;
 pub mod timer;
 pub mod wake;
@@ -27,6 +28,7 @@ pub fn probes() -> Vec<Box<dyn Probe>> {
         Box::new(wake::EventfdRoundtrip),
         Box::new(wake::FutexRoundtrip),
         Box::new(memcpy::Memcpy),
+        Box::new(spin::Spin),
         Box::new(ring::HostRing),
         Box::new(baseline::dpdk::Dpdk(baseline::dpdk::Kind::Vhost)),
         Box::new(baseline::dpdk::Dpdk(baseline::dpdk::Kind::Memif)),

@@ -39,6 +39,8 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::UsageError;
+use crate::machine::MachineClass;
+use crate::store::baseline::{self, Spread};
 use crate::store::run_dir::{load_run, resolve_run};
 use crate::store::{LoadedRun, SummaryRow};
 
@@ -219,7 +221,10 @@ pub fn duplicate_keys(run: &LoadedRun) -> Vec<String> {
     seen.into_iter().filter(|(_, n)| *n > 1).map(|(k, _)| k).collect()
 }
 
-pub fn compare_rows(base: &LoadedRun, new: &LoadedRun, threshold: f64) -> Vec<RowCmp> {
+/// Compares every row of two runs (see the module doc). `spread`, the run-to-run spread
+/// measured on the base's machine class, widens each row's noise factor to at least what
+/// repeated unchanged runs showed.
+pub fn compare_rows(base: &LoadedRun, new: &LoadedRun, threshold: f64, spread: Option<&Spread>) -> Vec<RowCmp> {
     let index = |run: &LoadedRun| -> BTreeMap<String, usize> { run.rows.iter().enumerate().map(|(i, r)| (r.key(), i)).collect() };
     let (bdup, ndup) = (duplicate_keys(base), duplicate_keys(new));
     let (bi, ni) = (index(base), index(new));
@@ -271,12 +276,17 @@ pub fn compare_rows(base: &LoadedRun, new: &LoadedRun, threshold: f64) -> Vec<Ro
                         };
                         return row;
                     }
-                    row.p50 = metric(br.p50_ns, nr.p50_ns, max_opt(bs.iqr_factor, ns.iqr_factor), threshold);
-                    row.p99 = metric(br.p99_ns, nr.p99_ns, max_opt(bs.tail_factor, ns.tail_factor), threshold);
+                    let between = spread.and_then(|s| s.for_key(&row.key));
+                    let widen = |within: Option<f64>, run_to_run: Option<f64>| match (within, run_to_run) {
+                        (Some(w), Some(r)) => Some(w.max(r)),
+                        (w, r) => w.or(r),
+                    };
+                    row.p50 = metric(br.p50_ns, nr.p50_ns, widen(max_opt(bs.iqr_factor, ns.iqr_factor), between.map(|b| b.p50)), threshold);
+                    row.p99 = metric(br.p99_ns, nr.p99_ns, widen(max_opt(bs.tail_factor, ns.tail_factor), between.map(|b| b.p99)), threshold);
                     // Throughput noise: the larger trial spread; unknown on either side means
                     // the threshold alone (as for a row without a histogram).
-                    let spread = max_opt(bs.mpps_spread, ns.mpps_spread);
-                    row.mpps = rate_metric(br.mpps, nr.mpps, spread, threshold);
+                    let rate_spread = max_opt(bs.mpps_spread, ns.mpps_spread);
+                    row.mpps = rate_metric(br.mpps, nr.mpps, rate_spread, threshold);
                     let verdicts: Vec<Verdict> = [&row.p50, &row.p99, &row.mpps].iter().filter_map(|m| m.as_ref().map(|m| m.verdict)).collect();
                     row.verdict = if verdicts.is_empty() {
                         row.note = "ok on both sides but without latency or throughput figures".into();
@@ -289,7 +299,7 @@ pub fn compare_rows(base: &LoadedRun, new: &LoadedRun, threshold: f64) -> Vec<Ro
                         Verdict::Same
                     };
                     if row.mpps.is_some() && row.p50.is_none() {
-                        if spread.is_none() {
+                        if rate_spread.is_none() {
                             row.note = "throughput without an interval spread on one side: judged by the threshold alone".into();
                         }
                     } else if bs.iqr_factor.is_none() || ns.iqr_factor.is_none() {
@@ -450,16 +460,92 @@ fn run_info(r: &LoadedRun) -> serde_json::Value {
     json!({ "run_id": r.manifest.run_id, "path": r.path.display().to_string(), "status": r.manifest.status, "stop_reason": r.manifest.stop_reason })
 }
 
-pub fn compare(base: &str, new: &str, runs_root: &Path, format: Format, threshold: f64) -> anyhow::Result<u8> {
+/// Where the base of a comparison comes from.
+pub enum BaseSpec<'a> {
+    /// A run named on the command line (directory, run id, `latest`).
+    Run(&'a str),
+    /// The committed baseline of this name for NEW's own machine class.
+    Baseline { root: &'a Path, name: &'a str },
+}
+
+pub struct Options {
+    pub format: Format,
+    pub threshold: f64,
+    /// Compare runs of different machine classes anyway.
+    pub force: bool,
+}
+
+/// The base run for NEW and the spread measured on its class, or None (with the reason)
+/// when NEW's class has no baseline of that name.
+pub fn find_base(spec: &BaseSpec<'_>, new: &LoadedRun, runs_root: &Path) -> Result<Result<(LoadedRun, Option<Spread>), String>, UsageError> {
+    match spec {
+        BaseSpec::Run(r) => Ok(Ok((load("base", r, runs_root)?, None))),
+        BaseSpec::Baseline { root, name } => {
+            baseline::check_name(name).map_err(|e| UsageError(e.to_string()))?;
+            let class = MachineClass::of(&new.manifest);
+            let dir = baseline::dir_for(root, &class, name);
+            if !dir.join("manifest.json").is_file() {
+                return Ok(Err(format!(
+                    "no `{name}` baseline for machine class {class} (looked in {}): nothing was compared. Make one with `ivbench baseline update RUN --name {name}`",
+                    dir.display()
+                )));
+            }
+            let base = load_run(&dir).map_err(|e| UsageError(format!("baseline {}: {e:#}", dir.display())))?;
+            let spread = Spread::read(&dir).map_err(|e| UsageError(format!("{e:#}")))?.unwrap_or_else(|| Spread::unmeasured(&class));
+            Ok(Ok((base, Some(spread))))
+        }
+    }
+}
+
+/// What a comparison that did not happen prints: JSON says why; BMF, being about the new
+/// run alone, is still the new run's figures.
+fn not_compared(format: Format, new: &LoadedRun, why: &str) -> anyhow::Result<()> {
+    match format {
+        Format::Table => {}
+        Format::Json => outln!("{}", serde_json::to_string_pretty(&json!({"compared": false, "reason": why}))?),
+        Format::Bmf => outln!("{}", serde_json::to_string_pretty(&bmf(new))?),
+    }
+    Ok(())
+}
+
+pub fn compare(spec: BaseSpec<'_>, new: &str, runs_root: &Path, opts: Options) -> anyhow::Result<u8> {
+    let (format, threshold) = (opts.format, opts.threshold);
     if !(threshold.is_finite() && threshold >= 0.0) {
         return Err(UsageError(format!("--threshold must be a non-negative fraction (0.10 = 10%), got {threshold}")).into());
     }
-    let b = load("base", base, runs_root)?;
     let n = load("new", new, runs_root)?;
-    let rows = compare_rows(&b, &n, threshold);
+    let (b, spread) = match find_base(&spec, &n, runs_root)? {
+        Ok(found) => found,
+        Err(why) => {
+            // Loud, and not a failure: a machine class nobody measured yet has no gate.
+            errln!("ivbench: NOTE: {why}");
+            not_compared(format, &n, &why)?;
+            return Ok(0);
+        }
+    };
+    let (bc, nc) = (MachineClass::of(&b.manifest), MachineClass::of(&n.manifest));
+    if bc != nc && !opts.force {
+        let why = format!("not comparable: machine class differs (base {bc}, new {nc}); figures of another CPU or backend are not regressions. --force compares anyway");
+        errln!("ivbench: NOTE: {why}");
+        not_compared(format, &n, &why)?;
+        return Ok(0);
+    }
+    let rows = compare_rows(&b, &n, threshold, spread.as_ref());
     let regressions = rows.iter().filter(|r| r.verdict == Verdict::Regression).count();
     let failing = rows.iter().filter(|r| r.verdict.fails_gate()).count();
     let mut warns = warnings(&b, &n, &rows);
+    if bc != nc {
+        warns.push(format!("machine classes differ (base {bc}, new {nc}), compared because --force was given"));
+    }
+    match &spread {
+        Some(s) if s.runs.is_empty() => warns.push(format!(
+            "this baseline has no measured run-to-run spread (spread.json): noise includes the pool's documented floor, p50 x{} and p99 x{}",
+            baseline::UNMEASURED.p50,
+            baseline::UNMEASURED.p99
+        )),
+        Some(s) => warns.push(format!("noise includes the run-to-run spread of {} repeated runs on {} (spread.json)", s.runs.len(), s.class)),
+        None => {}
+    }
     for (which, run) in [("base", &b), ("new", &n)] {
         warns.extend(run.problems.iter().map(|p| format!("{which} run: {p}")));
         if run.manifest.status != crate::store::RunStatus::Complete {
@@ -482,6 +568,8 @@ pub fn compare(base: &str, new: &str, runs_root: &Path, format: Format, threshol
                 m
             });
             let doc = json!({
+                "compared": true,
+                "machine_class": nc.name(),
                 "base": run_info(&b),
                 "new": run_info(&n),
                 "threshold": threshold,

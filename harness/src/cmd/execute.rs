@@ -86,6 +86,10 @@ pub fn execute(mut jobs: Vec<Job<'_>>, out: &Path, kind: &str, config_text: &str
         errln!("ivbench: warning: another ivbench is running ({}): figures taken beside it are marked in the `contention` column", list.join(", "));
     }
     run.discovered("load_at_start", serde_json::to_value(&load_at_start)?)?;
+    if let Some(e) = std::env::var_os("IVBENCH_EMULATED") {
+        // Set by the emulated test rig: these figures come from an emulated CPU.
+        run.discovered("emulated", serde_json::json!(e.to_string_lossy()))?;
+    }
     if jobs.iter().any(|j| j.probe.name().starts_with("vm.")) {
         // Which backend served the VM probes and how native execution was verified:
         // without it a VM figure cannot be read.

@@ -1,9 +1,13 @@
 //! One module per subcommand. Each returns the process exit code.
 
+pub mod baseline;
 pub mod compare;
+pub mod gate;
+pub mod history;
 pub mod env;
 pub mod execute;
 pub mod list;
+pub mod publish;
 pub mod report;
 pub mod run;
 pub mod show;

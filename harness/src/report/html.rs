@@ -34,7 +34,7 @@ fn inline_svg(svg: &str) -> String {
     svg.replacen(" xmlns=\"http://www.w3.org/2000/svg\"", "", 1)
 }
 
-const CSS: &str = r#"
+pub(crate) const CSS: &str = r#"
 body { font-family: sans-serif; margin: 24px; color: #222; max-width: 1360px; }
 h1 { font-size: 1.5em; } h2 { margin-top: 2em; border-bottom: 1px solid #ccc; } h3 { margin-bottom: 0.3em; font-family: monospace; font-size: 1.05em; }
 table { border-collapse: collapse; font-size: 13px; }
@@ -77,7 +77,7 @@ fn batch_of(method: &str) -> u64 {
 }
 
 /// The facts every figure carries: unit, method, clock and the subtracted overhead.
-fn figure_caption(r: &SummaryRow) -> String {
+pub(crate) fn figure_caption(r: &SummaryRow) -> String {
     let k = batch_of(&r.method);
     let method = if k > 1 {
         format!("{} ({k} operations between one timestamp pair, divided by {k}: steady-state cost per operation, tail averaged away)", r.method)
@@ -109,7 +109,7 @@ fn figure_caption(r: &SummaryRow) -> String {
     )
 }
 
-fn header(run: &LoadedRun) -> String {
+pub(crate) fn header(run: &LoadedRun) -> String {
     let m = &run.manifest;
     let status = match (m.status, m.stop_reason.as_deref()) {
         (RunStatus::Complete, _) => "<span class=\"ok\">complete</span>".to_string(),
@@ -143,7 +143,7 @@ fn header(run: &LoadedRun) -> String {
     )
 }
 
-fn summary_table(run: &LoadedRun) -> String {
+pub(crate) fn summary_table(run: &LoadedRun) -> String {
     let mut o = String::from("<div class=\"wrap\"><table>\n<tr><th>probe</th><th>params</th><th>method</th><th>status</th><th>count</th><th>min ns</th><th>p50 ns</th><th>p90 ns</th><th>p99 ns</th><th>p99.9 ns</th><th>max ns</th><th>mean ns</th><th>p50 cycles</th><th>p99 cycles</th><th>overhead cycles</th><th>TSC kHz</th><th>clock</th><th>Mpps</th></tr>\n");
     for (i, r) in run.rows.iter().enumerate() {
         let name = if run.histogram(r).is_some() { format!("<a href=\"#plot-{i}\">{}</a>", esc(&r.probe)) } else { esc(&r.probe) };
@@ -168,7 +168,7 @@ fn summary_table(run: &LoadedRun) -> String {
     o
 }
 
-fn seed_table(lines: &[SeedLine]) -> String {
+pub(crate) fn seed_table(lines: &[SeedLine]) -> String {
     let mut o = String::from(
         "<div class=\"wrap\"><table>\n<tr><th>operation</th><th>probe</th><th>method</th><th>p50 cycles</th><th>p50 ns</th><th>p99 cycles</th><th>p99 ns</th><th>2014 figure (Haswell 3.2 GHz)</th><th>p50 / 2014 (cycles)</th><th>cores needed at 10GbE<br>(p50 / 67.2 ns)</th><th>cores needed at 40GbE<br>(p50 / 16.8 ns)</th></tr>\n",
     );

@@ -236,3 +236,38 @@ mod tests {
         assert_eq!(v.measured, Measured::NotOk(Status::Unsupported("no VMFUNC".into())));
     }
 }
+
+/// The seed table as data, for scripts and notebooks (`ivbench show --format json`): the
+/// talk's figures come from here only, never from a copy.
+pub fn seed_json(rows: &[SummaryRow]) -> serde_json::Value {
+    let lines: Vec<serde_json::Value> = seed_table(rows)
+        .iter()
+        .map(|l| {
+            let (status, measured) = match &l.measured {
+                Measured::NotInRun => ("not in run".to_string(), serde_json::Value::Null),
+                Measured::NotOk(s) => (s.to_string(), serde_json::Value::Null),
+                Measured::Ok { p50_cycles, p99_cycles, p50_ns, p99_ns, tsc_khz, method, params } => (
+                    "ok".to_string(),
+                    serde_json::json!({"p50_cycles": p50_cycles, "p99_cycles": p99_cycles, "p50_ns": p50_ns, "p99_ns": p99_ns,
+                                       "tsc_khz": tsc_khz, "method": method, "params": params}),
+                ),
+            };
+            serde_json::json!({
+                "operation": l.operation,
+                "probe": l.probe,
+                "status": status,
+                "measured": measured,
+                "seed": l.seed.map(|s| serde_json::json!({"cycles_low": s.cycles_low, "cycles_high": s.cycles_high, "ns_approx": s.ns_approx, "label": s.label()})),
+                "seed_note": l.seed_note,
+                "ratio_to_seed_cycles": l.ratio(),
+                "cores_needed_10gbe": l.cores_needed(BUDGET_10GBE_NS),
+                "cores_needed_40gbe": l.cores_needed(BUDGET_40GBE_NS),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "budgets_ns": {"10GbE": BUDGET_10GBE_NS, "40GbE": BUDGET_40GBE_NS},
+        "seed_tsc_ghz": SEED_TSC_GHZ,
+        "lines": lines,
+    })
+}

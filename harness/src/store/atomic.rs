@@ -3,6 +3,7 @@
 //! through a link planted in a shared directory) and removed on every error path.
 
 use std::io::{self, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
@@ -12,6 +13,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     };
     // O_EXCL with a random name; dropped (and so deleted) if anything below fails.
     let mut tmp = tempfile::Builder::new().prefix(".ivbench-").suffix(".tmp").tempfile_in(dir)?;
+    // tempfile creates 0600; results, reports and sites are for reading by others.
+    tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644))?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_data()?;
     // rename(2) replaces a link at `path` itself; it never writes through it.

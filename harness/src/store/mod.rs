@@ -11,6 +11,7 @@
 //! file and an interrupted run keeps every probe that finished.
 
 pub mod atomic;
+pub mod baseline;
 pub mod hlog;
 pub mod lock;
 pub mod manifest;
