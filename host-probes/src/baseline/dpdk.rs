@@ -32,6 +32,10 @@ const HUGEPAGES: u64 = 2 * MEM_MB / 2 + 64;
 /// How long a link may take to carry packets (memif needs ~6 s on these machines).
 const LINK_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// One DPDK trial at a time in this process: two would share the hugepage reservation
+/// (and the CPUs).
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Vhost,
@@ -149,9 +153,6 @@ impl Probe for Dpdk {
             None => budget.iterations.div_ceil(5_000_000) as usize,
         }
         .clamp(2, 60);
-        // One DPDK trial at a time in this process: two would share the hugepage
-        // reservation (and the CPUs).
-        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let started = Instant::now();
         sweep_stale(None);
@@ -326,6 +327,8 @@ mod tests {
         let t = s.throughput.unwrap();
         assert_eq!(t.violation(), None, "{t:?}");
         assert!(t.received > 0 && t.mpps() > 0.0, "{t:?}");
+        // With the lock no other trial of this process holds a mount.
+        let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let leftovers: Vec<String> = std::fs::read_to_string("/proc/mounts")
             .unwrap()
             .lines()
