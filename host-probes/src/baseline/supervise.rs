@@ -34,6 +34,10 @@ pub fn missing_tool(tool: &str, package: &str) -> String {
     format!("`{tool}` not found (Debian package `{package}`): apt-get install -y {package}")
 }
 
+/// The `what` of every ScratchDir and of the hugetlbfs mount points: the only
+/// directories sweep_stale may remove from the temporary directory.
+const SCRATCH_KINDS: [&str; 2] = ["dpdk", "huge"];
+
 /// A scratch directory of our own, removed with its contents when dropped.
 pub struct ScratchDir(pub PathBuf);
 
@@ -296,10 +300,10 @@ pub fn sweep_stale(ip: Option<&Path>) -> Vec<String> {
     if let Ok(rd) = fs::read_dir(std::env::temp_dir()) {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().to_string();
-            if name.starts_with(PREFIX)
-                && owner(&name).is_some_and(|p| !alive(p))
-                && fs::remove_dir_all(e.path()).is_ok()
-            {
+            // Only the kinds of directory this module makes: other tools' files stay.
+            let ours = SCRATCH_KINDS.iter().any(|k| name.starts_with(&format!("{PREFIX}{k}-")));
+            let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+            if ours && is_dir && owner(&name).is_some_and(|p| !alive(p)) && fs::remove_dir_all(e.path()).is_ok() {
                 removed.push(format!("directory {}", e.path().display()));
             }
         }
@@ -321,6 +325,18 @@ pub fn sweep_stale(ip: Option<&Path>) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stale_sweeps_touch_only_their_own_kinds() {
+        // A dead pid (pid_max is at most 2^22) under a name another tool might use.
+        let other = std::env::temp_dir().join("ivbench-notes-4194303");
+        fs::create_dir_all(&other).unwrap();
+        let mine = std::env::temp_dir().join("ivbench-dpdk-4194303-0");
+        fs::create_dir_all(&mine).unwrap();
+        sweep_stale(None);
+        assert!(other.exists() && !mine.exists());
+        fs::remove_dir(&other).unwrap();
+    }
 
     #[test]
     fn owners_are_read_from_names() {
@@ -349,7 +365,7 @@ mod tests {
 
     #[test]
     fn a_scratch_dir_goes_with_its_guard() {
-        let d = ScratchDir::new("test").unwrap();
+        let d = ScratchDir::new("dpdk").unwrap();
         let p = d.0.clone();
         fs::write(p.join("sock"), b"x").unwrap();
         drop(d);
