@@ -43,6 +43,10 @@ pub struct Entry {
     pub name: String,
     #[serde(default)]
     pub params: Option<Vec<String>>,
+    /// The points under --quick instead of `params` (a baseline that takes seconds per
+    /// point keeps one point there).
+    #[serde(default)]
+    pub quick_params: Option<Vec<String>>,
     // Spelled out rather than a flattened `Settings`: serde's flatten loses the toml
     // spans, and errors must point at the offending line.
     pub iterations: Option<u64>,
@@ -51,7 +55,15 @@ pub struct Entry {
     pub batch: Option<u32>,
     pub cpus: Option<Vec<usize>>,
     pub timeout_s: Option<u64>,
+    /// Search each point's offered rate for NDR and PDR instead of running it once
+    /// (probes with a `rate` parameter): full trials of NDR_FULL_TRIAL (quick: QUICK_NDR_FULL_TRIAL).
+    #[serde(default)]
+    pub ndr: bool,
 }
+
+/// Full trial length of a sweep's zero-loss search, and under --quick.
+pub const NDR_FULL_TRIAL: std::time::Duration = std::time::Duration::from_secs(1);
+pub const QUICK_NDR_FULL_TRIAL: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl Entry {
     fn settings(&self) -> Settings {
@@ -84,6 +96,9 @@ pub struct Job<'a> {
     /// Tells this job's row apart from another of the same probe, point and method
     /// (see `SummaryRow::variant`); empty when there is no other.
     pub variant: String,
+    /// Run the zero-loss search (NDR/PDR) over the point's `rate` with these trial
+    /// lengths instead of the point once.
+    pub ndr: Option<crate::ndr::Durations>,
 }
 
 /// Every CPU must be one this process may run on: pinning to any other fails at the
@@ -144,7 +159,7 @@ impl SweepConfig {
             if s.methods.as_ref().is_some_and(|m| m.is_empty()) {
                 return Err(invalid(format!("probe entry {} (`{}`): methods is empty", i + 1, e.name)));
             }
-            for p in e.params.iter().flatten() {
+            for p in e.params.iter().chain(e.quick_params.iter()).flatten() {
                 Point::parse(p).map_err(|m| invalid(format!("probe entry {} (`{}`): {m}", i + 1, e.name)))?;
             }
         }
@@ -179,7 +194,8 @@ impl SweepConfig {
             }
             let s = self.defaults.merged(&e.settings());
             for probe in selected {
-                let points: Vec<Point> = match &e.params {
+                let params = if quick { e.quick_params.as_ref().or(e.params.as_ref()) } else { e.params.as_ref() };
+                let points: Vec<Point> = match params {
                     Some(list) => list.iter().map(|p| Point::parse(p).expect("validated in parse")).collect(),
                     None => probe.points(),
                 };
@@ -210,7 +226,10 @@ impl SweepConfig {
                             timeout: std::time::Duration::from_secs(s.timeout_s.unwrap_or(120)),
                             stop: StopFlag::new(),
                         };
-                        jobs.push(Job { probe, point: point.clone(), budget, variant: String::new() });
+                        let ndr = e.ndr.then(|| {
+                            crate::ndr::Durations::from_full(if quick { QUICK_NDR_FULL_TRIAL } else { NDR_FULL_TRIAL })
+                        });
+                        jobs.push(Job { probe, point: point.clone(), budget, variant: String::new(), ndr });
                         entries.push(entry);
                     }
                 }

@@ -13,6 +13,7 @@ pub mod contention;
 pub mod fingerprint;
 pub mod history;
 pub mod machine;
+pub mod ndr;
 pub mod publish;
 pub mod registry;
 pub mod report;

@@ -95,6 +95,11 @@ enum Command {
         /// Parent directory of the run directory.
         #[arg(long, default_value_os_t = cmd::default_runs_dir())]
         out: PathBuf,
+        /// Search each point's offered rate for NDR (no loss) and PDR (<= 0.5% loss):
+        /// short trials narrow, full trials (--duration, default 1 s) confirm; every trial,
+        /// the bounds and latency at no load and 10/50/90% of PDR become rows.
+        #[arg(long)]
+        ndr: bool,
     },
     /// Run a sweep: the embedded default, or --config FILE which replaces it.
     #[command(
@@ -328,7 +333,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::List { json } => cmd::list::list(json),
         Command::Env { json, cpus } => cmd::env::env(json, &cpus),
-        Command::Run { probes, iterations, duration, cpus, method, batch, params, timeout, out } => {
+        Command::Run { probes, iterations, duration, cpus, method, batch, params, timeout, out, ndr } => {
             cmd::run::run(cmd::run::RunArgs {
                 probes,
                 iterations,
@@ -341,6 +346,7 @@ fn main() -> ExitCode {
                 params,
                 out,
                 timeout,
+                ndr,
             })
         }
         Command::Sweep { config, quick, print_default, no_report, out } => {

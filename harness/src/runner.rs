@@ -4,7 +4,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use hdrhistogram::Histogram;
-use probe_api::{Budget, Method, Methods, Point, Probe, ProbeError, Samples, Support};
+use probe_api::{Budget, Method, Methods, Metric, Point, Probe, ProbeError, Samples, Support, Throughput};
 
 use crate::stats::{self, CycleStats};
 use crate::store::{Status, SummaryRow};
@@ -54,32 +54,71 @@ pub fn run_point(probe: &dyn Probe, point: &Point, budget: &Budget, host_tsc_khz
 /// Samples -> histogram (overhead subtracted once) -> summary row.
 pub fn summarize(probe: &str, params: &str, samples: Samples, host_tsc_khz: u64) -> Outcome {
     let method = samples.method.label();
-    if samples.cycles.is_empty() {
-        return Outcome {
-            row: SummaryRow::without_samples(
-                probe,
-                params,
-                Status::Failed("probe returned no samples".into()),
-                &method,
-            ),
-            histogram: None,
-        };
+    let failed = |why: String| Outcome {
+        row: SummaryRow::without_samples(probe, params, Status::Failed(why), &method),
+        histogram: None,
+    };
+    if samples.cycles.is_empty() && samples.throughput.is_none() {
+        return failed("probe returned no samples".into());
     }
-    let histogram = stats::record(&samples);
-    let cycles = CycleStats::from_histogram(&histogram);
+    if let Some(why) = samples.throughput.as_ref().and_then(|t| t.violation()) {
+        return failed(why);
+    }
     let tsc_khz = samples.tsc_khz.unwrap_or(host_tsc_khz);
-    let mut row = SummaryRow::without_samples(probe, params, Status::Ok, &method).with_stats(&cycles, tsc_khz);
+    let mut row = SummaryRow::without_samples(probe, params, Status::Ok, &method);
+    let histogram = (!samples.cycles.is_empty()).then(|| stats::record(&samples));
+    if let Some(h) = &histogram {
+        row = row.with_stats(&CycleStats::from_histogram(h), tsc_khz);
+    }
+    row.tsc_khz = tsc_khz;
     row.overhead_cycles = samples.overhead_cycles;
     row.clock = samples.clock.clone();
-    row.metrics = samples
-        .metrics
-        .iter()
-        .map(|m| format!("{}={} {}", m.name, fmt_value(m.value), m.unit))
-        .collect::<Vec<_>>()
-        .join("; ");
+    let mut metrics = samples.metrics.clone();
+    if let Some(t) = &samples.throughput {
+        (row.mpps, row.gbit_s) = (Some(t.mpps()), Some(t.gbit_s()));
+        (row.sent, row.received, row.dropped) = (Some(t.sent), Some(t.received), Some(t.dropped));
+        metrics.extend(throughput_metrics(t));
+    }
+    row.metrics =
+        metrics.iter().map(|m| format!("{}={} {}", m.name, fmt_value(m.value), m.unit)).collect::<Vec<_>>().join("; ");
     row.notes = samples.notes.join("; ");
     row.partial = samples.partial.unwrap_or_default();
-    Outcome { row, histogram: Some(histogram) }
+    Outcome { row, histogram }
+}
+
+/// The side figures of a throughput trial, in the `metrics` column: everything the five
+/// throughput columns do not carry.
+pub fn throughput_metrics(t: &Throughput) -> Vec<Metric> {
+    let mut m = Vec::new();
+    if let Some(r) = t.offered_mpps {
+        m.push(Metric::new("offered_mpps", r, "Mpps"));
+    }
+    m.push(Metric::new("achieved_offered_mpps", t.achieved_offered_mpps(), "Mpps"));
+    m.push(Metric::new("gbit_s_wire", t.gbit_s_wire(), "Gbit/s"));
+    for g in probe_api::throughput::LINE_RATES_GBPS {
+        m.push(Metric::new(&format!("line_{g}g_pct"), t.line_rate_percent(g), "%"));
+    }
+    m.push(Metric::new("loss_ratio", t.loss_ratio(), "ratio"));
+    for (name, v) in
+        [("lost", t.lost), ("duplicated", t.duplicated), ("reordered", t.reordered), ("corrupted", t.corrupted)]
+    {
+        m.push(Metric::new(name, v as f64, "packets"));
+    }
+    m.push(Metric::new("duration_s", t.duration_s, "s"));
+    m.push(Metric::new("frame_bytes", t.frame_bytes, "B"));
+    if let Some(c) = t.tx_cycles_per_packet {
+        m.push(Metric::new("tx_cycles_per_packet", c, "cycles"));
+    }
+    if let Some(c) = t.rx_cycles_per_packet {
+        m.push(Metric::new("rx_cycles_per_packet", c, "cycles"));
+    }
+    if let Some(e) = t.empty_poll_share {
+        m.push(Metric::new("empty_poll_share", e, "ratio"));
+    }
+    if let Some(s) = t.interval_spread() {
+        m.push(Metric::new("mpps_spread", s, "x (p75/p25 of interval rates)"));
+    }
+    m
 }
 
 fn fmt_value(v: f64) -> String {
@@ -93,7 +132,6 @@ fn fmt_value(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use probe_api::Metric;
 
     struct Fake(fn(&Budget) -> Result<Samples, ProbeError>, Support, Methods);
     impl Probe for Fake {
@@ -184,6 +222,36 @@ mod tests {
             run_point(&none, &Point::none(), &Budget::quick(1), 1).row.status.to_string(),
             "failed: interrupted before its first sample"
         );
+    }
+
+    #[test]
+    fn throughput_rows_carry_counters_and_a_broken_identity_fails_them() {
+        fn tp(b: &Budget, received: u64) -> Result<Samples, ProbeError> {
+            let mut s = Samples::new(vec![], b.method, 0, "x");
+            s.throughput = Some(Throughput {
+                sent: 1000,
+                received,
+                dropped: 10,
+                duration_s: 0.001,
+                frame_bytes: 64.0,
+                interval_mpps: vec![1.0; 4],
+                ..Default::default()
+            });
+            Ok(s)
+        }
+        let fine = Fake(|b| tp(b, 990), Support::Supported, Methods::Both);
+        let o = run_point(&fine, &Point::none(), &Budget::quick(1), 1_000_000);
+        assert_eq!(o.row.status, Status::Ok);
+        assert!(o.histogram.is_none() && o.row.p50_ns.is_none(), "no latency samples, no latency figures");
+        assert_eq!((o.row.sent, o.row.received, o.row.dropped), (Some(1000), Some(990), Some(10)));
+        assert!((o.row.mpps.unwrap() - 0.99).abs() < 1e-9);
+        assert!((o.row.metric("loss_ratio").unwrap() - 0.01).abs() < 1e-9);
+        assert!((o.row.metric("mpps_spread").unwrap() - 1.0).abs() < 1e-9);
+        assert!(o.row.metric("line_10g_pct").is_some() && o.row.metric("gbit_s_wire").is_some());
+        let broken = Fake(|b| tp(b, 989), Support::Supported, Methods::Both);
+        let o = run_point(&broken, &Point::none(), &Budget::quick(1), 1_000_000);
+        assert_eq!(o.row.status.to_string(), "failed: accounting broken: sent 1000 != received 989 + dropped 10");
+        assert_eq!(o.row.sent, None);
     }
 
     #[test]

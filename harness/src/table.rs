@@ -28,6 +28,8 @@ pub fn summary_table(rows: &[SummaryRow]) -> String {
         "p50 cyc",
         "p99 cyc",
         "overhead cyc",
+        "Mpps",
+        "loss",
     ]);
     for r in rows {
         let status = r.status.to_string();
@@ -54,6 +56,9 @@ pub fn summary_table(rows: &[SummaryRow]) -> String {
             Cell::new(num(r.p50_cycles)).set_alignment(CellAlignment::Right),
             Cell::new(num(r.p99_cycles)).set_alignment(CellAlignment::Right),
             Cell::new(r.overhead_cycles).set_alignment(CellAlignment::Right),
+            Cell::new(num(r.mpps)).set_alignment(CellAlignment::Right),
+            Cell::new(r.metric("loss_ratio").map(|l| format!("{:.3}%", l * 100.0)).unwrap_or_else(|| "-".into()))
+                .set_alignment(CellAlignment::Right),
         ]);
     }
     t.to_string()

@@ -316,3 +316,44 @@ fn a_missing_run_directory_is_bad_input() {
     let o = ivbench(&["compare", p(&a), p(&a), "--threshold", "-1"]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+/// A throughput run: one path row at `mpps` with the given trial spread.
+fn throughput_run(out: &Path, mpps: f64, spread: f64) -> PathBuf {
+    let fp = serde_json::json!({"cpu": {"brand": "Synthetic CPU"}, "kvm": {"backend": "synthetic"}});
+    let mut run = RunDir::create(out, "sweep", "# synthetic", fp).unwrap();
+    let mut row =
+        SummaryRow::without_samples("path.host-ring", "batch=32,copy=copy,rate=max,size=64", Status::Ok, "per-op");
+    let received = (mpps * 1e6) as u64;
+    (row.mpps, row.gbit_s, row.sent, row.received, row.dropped) =
+        (Some(mpps), Some(mpps * 0.512), Some(received + 7), Some(received), Some(7));
+    row.tsc_khz = TSC_KHZ;
+    row.metrics = format!("loss_ratio=0 ratio; mpps_spread={spread} x (p75/p25 of interval rates)");
+    run.record(row, None, Instant::now(), utc_now()).unwrap();
+    run.finish(None).unwrap();
+    run.path.clone()
+}
+
+#[test]
+fn throughput_rows_compare_higher_is_better_and_publish_to_bmf() {
+    let d = tempfile::tempdir().unwrap();
+    let base = throughput_run(&d.path().join("base"), 20.0, 1.02);
+    let key = "path.host-ring {batch=32,copy=copy,rate=max,size=64}";
+    for (name, mpps, spread, verdict, code) in [
+        ("half", 10.0, 1.02, "regression", 1),
+        ("same", 19.0, 1.02, "same (within noise)", 0),
+        ("double", 40.0, 1.02, "improvement", 0),
+        ("noisy", 14.0, 1.6, "same (within noise)", 0),
+    ] {
+        let new = throughput_run(&d.path().join(name), mpps, spread);
+        let (c, v) = compare_json(&base, &new);
+        assert_eq!(verdict_of(&v, key), verdict, "{name}: {v:#}");
+        assert_eq!(c, code, "{name}");
+    }
+    let o = ivbench(&["compare", p(&base), p(&base), "--format", "bmf"]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let entry = &v[format!("{key} [per-op]")];
+    assert_eq!(entry["throughput"]["value"].as_f64(), Some(20e6), "{v:#}");
+    assert!(entry.get("latency").is_none(), "no latency figures on this row: {v:#}");
+    let r = ivbench(&["report", p(&base), "--out", p(&d.path().join("r.html"))]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+}

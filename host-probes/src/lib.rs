@@ -1,11 +1,14 @@
-//! Host-side probes: the physical floor that every VM figure is compared against.
+//! Host-side probes: the physical floor that every VM figure is compared against, and
+//! `path.host-ring`, the packet ring between two host threads.
 //! Each module is one probe family; `probes()` is their table.
 
+pub mod baseline;
 pub mod cacheline;
 pub mod memcpy;
 mod partner;
 pub mod perf;
 mod pinning;
+pub mod ring;
 mod sampling;
 pub mod spin;
 pub mod syscall;
@@ -26,5 +29,9 @@ pub fn probes() -> Vec<Box<dyn Probe>> {
         Box::new(wake::FutexRoundtrip),
         Box::new(memcpy::Memcpy),
         Box::new(spin::Spin),
+        Box::new(ring::HostRing),
+        Box::new(baseline::dpdk::Dpdk(baseline::dpdk::Kind::Vhost)),
+        Box::new(baseline::dpdk::Dpdk(baseline::dpdk::Kind::Memif)),
+        Box::new(baseline::veth::Veth),
     ]
 }

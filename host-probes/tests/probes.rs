@@ -68,15 +68,16 @@ fn assert_common(name: &str, s: &Samples, method: Method) {
 #[test]
 fn names_are_unique_dotted_and_host() {
     let probes = host_probes::probes();
-    assert_eq!(probes.len(), 7);
+    // host.* probes, plus the host-side packet paths (path.host-ring and the baselines).
+    assert_eq!(probes.iter().filter(|p| p.name().starts_with("host.")).count(), 7);
+    assert_eq!(probes.iter().filter(|p| p.name().starts_with("path.")).count(), 4);
     let mut names: Vec<_> = probes.iter().map(|p| p.name()).collect();
     for n in &names {
         let parts: Vec<_> = n.split('.').collect();
-        assert!(parts.len() >= 2 && parts[0] == "host", "{n}");
+        assert!(parts.len() >= 2 && (parts[0] == "host" || parts[0] == "path"), "{n}");
         assert!(
-            parts
-                .iter()
-                .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')),
+            parts.iter().all(|p| !p.is_empty()
+                && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')),
             "{n}"
         );
     }

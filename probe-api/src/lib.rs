@@ -8,6 +8,7 @@
 pub mod cpu;
 pub mod limits;
 pub mod stop;
+pub mod throughput;
 pub mod tsc;
 
 use std::collections::BTreeMap;
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 pub use stop::{Stop, StopFlag};
+pub use throughput::Throughput;
 
 /// One parameter point of a probe, e.g. `size=64`. Empty for probes without parameters.
 /// Ordered so that its text form (`size=64,mode=spin`) is stable across runs.
@@ -177,7 +179,8 @@ impl Metric {
 #[derive(Clone, Debug)]
 pub struct Samples {
     /// Raw TSC cycles per operation, *including* the timer overhead (per-op) or already
-    /// divided by the batch size (batched). The harness subtracts `overhead_cycles` once.
+    /// divided by the batch size (batched). May be empty only when `throughput` is set (a
+    /// trial whose path gives no per-packet stamps). The harness subtracts `overhead_cycles` once.
     /// In units of 1/`scale` cycle, so that batched figures below a few cycles keep their
     /// fraction (a batched probe may report `total * 1000 / batch` with `scale = 1000`).
     pub cycles: Vec<u64>,
@@ -198,6 +201,9 @@ pub struct Samples {
     /// Why the point stopped before it had every sample it was asked for (interrupted,
     /// timed out), when it did. The samples are real but fewer; the row says so.
     pub partial: Option<String>,
+    /// Counters and rates of a throughput trial (path.* probes); the harness checks
+    /// `sent = received + dropped` and fails the row when it does not hold.
+    pub throughput: Option<Throughput>,
 }
 
 impl Samples {
@@ -212,6 +218,7 @@ impl Samples {
             metrics: Vec::new(),
             notes: Vec::new(),
             partial: None,
+            throughput: None,
         }
     }
 }

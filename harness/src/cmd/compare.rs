@@ -19,6 +19,11 @@
 //! without a stored histogram falls back to the threshold alone, and says so. Ratios are
 //! factors rather than differences so that one rule serves 0.5 ns loops and 1 ms wake-ups.
 //!
+//! Throughput (rows with an `mpps` figure, path.*) is higher-is-better under the same rule:
+//! the factor is BASE/NEW of the Mpps, the noise the larger of the two trials' own spread
+//! (`mpps_spread`: p75/p25 of the rates of equal intervals of the trial), so a drop in
+//! Mpps beyond both threshold and noise is a `regression`.
+//!
 //! The spread is within-run; it cannot see a machine that was busier during one run than
 //! the other. So compare also warns when the fingerprints (CPU, kernel, KVM backend) or TSC
 //! rates differ, and when the timer's own cost (`host.timer.overhead`, lfence;rdtsc) moved:
@@ -98,6 +103,9 @@ pub struct Side {
     pub iqr_factor: Option<f64>,
     /// p99.9/p90 of the stored histogram, when there is one.
     pub tail_factor: Option<f64>,
+    /// Throughput rows: received Mpps and the trial's own spread (p75/p25 of interval rates).
+    pub mpps: Option<f64>,
+    pub mpps_spread: Option<f64>,
 }
 
 /// One percentile compared.
@@ -123,6 +131,8 @@ pub struct RowCmp {
     pub new: Option<Side>,
     pub p50: Option<MetricCmp>,
     pub p99: Option<MetricCmp>,
+    /// Throughput, higher is better: `base_ns`/`new_ns` hold Mpps here, `ratio` NEW/BASE.
+    pub mpps: Option<MetricCmp>,
 }
 
 /// A ratio of two quantiles of one histogram; infinite when the lower one is 0 (a
@@ -147,7 +157,20 @@ fn side(run: &LoadedRun, r: &SummaryRow) -> Side {
         tsc_khz: r.tsc_khz,
         iqr_factor: h.map(|h| quantile_factor(h, 0.25, 0.75)),
         tail_factor: h.map(|h| quantile_factor(h, 0.90, 0.999)),
+        mpps: r.mpps,
+        mpps_spread: r.metric("mpps_spread"),
     }
+}
+
+/// Throughput, higher is better: the same rule as a latency with the sides swapped (a
+/// drop from BASE to NEW is what a rise is for a latency).
+fn rate_metric(base: Option<f64>, new: Option<f64>, noise: Option<f64>, threshold: f64) -> Option<MetricCmp> {
+    let (b, n) = (base?, new?);
+    if !b.is_finite() || !n.is_finite() {
+        return None;
+    }
+    let ratio = if b > 0.0 { n / b } else { f64::INFINITY };
+    Some(MetricCmp { base_ns: b, new_ns: n, ratio, noise_factor: noise, verdict: judge(n, b, noise, threshold) })
 }
 
 fn max_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
@@ -226,7 +249,7 @@ pub fn compare_rows(base: &LoadedRun, new: &LoadedRun, threshold: f64, spread: O
             let bs = b.map(|i| side(base, &base.rows[i]));
             let ns = n.map(|i| side(new, &new.rows[i]));
             let (br, nr) = (b.map(|i| &base.rows[i]), n.map(|i| &new.rows[i]));
-            let mut row = RowCmp { key, verdict: Verdict::Same, note: String::new(), base: bs.clone(), new: ns.clone(), p50: None, p99: None };
+            let mut row = RowCmp { key, verdict: Verdict::Same, note: String::new(), base: bs.clone(), new: ns.clone(), p50: None, p99: None, mpps: None };
             if bdup.contains(&row.key) || ndup.contains(&row.key) {
                 row.verdict = Verdict::NotComparable;
                 row.note = "this key appears more than once in a run: rows cannot be matched".into();
@@ -262,9 +285,13 @@ pub fn compare_rows(base: &LoadedRun, new: &LoadedRun, threshold: f64, spread: O
                     };
                     row.p50 = metric(br.p50_ns, nr.p50_ns, widen(max_opt(bs.iqr_factor, ns.iqr_factor), between.map(|b| b.p50)), threshold);
                     row.p99 = metric(br.p99_ns, nr.p99_ns, widen(max_opt(bs.tail_factor, ns.tail_factor), between.map(|b| b.p99)), threshold);
-                    let verdicts: Vec<Verdict> = [&row.p50, &row.p99].iter().filter_map(|m| m.as_ref().map(|m| m.verdict)).collect();
+                    // Throughput noise: the larger trial spread; unknown on either side means
+                    // the threshold alone (as for a row without a histogram).
+                    let rate_spread = max_opt(bs.mpps_spread, ns.mpps_spread);
+                    row.mpps = rate_metric(br.mpps, nr.mpps, rate_spread, threshold);
+                    let verdicts: Vec<Verdict> = [&row.p50, &row.p99, &row.mpps].iter().filter_map(|m| m.as_ref().map(|m| m.verdict)).collect();
                     row.verdict = if verdicts.is_empty() {
-                        row.note = "ok on both sides but without latency figures".into();
+                        row.note = "ok on both sides but without latency or throughput figures".into();
                         Verdict::NotComparable
                     } else if verdicts.contains(&Verdict::Regression) {
                         Verdict::Regression
@@ -273,7 +300,11 @@ pub fn compare_rows(base: &LoadedRun, new: &LoadedRun, threshold: f64, spread: O
                     } else {
                         Verdict::Same
                     };
-                    if bs.iqr_factor.is_none() || ns.iqr_factor.is_none() {
+                    if row.mpps.is_some() && row.p50.is_none() {
+                        if rate_spread.is_none() {
+                            row.note = "throughput without an interval spread on one side: judged by the threshold alone".into();
+                        }
+                    } else if bs.iqr_factor.is_none() || ns.iqr_factor.is_none() {
                         row.note = "no stored histogram on one side: judged by the threshold alone".into();
                     } else if [&row.p50, &row.p99].iter().any(|m| m.as_ref().is_some_and(|m| m.noise_factor.is_some_and(f64::is_infinite))) {
                         // JSON has no infinity: the factor prints as null, this says why.
@@ -288,15 +319,24 @@ pub fn compare_rows(base: &LoadedRun, new: &LoadedRun, threshold: f64, spread: O
 }
 
 /// Bencher Metric Format for the NEW run's ok rows: `{key: {"latency": {"value": p50_ns,
-/// "lower_value": min_ns, "upper_value": p99_ns}}}`.
+/// "lower_value": min_ns, "upper_value": p99_ns}, "throughput": {"value": packets per
+/// second received}}}` (throughput only on rows that have it, latency only on rows with
+/// latency figures).
 pub fn bmf(new: &LoadedRun) -> serde_json::Value {
     let mut out = serde_json::Map::new();
     for r in new.rows.iter().filter(|r| r.status.is_ok()) {
-        let (Some(p50), Some(min), Some(p99)) = (r.p50_ns, r.min_ns, r.p99_ns) else { continue };
-        if !(p50.is_finite() && min.is_finite() && p99.is_finite()) {
-            continue;
+        let mut measures = serde_json::Map::new();
+        if let (Some(p50), Some(min), Some(p99)) = (r.p50_ns, r.min_ns, r.p99_ns) {
+            if p50.is_finite() && min.is_finite() && p99.is_finite() {
+                measures.insert("latency".into(), json!({ "value": p50, "lower_value": min, "upper_value": p99 }));
+            }
         }
-        out.insert(r.key(), json!({ "latency": { "value": p50, "lower_value": min, "upper_value": p99 } }));
+        if let Some(m) = r.mpps.filter(|m| m.is_finite()) {
+            measures.insert("throughput".into(), json!({ "value": m * 1e6 }));
+        }
+        if !measures.is_empty() {
+            out.insert(r.key(), serde_json::Value::Object(measures));
+        }
     }
     serde_json::Value::Object(out)
 }
@@ -340,6 +380,9 @@ fn table(rows: &[RowCmp], base: &LoadedRun, new: &LoadedRun, threshold: f64) -> 
         "p99 new ns",
         "p99 new/base",
         "p99 noise",
+        "Mpps base",
+        "Mpps new",
+        "Mpps new/base",
         "note",
     ]);
     for r in rows {
@@ -355,6 +398,14 @@ fn table(rows: &[RowCmp], base: &LoadedRun, new: &LoadedRun, threshold: f64) -> 
                 None => cells.extend((0..4).map(|_| Cell::new("-").set_alignment(CellAlignment::Right))),
             }
         }
+        match &r.mpps {
+            Some(m) => cells.extend([
+                Cell::new(num(m.base_ns)).set_alignment(CellAlignment::Right),
+                Cell::new(num(m.new_ns)).set_alignment(CellAlignment::Right),
+                Cell::new(format!("{:.2}", m.ratio)).set_alignment(CellAlignment::Right),
+            ]),
+            None => cells.extend((0..3).map(|_| Cell::new("-").set_alignment(CellAlignment::Right))),
+        }
         // The terminal gets the gist; --format json carries the whole reason.
         let note = if r.note.chars().count() > 80 {
             format!("{}...", r.note.chars().take(77).collect::<String>())
@@ -367,7 +418,7 @@ fn table(rows: &[RowCmp], base: &LoadedRun, new: &LoadedRun, threshold: f64) -> 
     let count = |v: Verdict| rows.iter().filter(|r| r.verdict == v).count();
     format!(
         "base {} -> new {}\n{t}\n{} regression(s), {} lost, {} improvement(s), {} same, {} not comparable, {} missing in base, {} missing in new \
-         (threshold {:.0}%; flagged only beyond the larger of threshold and noise: p50 noise = max p75/p25, p99 noise = max p99.9/p90 of the two runs)",
+         (threshold {:.0}%; flagged only beyond the larger of threshold and noise: p50 noise = max p75/p25, p99 noise = max p99.9/p90 of the two runs; Mpps: higher is better, noise = max mpps_spread)",
         base.manifest.run_id,
         new.manifest.run_id,
         count(Verdict::Regression),
@@ -542,7 +593,7 @@ pub fn compare(spec: BaseSpec<'_>, new: &str, runs_root: &Path, opts: Options) -
                 "base": run_info(&b),
                 "new": run_info(&n),
                 "threshold": threshold,
-                "rule": "flag when NEW/BASE (or BASE/NEW) exceeds both 1+threshold and the noise factor: p50 noise = max(p75/p25) of the two runs, p99 noise = max(p99.9/p90); from the stored histograms",
+                "rule": "flag when NEW/BASE (or BASE/NEW) exceeds both 1+threshold and the noise factor: p50 noise = max(p75/p25) of the two runs, p99 noise = max(p99.9/p90); from the stored histograms; throughput (mpps, higher is better): BASE/NEW against 1+threshold and the larger mpps_spread (p75/p25 of interval rates)",
                 "regressions": regressions,
                 "failing": failing,
                 "counts": counts,
@@ -582,6 +633,18 @@ mod tests {
         assert_eq!(judge(0.0, 0.0, Some(f64::INFINITY), 0.10), Verdict::Same);
         assert_eq!(judge(0.0, 5.0, Some(f64::INFINITY), 0.10), Verdict::Same);
         assert_eq!(judge(0.0, 5.0, Some(1.1), 0.10), Verdict::Regression);
+    }
+
+    #[test]
+    fn throughput_is_higher_is_better_under_the_same_rule() {
+        let v = |b, n, noise| rate_metric(Some(b), Some(n), noise, 0.10).unwrap().verdict;
+        assert_eq!(v(10.0, 5.0, Some(1.05)), Verdict::Regression);
+        assert_eq!(v(10.0, 20.0, Some(1.05)), Verdict::Improvement);
+        assert_eq!(v(10.0, 9.5, Some(1.05)), Verdict::Same);
+        assert_eq!(v(10.0, 7.0, Some(1.5)), Verdict::Same, "a drop inside the trials' own spread");
+        assert_eq!(v(10.0, 8.5, None), Verdict::Regression, "threshold alone");
+        assert!((rate_metric(Some(10.0), Some(5.0), None, 0.1).unwrap().ratio - 0.5).abs() < 1e-12);
+        assert!(rate_metric(None, Some(5.0), None, 0.1).is_none());
     }
 
     #[test]

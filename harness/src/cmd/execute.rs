@@ -125,28 +125,56 @@ pub fn execute(mut jobs: Vec<Job<'_>>, out: &Path, kind: &str, config_text: &str
             let started = Instant::now();
             let started_utc = utc_now();
             let before = LoadSample::now();
-            let mut outcome = runner::run_point(job.probe, &job.point, &job.budget, host_khz);
-            outcome.row.variant = job.variant.clone();
-            if let Some(why) = contention::judge(&before, &LoadSample::now()) {
-                outcome.row.contention = why;
-                contended += 1;
-            }
-            if matches!(outcome.row.status, crate::store::Status::Failed(_)) {
-                failed += 1;
-            }
-            if !terminal {
-                let p50 = outcome.row.p50_ns.map(|v| format!(" p50 {v:.1} ns")).unwrap_or_default();
-                let partial = if outcome.row.partial.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (partial: {})", outcome.row.partial)
-                };
-                errln!("  {} {} [{}]: {}{}{}", name, job.point, outcome.row.method, outcome.row.status, p50, partial);
-            }
-            if let Err(e) = run.record(outcome.row, outcome.histogram, started, started_utc) {
-                // The store says why it ends here, rather than "running" forever.
-                let _ = run.finish(Some(format!("stopped: results of {name} could not be written: {e:#}")));
-                return Err(e.context(format!("writing results of {name} to {}", run.path.display())));
+            let outcomes = match job.ndr {
+                Some(d) => crate::ndr::run(job, host_khz, d, |o| {
+                    bar.set_message(format!("{} {}: {}", o.row.variant, o.row.params, o.row.status))
+                }),
+                None => vec![runner::run_point(job.probe, &job.point, &job.budget, host_khz)],
+            };
+            let contention = contention::judge(&before, &LoadSample::now());
+            for mut outcome in outcomes {
+                if outcome.row.variant.is_empty() {
+                    outcome.row.variant = job.variant.clone();
+                } else if !job.variant.is_empty() {
+                    outcome.row.variant = format!("{}+{}", job.variant, outcome.row.variant);
+                }
+                if let Some(why) = &contention {
+                    outcome.row.contention = why.clone();
+                    contended += 1;
+                }
+                if matches!(outcome.row.status, crate::store::Status::Failed(_)) {
+                    failed += 1;
+                }
+                if !terminal {
+                    let p50 = outcome.row.p50_ns.map(|v| format!(" p50 {v:.1} ns")).unwrap_or_default();
+                    let mpps = outcome.row.mpps.map(|v| format!(" {v:.3} Mpps")).unwrap_or_default();
+                    let partial = if outcome.row.partial.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (partial: {})", outcome.row.partial)
+                    };
+                    let variant = if outcome.row.variant.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" <{}>", outcome.row.variant)
+                    };
+                    errln!(
+                        "  {} {}{} [{}]: {}{}{}{}",
+                        name,
+                        outcome.row.params,
+                        variant,
+                        outcome.row.method,
+                        outcome.row.status,
+                        p50,
+                        mpps,
+                        partial
+                    );
+                }
+                if let Err(e) = run.record(outcome.row, outcome.histogram, started, started_utc.clone()) {
+                    // The store says why it ends here, rather than "running" forever.
+                    let _ = run.finish(Some(format!("stopped: results of {name} could not be written: {e:#}")));
+                    return Err(e.context(format!("writing results of {name} to {}", run.path.display())));
+                }
             }
             bar.inc(1);
         }

@@ -138,7 +138,13 @@ pub fn gate(a: GateArgs<'_>) -> anyhow::Result<u8> {
         for round in 1..=a.remeasure {
             let js: Vec<Job<'_>> = jobs
                 .iter()
-                .map(|(p, pt, b, v)| Job { probe: *p, point: pt.clone(), budget: b.clone(), variant: v.clone() })
+                .map(|(p, pt, b, v)| Job {
+                    probe: *p,
+                    point: pt.clone(),
+                    budget: b.clone(),
+                    variant: v.clone(),
+                    ndr: None,
+                })
                 .collect();
             errln!("gate: re-measuring {} flagged point(s), round {round} of {}", js.len(), a.remeasure);
             let done = execute(

@@ -19,6 +19,8 @@ pub struct RunArgs {
     pub params: Option<String>,
     pub out: PathBuf,
     pub timeout: Duration,
+    /// Search each point's offered rate for NDR/PDR (full trials of --duration, default 1 s).
+    pub ndr: bool,
 }
 
 pub fn run(a: RunArgs) -> anyhow::Result<u8> {
@@ -44,15 +46,17 @@ pub fn run(a: RunArgs) -> anyhow::Result<u8> {
         let points = point_override.clone().map(|x| vec![x]).unwrap_or_else(|| p.points());
         for point in points {
             registry::check_point(p, &point).map_err(UsageError)?;
-            jobs.push(Job { probe: p, point, budget: budget.clone(), variant: String::new() });
+            let ndr = a.ndr.then(|| crate::ndr::Durations::from_full(a.duration.unwrap_or(Duration::from_secs(1))));
+            jobs.push(Job { probe: p, point, budget: budget.clone(), variant: String::new(), ndr });
         }
     }
     let text = format!(
-        "ivbench run {} --iterations {} --method {} --cpus {:?}",
+        "ivbench run {} --iterations {} --method {} --cpus {:?}{}",
         a.probes.join(" "),
         budget.iterations,
         a.method.label(),
-        a.cpus
+        a.cpus,
+        if a.ndr { " --ndr" } else { "" }
     );
     let done = execute(jobs, &a.out, "run", &text)?;
     Ok(if done.interrupted {

@@ -154,7 +154,7 @@ pub(crate) fn header(run: &LoadedRun) -> String {
 }
 
 pub(crate) fn summary_table(run: &LoadedRun) -> String {
-    let mut o = String::from("<div class=\"wrap\"><table>\n<tr><th>probe</th><th>params</th><th>method</th><th>status</th><th>count</th><th>min ns</th><th>p50 ns</th><th>p90 ns</th><th>p99 ns</th><th>p99.9 ns</th><th>max ns</th><th>mean ns</th><th>p50 cycles</th><th>p99 cycles</th><th>overhead cycles</th><th>TSC kHz</th><th>clock</th></tr>\n");
+    let mut o = String::from("<div class=\"wrap\"><table>\n<tr><th>probe</th><th>params</th><th>method</th><th>status</th><th>count</th><th>min ns</th><th>p50 ns</th><th>p90 ns</th><th>p99 ns</th><th>p99.9 ns</th><th>max ns</th><th>mean ns</th><th>p50 cycles</th><th>p99 cycles</th><th>overhead cycles</th><th>TSC kHz</th><th>clock</th><th>Mpps</th></tr>\n");
     for (i, r) in run.rows.iter().enumerate() {
         let name = if run.histogram(r).is_some() {
             format!("<a href=\"#plot-{i}\">{}</a>", esc(&r.probe))
@@ -163,7 +163,7 @@ pub(crate) fn summary_table(run: &LoadedRun) -> String {
         };
         let _ = writeln!(
             o,
-            "<tr><td>{name}</td><td>{}</td><td>{}</td>{}<td class=\"n\">{}</td>{}<td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
+            "<tr><td>{name}</td><td>{}</td><td>{}</td>{}<td class=\"n\">{}</td>{}<td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td><td class=\"n\">{}</td></tr>",
             esc(&r.params),
             esc(&r.method),
             status_cell(&r.status),
@@ -175,6 +175,7 @@ pub(crate) fn summary_table(run: &LoadedRun) -> String {
             r.overhead_cycles,
             r.tsc_khz,
             esc(&r.clock),
+            num(r.mpps),
         );
     }
     o.push_str("</table></div>\n");
@@ -354,12 +355,14 @@ pub fn page(run: &LoadedRun) -> String {
         esc(&run.manifest.run_id)
     );
     o.push_str(&header(run));
-    o.push_str("<p>Sections: <a href=\"#budget\">seed budget</a> &middot; <a href=\"#seed\">seed table</a> &middot; <a href=\"#summary\">summary</a> &middot; <a href=\"#plots\">histograms and percentiles</a> &middot; <a href=\"#env\">environment</a></p>\n");
+    o.push_str("<p>Sections: <a href=\"#budget\">seed budget</a> &middot; <a href=\"#seed\">seed table</a> &middot; <a href=\"#throughput\">throughput</a> &middot; <a href=\"#summary\">summary</a> &middot; <a href=\"#plots\">histograms and percentiles</a> &middot; <a href=\"#env\">environment</a></p>\n");
     o.push_str("<h2 id=\"budget\">Seed budget: measured latency against the per-packet budget</h2>\n");
     o.push_str(&budget_section(run));
     o.push_str("<h2 id=\"seed\">Seed table: this run beside the 2014 figures</h2>\n");
     o.push_str("<p class=\"small\">2014 figures: TSC cycles of a round trip on Haswell 3.2 GHz (Intel internal measurements quoted in the talk), with the talk's ns rounding. The ratio divides this run's p50 cycles by the talk's cycles (the middle of a range). Cores needed: p50 ns over the per-packet budget, as the talk's &quot;400/67.2 = 5.9&quot;.</p>\n");
     o.push_str(&seed_table(&seed::seed_table(&run.rows)));
+    o.push_str("<h2 id=\"throughput\">Throughput: packets per second against line rate</h2>\n");
+    o.push_str(&super::throughput::section(run));
     o.push_str("<h2 id=\"summary\">Summary: every row of summary.csv</h2>\n");
     o.push_str(&summary_table(run));
     o.push_str("<h2 id=\"plots\">Histograms and percentiles</h2>\n<p class=\"small\">Left: how many samples fell in each log-spaced latency bin (samples at 0 are counted in the first bin). Right: latency at each percentile; the curve ends at the last percentile the sample count resolves (1 - 1/count), where the maximum is drawn.</p>\n");

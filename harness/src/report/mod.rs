@@ -2,11 +2,13 @@
 //! (manifest, summary.csv, hlog), never from a live measurement.
 //!
 //! plots.rs draws SVG with plotters, seed.rs holds the 2014 figures and budgets the project
-//! is measured against, html.rs assembles and escapes the page.
+//! is measured against, html.rs assembles and escapes the page, throughput.rs
+//! draws the path.* rows against line rate.
 
 pub mod html;
 pub mod plots;
 pub mod seed;
+pub mod throughput;
 
 use std::path::{Path, PathBuf};
 

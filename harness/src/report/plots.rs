@@ -446,6 +446,109 @@ fn draw_budget(out: &mut String, bars: &[BudgetBar], budgets: &[(f64, &str)], si
     Ok(())
 }
 
+/// One bar of the throughput chart: a path row at one frame size.
+pub struct RateBar {
+    pub label: String,
+    pub mpps: f64,
+    /// Line rates at this row's frame length (Mpps), with their names (`10GbE`, ...).
+    pub line_rates: Vec<(f64, &'static str)>,
+}
+
+/// Horizontal Mpps bars (log scale), each row with its own line-rate markers (they depend
+/// on the frame length) and one dashed line for a reference rate drawn across all rows.
+pub fn rate_svg(bars: &[RateBar], reference: (f64, &str), width: u32) -> Result<String, String> {
+    if bars.is_empty() {
+        return Err("no throughput row is ok in this run".into());
+    }
+    let mut out = String::new();
+    let height = 110 + 34 * bars.len() as u32 + LEGEND_BAND_PX;
+    draw_rates(&mut out, bars, reference, (width, height)).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+fn draw_rates(out: &mut String, bars: &[RateBar], reference: (f64, &str), size: (u32, u32)) -> DrawResult {
+    let vals =
+        bars.iter().flat_map(|b| std::iter::once(b.mpps).chain(b.line_rates.iter().map(|l| l.0))).chain([reference.0]);
+    let (mn, mx) = vals.filter(|v| *v > 0.0).fold((f64::INFINITY, 0f64), |(a, b), v| (a.min(v), b.max(v)));
+    let (xlo, xhi) = (mn / 2.0, mx * 2.0);
+    let n = bars.len();
+    let ybottom = -0.6 - f64::from(LEGEND_BAND_PX) / 34.0;
+    let y_of = |i: usize| (n - 1 - i) as f64;
+    let labels: Vec<String> = bars.iter().map(|b| b.label.clone()).collect();
+    let root = SVGBackend::with_string(out, size).into_drawing_area();
+    root.fill(&WHITE)?;
+    let root =
+        root.titled("packets per second received, against Ethernet line rate at each row's frame size", (FONT, 17))?;
+    let longest = labels.iter().map(|l| l.chars().count()).max().unwrap_or(10) as u32;
+    let mut chart = ChartBuilder::on(&root)
+        .margin(12)
+        .margin_right(30)
+        .margin_top(30)
+        .x_label_area_size(48)
+        .y_label_area_size((longest * 8 + 20).min(420))
+        .build_cartesian_2d(
+            (xlo..xhi).log_scale().with_key_points(log_ticks(xlo, xhi, 12)),
+            LinAxis { lo: ybottom, hi: n as f64 - 0.4, ticks: (0..n).map(|i| i as f64).collect() },
+        )?;
+    chart
+        .configure_mesh()
+        .bold_line_style(GRID)
+        .x_desc("Mpps received (log scale)")
+        .x_label_formatter(&|v| {
+            let s = format!("{v:.3}");
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        })
+        .y_label_formatter(&|v| {
+            let i = v.round();
+            if (v - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < n {
+                labels[n - 1 - i as usize].clone()
+            } else {
+                String::new()
+            }
+        })
+        .label_style((FONT, 14))
+        .axis_desc_style((FONT, 15))
+        .draw()?;
+    chart
+        .draw_series(
+            bars.iter().enumerate().map(|(i, b)| {
+                Rectangle::new([(xlo, y_of(i) - 0.32), (b.mpps, y_of(i) + 0.32)], BAR.mix(0.85).filled())
+            }),
+        )?
+        .label("measured Mpps (bar)")
+        .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 16, y + 5)], BAR.mix(0.85).filled()));
+    let colors = [P99, SEED, RGBColor(120, 60, 160), BLACK];
+    let names: Vec<&'static str> = bars.first().map(|b| b.line_rates.iter().map(|l| l.1).collect()).unwrap_or_default();
+    for (k, name) in names.iter().enumerate() {
+        let c = colors[k % colors.len()];
+        chart
+            .draw_series(
+                bars.iter().enumerate().filter_map(|(i, b)| {
+                    b.line_rates.get(k).map(|l| TriangleMarker::new((l.0, y_of(i)), 7, c.filled()))
+                }),
+            )?
+            .label(format!("{name} line rate at that size"))
+            .legend(move |(x, y)| TriangleMarker::new((x + 8, y), 6, c.filled()));
+    }
+    chart.draw_series(DashedLineSeries::new(
+        vec![(reference.0, ybottom), (reference.0, n as f64 - 0.4)],
+        6,
+        4,
+        BLACK.stroke_width(2),
+    ))?;
+    let style = TextStyle::from((FONT, 14).into_font()).pos(Pos::new(HPos::Center, VPos::Bottom));
+    chart.draw_series(std::iter::once(Text::new(reference.1.to_string(), (reference.0, n as f64 - 0.4), style)))?;
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK.mix(0.4))
+        .label_font((FONT, 14))
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -112,6 +112,20 @@ pub struct SummaryRow {
     /// steal time); empty when nothing was seen.
     #[serde(default)]
     pub contention: String,
+    /// Throughput rows (path.*): packets per second received, in millions.
+    #[serde(default)]
+    pub mpps: Option<f64>,
+    /// Frame bits per second received, Gbit/s, without the 20 B per-frame preamble and
+    /// gap (the `metrics` column has it with them, as `gbit_s_wire`).
+    #[serde(default)]
+    pub gbit_s: Option<f64>,
+    /// Packets offered, received and dropped: `sent = received + dropped` on every row.
+    #[serde(default)]
+    pub sent: Option<u64>,
+    #[serde(default)]
+    pub received: Option<u64>,
+    #[serde(default)]
+    pub dropped: Option<u64>,
 }
 
 impl SummaryRow {
@@ -148,6 +162,11 @@ impl SummaryRow {
             variant: String::new(),
             partial: String::new(),
             contention: String::new(),
+            mpps: None,
+            gbit_s: None,
+            sent: None,
+            received: None,
+            dropped: None,
         }
     }
 
@@ -178,9 +197,24 @@ impl SummaryRow {
         k
     }
 
+    /// Whether this row carries throughput figures.
+    pub fn is_throughput(&self) -> bool {
+        self.mpps.is_some()
+    }
+
+    /// A side figure from the `metrics` column by name (`name=value unit; ...`).
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        self.metrics.split("; ").find_map(|m| {
+            let (k, rest) = m.split_once('=')?;
+            (k == name).then(|| rest.split(' ').next()?.parse().ok()).flatten()
+        })
+    }
+
     /// The figures a reader does arithmetic with, by column name.
-    fn figures(&self) -> [(&'static str, Option<f64>); 16] {
+    fn figures(&self) -> [(&'static str, Option<f64>); 18] {
         [
+            ("mpps", self.mpps),
+            ("gbit_s", self.gbit_s),
             ("min_ns", self.min_ns),
             ("p50_ns", self.p50_ns),
             ("p90_ns", self.p90_ns),
@@ -210,6 +244,15 @@ impl SummaryRow {
                     return Some(format!("{name} is set on a row with status `{}`", self.status))
                 }
                 _ => {}
+            }
+        }
+        let counters = [self.sent, self.received, self.dropped];
+        if counters.iter().any(Option::is_some) && !self.status.is_ok() {
+            return Some(format!("packet counters are set on a row with status `{}`", self.status));
+        }
+        if let [Some(s), Some(r), Some(d)] = counters {
+            if r.checked_add(d) != Some(s) {
+                return Some(format!("sent {s} != received {r} + dropped {d}"));
             }
         }
         None
@@ -379,9 +422,37 @@ mod tests {
         let p = d.path().join("summary.csv");
         let row = SummaryRow::without_samples("host.x", "", Status::Ok, "per-op");
         let text = String::from_utf8(write_csv(std::slice::from_ref(&row)).unwrap()).unwrap();
-        // Drop the three appended columns (variant, partial, contention) from both lines.
-        let old: String = text.lines().map(|l| l.rsplitn(4, ',').last().unwrap().to_string() + "\n").collect();
-        std::fs::write(&p, old).unwrap();
-        assert_eq!(read_csv(&p).unwrap(), vec![row]);
+        // Drop the appended columns (variant, partial, contention, then mpps, gbit_s,
+        // sent, received, dropped) from both lines: the files older ivbenches wrote.
+        for appended in [5, 8] {
+            let old: String =
+                text.lines().map(|l| l.rsplitn(appended + 1, ',').last().unwrap().to_string() + "\n").collect();
+            std::fs::write(&p, old).unwrap();
+            assert_eq!(read_csv(&p).unwrap(), vec![row.clone()], "without the last {appended} columns");
+        }
+    }
+
+    #[test]
+    fn throughput_columns_are_appended_last_and_checked() {
+        let h = csv_header();
+        assert_eq!(
+            &h[h.len() - 8..],
+            ["variant", "partial", "contention", "mpps", "gbit_s", "sent", "received", "dropped"]
+        );
+        let mut row = SummaryRow::without_samples("path.host-ring", "size=64", Status::Ok, "per-op");
+        (row.mpps, row.gbit_s, row.sent, row.received, row.dropped) =
+            (Some(20.0), Some(10.24), Some(100), Some(90), Some(10));
+        row.metrics = "gbit_s_wire=13.44 Gbit/s; loss_ratio=0.1 ratio".into();
+        assert_eq!(row.implausible(), None);
+        assert_eq!(row.metric("loss_ratio"), Some(0.1));
+        assert_eq!(row.metric("gbit_s"), None);
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("summary.csv");
+        std::fs::write(&p, write_csv(std::slice::from_ref(&row)).unwrap()).unwrap();
+        assert_eq!(read_csv(&p).unwrap(), vec![row.clone()]);
+        row.received = Some(91);
+        assert!(row.implausible().unwrap().contains("sent 100 != received 91 + dropped 10"));
+        std::fs::write(&p, write_csv(std::slice::from_ref(&row)).unwrap()).unwrap();
+        assert!(read_csv(&p).unwrap_err().to_string().contains(":2:"));
     }
 }
