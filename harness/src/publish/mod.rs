@@ -208,6 +208,13 @@ fn probe_page(
             );
         } else {
             b.push_str(&html::figure_caption(r));
+            if let (Some(mpps), Some(sent), Some(received), Some(dropped)) = (r.mpps, r.sent, r.received, r.dropped) {
+                let _ = writeln!(
+                    b,
+                    "<p><b>throughput</b>: {mpps:.3} Mpps received ({} Gbit/s); sent {sent}, received {received}, dropped {dropped}</p>",
+                    num(r.gbit_s)
+                );
+            }
             b.push_str("<div class=\"plots\">");
             if let Some(h) = newest.histogram(r) {
                 for svg in [
