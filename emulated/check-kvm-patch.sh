@@ -87,7 +87,7 @@ grep -q "^kernel: $KVER" <(tr -d '\r' < "$LOG") && ok "kernel $KVER" || bad "ker
 [ "$(section_rc "$LOG" stock-insmod)" = 0 ] && ok "stock kvm-intel.ko loads" || bad "stock kvm-intel.ko does not load"
 [ "$(section_rc "$LOG" stock-selftest)" = 0 ] && ok "stock module: userspace_io_test passes" \
     || bad "stock module: userspace_io_test rc=$(section_rc "$LOG" stock-selftest)"
-[ "$(section_rc "$LOG" stock-views-test)" = 4 ] && section "$LOG" stock-views-test | grep -q 'SKIP.*no VMFUNC views API' \
+[ "$(section_rc "$LOG" stock-views-test)" = 4 ] && section "$LOG" stock-views-test | has 'SKIP.*no VMFUNC views API' \
     && ok "stock module: vmfunc_views_test skips (no views API)" \
     || bad "stock module: vmfunc_views_test did not skip: rc=$(section_rc "$LOG" stock-views-test)"
 [ "$(section_rc "$LOG" patched-insmod)" = 0 ] && ok "patched kvm-intel.ko loads" || bad "patched kvm-intel.ko does not load"
@@ -110,7 +110,7 @@ fi
     || bad "patched module: vmfunc_views_test rc=$(section_rc "$LOG" patched-views-test)"
 [ "$(section_rc "$LOG" patched-selftest)" = 0 ] && ok "patched module: userspace_io_test passes" \
     || bad "patched module: userspace_io_test rc=$(section_rc "$LOG" patched-selftest)"
-if section "$LOG" dmesg | grep -q -E 'WARNING:|BUG:|Oops|Call Trace'; then
+if section "$LOG" dmesg | has -E 'WARNING:|BUG:|Oops|Call Trace'; then
     bad "kernel log shows a WARNING/BUG/Oops (see $LOG)"
 else ok "kernel log: no WARNING/BUG/Oops"; fi
 echo "emulated-kvm-patch: $pass passed, $fail failed"

@@ -66,15 +66,15 @@ check_log() {
     }
     echo "emulated-$host checks ($log):"
 
-    if tr -d '\r' < "$log" | grep -q '^@@@ IVBENCH-EMU BEGIN'; then ok "init started"; else bad "init never started (no '@@@ IVBENCH-EMU BEGIN'; see $log)"; fi
-    if tr -d '\r' < "$log" | grep -q '^@@@ IVBENCH-EMU END'; then ok "init finished"; else bad "init did not finish (no '@@@ IVBENCH-EMU END')"; fi
+    if tr -d '\r' < "$log" | has '^@@@ IVBENCH-EMU BEGIN'; then ok "init started"; else bad "init never started (no '@@@ IVBENCH-EMU BEGIN'; see $log)"; fi
+    if tr -d '\r' < "$log" | has '^@@@ IVBENCH-EMU END'; then ok "init finished"; else bad "init did not finish (no '@@@ IVBENCH-EMU END')"; fi
 
     local mods
     mods=$(section "$log" kvm-modules)
-    if echo "$mods" | grep -qx "$module"; then ok "module $module loaded (/sys/module: $(echo "$mods" | tr '\n' ' '))"
+    if echo "$mods" | has -x "$module"; then ok "module $module loaded (/sys/module: $(echo "$mods" | tr '\n' ' '))"
     else bad "module $module not in /sys/module (saw: $(echo "$mods" | tr '\n' ' '); insmod: $(section "$log" modules | tr '\n' ';'))"; fi
 
-    if section "$log" dev-kvm | grep -q '/dev/kvm'; then ok "/dev/kvm exists"; else bad "/dev/kvm missing"; fi
+    if section "$log" dev-kvm | has '/dev/kvm'; then ok "/dev/kvm exists"; else bad "/dev/kvm missing"; fi
 
     local be
     be=$(section "$log" env | awk '$1 == "backend" { print $2; exit }')
@@ -92,7 +92,7 @@ check_log() {
     if [ -z "$listed" ]; then bad "ivbench list: no vm.* probes (rc $(section_rc "$log" list))"
     elif [ -n "$odd" ]; then bad "ivbench list: neither supported nor unsupported: <reason>: $odd"
     else ok "ivbench list: $(echo "$listed" | wc -l) vm.* probes; unsupported: ${unsup:-none}"; fi
-    if echo "$list" | grep -q kvm_pvm; then bad "ivbench list mentions kvm_pvm: $(echo "$list" | grep kvm_pvm | head -n1)"; fi
+    if echo "$list" | has kvm_pvm; then bad "ivbench list mentions kvm_pvm: $(echo "$list" | grep kvm_pvm | head -n1)"; fi
     case "$module:$vmfunc" in
         kvm_amd:*kvm_amd*|kvm_intel:*VMFUNC*) ok "ivbench list: vm.view.vmfunc names the $module reason: $vmfunc" ;;
         *) bad "ivbench list: vm.view.vmfunc reason does not match $module: '${vmfunc:-no row}'" ;;
@@ -101,7 +101,7 @@ check_log() {
 
     # A run that never finished (hung probe, emulator killed): one failure naming the last
     # thing ivbench printed, instead of one per missing row.
-    if ! tr -d '\r' < "$log" | grep -q '^@@@ END run rc='; then
+    if ! tr -d '\r' < "$log" | has '^@@@ END run rc='; then
         local last
         last=$(section "$log" run | grep -v '^[│├└┌╞]' | tail -n 2 | tr '\n' ' ')
         bad "ivbench run never finished (a probe hung or the emulator was stopped); its last lines: ${last:-none}"
@@ -155,7 +155,7 @@ check_log() {
     csv=$(section "$log" summary-csv)
     case "$module" in kvm_amd) want_hc=vmmcall ;; *) want_hc=vmcall ;; esac
     hc=$(echo "$csv" | grep '^vm\.hypercall\.null,' | grep -o 'hypercall [a-z$0-9x ]* nr 0x[0-9a-f]* returned -\{0,1\}[0-9]* every time' | head -n1)
-    if [ -n "$hc" ] && echo "$hc" | grep -q "^hypercall $want_hc nr .* returned -1000 every time"; then ok "vm.hypercall.null: $hc (-KVM_ENOSYS)"
+    if [ -n "$hc" ] && echo "$hc" | has "^hypercall $want_hc nr .* returned -1000 every time"; then ok "vm.hypercall.null: $hc (-KVM_ENOSYS)"
     else bad "vm.hypercall.null: expected '$want_hc ... returned -1000', notes say: '${hc:-nothing}'"; fi
     backends=$(echo "$csv" | grep '^vm\.' | grep -o 'backend kvm_[a-z]* (hypercall [^)]*)' | sort | uniq -c | sed 's/^ *//')
     if [ -z "$backends" ]; then bad "summary.csv: no VM probe notes naming a backend"

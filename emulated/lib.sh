@@ -17,6 +17,10 @@ REPO_DIR=$(cd "$EMU_DIR/.." && pwd)
 EMU_CACHE=${IVBENCH_EMU_CACHE:-/var/cache/ivbench-emulated}
 
 emu_log() { printf '[emulated %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+# `... | has PATTERN`: grep that reads all of its input. `grep -q` stops at the first match,
+# and under `set -o pipefail` the writer's SIGPIPE then fails the whole pipeline: a match
+# reported as a miss, depending on timing.
+has() { grep "$@" >/dev/null; }
 emu_die() { emu_log "ERROR: $*"; exit 1; }
 
 # apt-get update at most once an hour (a stamp in the cache; the helpers that need it
