@@ -45,6 +45,7 @@ NUMERIC_COLUMNS = [
     "min_ns", "p50_ns", "p90_ns", "p99_ns", "p999_ns", "max_ns", "mean_ns", "stddev_ns",
     "min_cycles", "p50_cycles", "p90_cycles", "p99_cycles", "p999_cycles", "max_cycles",
     "mean_cycles", "stddev_cycles", "overhead_cycles", "tsc_khz",
+    "mpps", "gbit_s", "sent", "received", "dropped",
 ]
 TEXT_COLUMNS = ["probe", "params", "status", "method", "clock", "metrics", "notes", "hlog_tag", "variant", "partial", "contention"]
 
@@ -168,6 +169,13 @@ def load_run(run_path) -> Tuple[dict, pd.DataFrame]:
 
 def ok_rows(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["status_kind"] == "ok"]
+
+
+def latency_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Ok rows with latency samples (and so a histogram). A throughput-only row (a DPDK
+    baseline: counters, no per-packet stamps) is ok with count 0 and ``mpps`` set."""
+    ok = ok_rows(df)
+    return ok[ok["count"] > 0]
 
 
 def not_ok_rows(df: pd.DataFrame) -> pd.DataFrame:
