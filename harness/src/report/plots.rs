@@ -335,6 +335,18 @@ where
     Ok(())
 }
 
+/// The label of a horizontal bar chart's row at axis position `v` (rows are drawn top
+/// down, so the first label sits at the top); empty between rows.
+fn row_label(labels: &[String], v: f64) -> String {
+    let n = labels.len();
+    let i = v.round();
+    if (v - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < n {
+        labels[n - 1 - i as usize].clone()
+    } else {
+        String::new()
+    }
+}
+
 /// One probe in the budget chart.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BudgetBar {
@@ -391,14 +403,7 @@ fn draw_budget(out: &mut String, bars: &[BudgetBar], budgets: &[(f64, &str)], si
         .bold_line_style(GRID)
         .x_desc("latency per operation (log scale)")
         .x_label_formatter(&|v| fmt_ns(*v))
-        .y_label_formatter(&|v| {
-            let i = v.round();
-            if (v - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < n {
-                labels[n - 1 - i as usize].clone()
-            } else {
-                String::new()
-            }
-        })
+        .y_label_formatter(&|v| row_label(&labels, *v))
         .label_style((FONT, 14))
         .axis_desc_style((FONT, 15))
         .draw()?;
@@ -498,14 +503,7 @@ fn draw_rates(out: &mut String, bars: &[RateBar], reference: (f64, &str), size: 
             let s = format!("{v:.3}");
             s.trim_end_matches('0').trim_end_matches('.').to_string()
         })
-        .y_label_formatter(&|v| {
-            let i = v.round();
-            if (v - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < n {
-                labels[n - 1 - i as usize].clone()
-            } else {
-                String::new()
-            }
-        })
+        .y_label_formatter(&|v| row_label(&labels, *v))
         .label_style((FONT, 14))
         .axis_desc_style((FONT, 15))
         .draw()?;
