@@ -56,6 +56,10 @@ guest_abi! {
         /// Per-vCPU result words, [`RESULTS_STRIDE`] bytes each.
         RESULTS: u64 = 0x300000;
         RESULTS_STRIDE: u64 = 0x1000;
+        /// The packet-path block of `path_gen` / `path_sink` (one per VM: the path probes
+        /// run one vCPU per VM): parameters, counters and tables, words in [`super::path`].
+        PATH_BLOCK: u64 = 0x320000;
+        PATH_BLOCK_SIZE: u64 = 0x10000;
         /// Per-vCPU sample buffers, [`SAMPLES_PER_VCPU`] bytes each.
         SAMPLES: u64 = 0x400000;
         /// 12 MiB = 1.5 M samples per vCPU.
@@ -135,16 +139,144 @@ guest_abi! {
     }
 }
 
+guest_abi! {
+    /// The packet-path block at [`mem::PATH_BLOCK`] (`payloads::path`): the VMM writes the
+    /// parameters (up to `MARK_CYCLES`) and the tables before the run, the guest the
+    /// counters; scratch words are the guest's own. One VM runs one end of the path.
+    path, path_asm, "IVB_PATH_" {
+        /// GPA of the ring region (`packet_ring::layout`).
+        RING: u64 = 0x00;
+        /// GPA of the control lines ([`super::ctrl`]) the two ends share.
+        CTRL: u64 = 0x08;
+        /// Ring slots - 1.
+        MASK: u64 = 0x10;
+        /// Packets per index publication (generator) / per poll (sink).
+        BATCH: u64 = 0x18;
+        /// Generator: packets to offer at most.
+        LIMIT: u64 = 0x20;
+        /// Generator: TSC cycles between packets x 65536; 0 offers as fast as it can.
+        INTERVAL: u64 = 0x28;
+        /// Generator: TSC cycles to offer for (0: until LIMIT).
+        DURATION: u64 = 0x30;
+        /// Notification mode: [`NOTIFY_POLL`], [`NOTIFY_HYBRID`], [`NOTIFY_HALT`], [`NOTIFY_EXIT`].
+        NOTIFY: u64 = 0x38;
+        /// Generator: the port its kicks write to (an ioeventfd, or a userspace exit).
+        KICK_PORT: u64 = 0x40;
+        /// Sink (hybrid): TSC cycles it keeps polling an empty ring before it arms the
+        /// wake-up and halts.
+        POLL_CYCLES: u64 = 0x48;
+        /// Generator: entries of the length cycle at [`CYCLE`].
+        NCYCLE: u64 = 0x50;
+        /// Sink: a frame's latency is sampled when `seq & STRIDE_MASK == 0`.
+        STRIDE_MASK: u64 = 0x58;
+        /// Sink: latency samples at most (the sample buffer is `rdi`).
+        MAX_SAMPLES: u64 = 0x60;
+        /// Sink: 0 copies each frame out before verifying it, 1 verifies it in place.
+        ZERO_COPY: u64 = 0x68;
+        /// Sink: the VIF page (kvm_pvm) or 0 (`sti` / `cli`).
+        VIF: u64 = 0x70;
+        /// Sink: a descriptor's frame must lie in `[BUF_LO, BUF_HI)` of the ring region.
+        BUF_LO: u64 = 0x78;
+        BUF_HI: u64 = 0x80;
+        /// Sink: entries of the template table at [`KINDS`].
+        NKINDS: u64 = 0x88;
+        /// Sink: TSC cycles per received-count mark (the trial's own rate spread).
+        MARK_CYCLES: u64 = 0x90;
+        /// Packets offered (generator).
+        SENT: u64 = 0x100;
+        /// Offered packets that found the ring full (generator).
+        DROPPED: u64 = 0x108;
+        /// Index stores (generator: head publications; sink: tail releases).
+        PUBLICATIONS: u64 = 0x110;
+        /// TSC cycles without work: pacing waits (generator), empty polls and halts (sink).
+        IDLE: u64 = 0x118;
+        /// TSC at the first step and after the last one.
+        T_FIRST: u64 = 0x120;
+        T_LAST: u64 = 0x128;
+        /// Wake-ups sent (generator).
+        KICKS: u64 = 0x130;
+        /// Frames taken out of the ring, good or not (sink).
+        RECEIVED: u64 = 0x138;
+        CORRUPTED: u64 = 0x140;
+        POLLS: u64 = 0x148;
+        EMPTY_POLLS: u64 = 0x150;
+        /// Latency samples whose receive stamp was below the send stamp (stored as 0).
+        NEGATIVE: u64 = 0x160;
+        LOST: u64 = 0x168;
+        DUPLICATED: u64 = 0x170;
+        REORDERED: u64 = 0x178;
+        /// The sequence number the sink expects next.
+        NEXT_SEQ: u64 = 0x180;
+        /// Latency samples stored.
+        NSAMPLES: u64 = 0x188;
+        /// Halts the sink entered with its wake-up armed, and interrupts that woke it.
+        SLEEPS: u64 = 0x190;
+        WAKES: u64 = 0x198;
+        /// Non-zero: the peer broke the ring protocol (the sink saw an overrun).
+        ERROR: u64 = 0x1a0;
+        /// Missing-sequence marks outstanding in [`SEQ_BITMAP`].
+        OUTSTANDING: u64 = 0x1a8;
+        /// Received-count marks stored at [`MARKS`].
+        NMARKS: u64 = 0x1b0;
+        /// Scratch words of the guest.
+        S_PREV: u64 = 0x1c0;
+        S_CYCLE: u64 = 0x1c8;
+        S_EMPTY_RUN: u64 = 0x1d0;
+        S_NEXT_MARK: u64 = 0x1d8;
+        S_ELAPSED: u64 = 0x1e0;
+        S_NOW: u64 = 0x1e8;
+        S_SAMPLES: u64 = 0x1f0;
+        /// Generator: the length cycle, NCYCLE entries of (template GPA, length, checksum
+        /// base), [`ENTRY_SIZE`] bytes each.
+        CYCLE: u64 = 0x200;
+        /// Sink: the templates by length, NKINDS entries of the same shape.
+        KINDS: u64 = 0x400;
+        ENTRY_SIZE: u64 = 24;
+        ENTRY_TEMPLATE: u64 = 0;
+        ENTRY_LEN: u64 = 8;
+        ENTRY_BASE: u64 = 16;
+        /// Sink: one bit per sequence number in a window of 65536: set while missing.
+        SEQ_BITMAP: u64 = 0x1000;
+        SEQ_WINDOW: u64 = 65536;
+        /// Sink: where a copying sink copies a frame to.
+        COPY_BUF: u64 = 0x3000;
+        /// Templates (frames with sequence, stamp and checksum 0), 2 KiB each.
+        TEMPLATES: u64 = 0x4000;
+        TEMPLATE_STRIDE: u64 = 0x800;
+        MAX_TEMPLATES: u64 = 4;
+        /// Sink: received count at each mark, up to MAX_MARKS u64s.
+        MARKS: u64 = 0x6000;
+        MAX_MARKS: u64 = 4096;
+        /// Values of [`NOTIFY`].
+        NOTIFY_POLL: u64 = 0;
+        NOTIFY_HYBRID: u64 = 1;
+        NOTIFY_HALT: u64 = 2;
+        NOTIFY_EXIT: u64 = 3;
+    }
+}
+
+guest_abi! {
+    /// The control lines the two ends of a path share (in shared memory, beside the ring).
+    ctrl, ctrl_asm, "IVB_CTRL_" {
+        /// The sink sets it when it is about to halt; a sender that finds it set clears it
+        /// and kicks. Written by both ends, rarely.
+        SLEEP: u64 = 0;
+        /// The generator sets it after its last publication.
+        DONE: u64 = 64;
+        SIZE: u64 = 128;
+    }
+}
+
 /// The `.set` lines of every group, for the payload prelude.
 macro_rules! asm_symbols {
     () => {
-        concat!(mem_asm!(), port_asm!(), status_asm!(), lines_asm!(), x2apic_asm!())
+        concat!(mem_asm!(), port_asm!(), status_asm!(), lines_asm!(), x2apic_asm!(), path_asm!(), ctrl_asm!())
     };
 }
 
 /// Every group's `(assembler symbol, value)` pairs.
 pub fn all_asm_symbols() -> Vec<(&'static str, u64)> {
-    [mem::ASM, port::ASM, status::ASM, lines::ASM, x2apic::ASM].concat()
+    [mem::ASM, port::ASM, status::ASM, lines::ASM, x2apic::ASM, path::ASM, ctrl::ASM].concat()
 }
 
 #[cfg(test)]

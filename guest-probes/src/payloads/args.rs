@@ -129,6 +129,18 @@ payload_args! {
         index: r11,
         status: r15,
     }
+    /// `path_gen`: the open-loop generator of a packet path.
+    PathGen => PATH_GEN {
+        block: r9,
+        status: r15,
+    }
+    /// `path_sink`: the verifying sink of a packet path.
+    PathSink => PATH_SINK {
+        block: r9,
+        status: r15,
+        /// Where the latency samples go.
+        samples: rdi,
+    }
     /// `hang_loop`: `jmp .` forever (watchdog tests).
     HangLoop => HANG_LOOP {}
 }

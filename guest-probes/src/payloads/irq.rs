@@ -31,31 +31,6 @@ use super::{asm_postlude, asm_prelude, entry, guest_payload, sym_addr, Payload};
 
 guest_payload!(
     r#"
-.macro IVB_IRQ_ON
-    test %rbx, %rbx
-    jz .Lirq_on_sti\@
-    movb $1, (%rbx)
-    jmp .Lirq_on_end\@
-.Lirq_on_sti\@:
-    sti
-.Lirq_on_end\@:
-.endm
-.macro IVB_IRQ_OFF
-    test %rbx, %rbx
-    jz .Lirq_off_cli\@
-    movb $0, (%rbx)
-    jmp .Lirq_off_end\@
-.Lirq_off_cli\@:
-    cli
-.Lirq_off_end\@:
-.endm
-# x2APIC EOI (clobbers rax, rcx, rdx)
-.macro IVB_EOI
-    mov $IVB_X2APIC_EOI, %ecx
-    xor %eax, %eax
-    xor %edx, %edx
-    wrmsr
-.endm
 # x2APIC ICR write of \reg = dest << 32 | vector (clobbers rax, rcx, rdx)
 .macro IVB_SEND_IPI reg
     mov $IVB_X2APIC_ICR, %ecx
@@ -251,9 +226,6 @@ ivb_irq_fixup_selftest:
     IVB_DONE
 ivb_irq_end:
 
-.purgem IVB_IRQ_ON
-.purgem IVB_IRQ_OFF
-.purgem IVB_EOI
 .purgem IVB_SEND_IPI
 .purgem IVB_SPIN_WAIT
 .purgem IVB_HLT_WAIT

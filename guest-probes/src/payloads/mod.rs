@@ -34,6 +34,7 @@ mod irq;
 mod mmio;
 mod native_loop;
 mod notify;
+mod path;
 mod pio;
 mod ring;
 mod syscall;
@@ -112,6 +113,33 @@ macro_rules! asm_prelude {
     hlt
     jmp 92b
 .endm
+# The interrupt flag: rbx = the vCPU's VIF page on kvm_pvm (byte 0 is vif.if), or 0
+# elsewhere (sti / cli).
+.macro IVB_IRQ_ON
+    test %rbx, %rbx
+    jz .Lirq_on_sti\@
+    movb $1, (%rbx)
+    jmp .Lirq_on_end\@
+.Lirq_on_sti\@:
+    sti
+.Lirq_on_end\@:
+.endm
+.macro IVB_IRQ_OFF
+    test %rbx, %rbx
+    jz .Lirq_off_cli\@
+    movb $0, (%rbx)
+    jmp .Lirq_off_end\@
+.Lirq_off_cli\@:
+    cli
+.Lirq_off_end\@:
+.endm
+# x2APIC EOI (clobbers rax, rcx, rdx)
+.macro IVB_EOI
+    mov $IVB_X2APIC_EOI, %ecx
+    xor %eax, %eax
+    xor %edx, %edx
+    wrmsr
+.endm
 .macro IVB_HYPERCALL site
 .globl \site
 \site:
@@ -133,6 +161,9 @@ macro_rules! asm_postlude {
 .purgem IVB_POLL_SET
 .purgem IVB_DONE
 .purgem IVB_HYPERCALL
+.purgem IVB_IRQ_ON
+.purgem IVB_IRQ_OFF
+.purgem IVB_EOI
 .popsection
 "#
     };
@@ -210,6 +241,8 @@ pub mod entry {
     pub const TSC_OVERHEAD: Entry = Entry("tsc_overhead");
     pub const VIEW_SWITCH: Entry = Entry("view_switch");
     pub const TOKEN_RING: Entry = Entry("token_ring");
+    pub const PATH_GEN: Entry = Entry("path_gen");
+    pub const PATH_SINK: Entry = Entry("path_sink");
     /// Every constant above.
     pub const ALL: &[Entry] = &[
         CPUID,
@@ -239,6 +272,8 @@ pub mod entry {
         TSC_OVERHEAD,
         VIEW_SWITCH,
         TOKEN_RING,
+        PATH_GEN,
+        PATH_SINK,
     ];
 }
 
@@ -275,6 +310,7 @@ fn all() -> Vec<Payload> {
         irq::payload(),
         notify::payload(),
         ring::payload(),
+        path::payload(),
     ]
 }
 

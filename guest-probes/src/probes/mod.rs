@@ -7,6 +7,7 @@ mod irq;
 mod multi;
 mod native;
 mod notify;
+mod path;
 mod syscall;
 mod view;
 
@@ -79,6 +80,7 @@ pub fn probes() -> Vec<Box<dyn Probe>> {
         Box::new(notify::POLL_INTERVM),
         Box::new(notify::MWAIT),
         Box::new(notify::HALT),
+        Box::new(path::PATH_A),
     ]
 }
 

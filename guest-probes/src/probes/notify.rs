@@ -281,7 +281,7 @@ fn disable_exits_names(caps: u32) -> String {
     }
 }
 
-fn mwait_support() -> Support {
+pub(crate) fn mwait_support() -> Support {
     match two_vcpu_support() {
         Support::Supported => {}
         u => return u,

@@ -23,6 +23,7 @@
 //!              user stack top 0x10000 below it
 //! 0x0030_0000  per-vCPU result words, 0x1000 bytes each
 //! 0x0031_0000  the one-VM notify lines (ping/pong), 0x0031_1000 the MWAIT line
+//! 0x0032_0000  the packet-path block (`path_gen` / `path_sink`), 64 KiB
 //! 0x0040_0000  per-vCPU sample buffers, SAMPLES_PER_VCPU bytes each
 //! mem_size(n)  end of the main memslot: 32 MiB for up to 2 vCPUs, 100 MiB for 8
 //! 0x1000_0000  shared region k at SHARED_GPA + k * 16 MiB (memfds shared between VMs)
@@ -76,7 +77,20 @@ const _: () = {
     assert!(STACKS_TOP <= RESULTS);
     assert!(RESULTS + MAX_VCPUS as u64 * RESULTS_STRIDE <= NOTIFY_LINES);
     assert!(NOTIFY_LINES + crate::abi::lines::SIZE <= MWAIT_LINE);
-    assert!(MWAIT_LINE + 64 <= SAMPLES);
+    assert!(MWAIT_LINE + 64 <= PATH_BLOCK);
+    assert!(PATH_BLOCK + PATH_BLOCK_SIZE <= SAMPLES);
+    {
+        use crate::abi::path as p;
+        assert!(p::CYCLE + 12 * p::ENTRY_SIZE <= p::KINDS);
+        assert!(p::KINDS + p::MAX_TEMPLATES * p::ENTRY_SIZE <= p::SEQ_BITMAP);
+        assert!(p::SEQ_BITMAP + p::SEQ_WINDOW / 8 <= p::COPY_BUF);
+        // a copying sink copies whole 8-byte words: up to 7 bytes past the frame
+        assert!(p::COPY_BUF + packet_ring::layout::BUF_SIZE as u64 + 8 <= p::TEMPLATES);
+        assert!(p::TEMPLATE_STRIDE >= packet_ring::layout::BUF_SIZE as u64);
+        assert!(p::TEMPLATES + p::MAX_TEMPLATES * p::TEMPLATE_STRIDE <= p::MARKS);
+        assert!(p::MARKS + p::MAX_MARKS * 8 <= PATH_BLOCK_SIZE);
+        assert!(p::SEQ_WINDOW == packet_ring::traffic::SEQ_WINDOW);
+    }
     assert!(mem_size(2) == MEM_SIZE);
     assert!(mem_size(MAX_VCPUS) as u64 <= SHARED_GPA);
     assert!(SHARED_GPA.is_multiple_of(HUGE_PAGE) && SHARED_STRIDE.is_multiple_of(HUGE_PAGE));

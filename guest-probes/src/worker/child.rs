@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
+use super::path;
 use super::proto::{self, Exits, FromWorker, Job, Prepared, Report, Role, ToWorker};
 use crate::abi::status;
 use crate::payloads::args::{Args, HangLoop, PollPing, PollPong, TokenRing};
@@ -16,6 +17,8 @@ use crate::vmm::{kvmstats, native, Backing, Handled, SharedMemory, Vcpu, Vm, Vmm
 
 /// The fd number the parent puts the control socket on before exec.
 pub const CONTROL_FD: RawFd = 3;
+/// Extra fds (eventfds) a job may carry beside its shared regions'.
+pub const MAX_EXTRA_FDS: usize = 4;
 
 /// Runs the worker whose control socket is [`CONTROL_FD`]; returns the exit status.
 pub fn serve() -> i32 {
@@ -58,7 +61,7 @@ pub fn serve() -> i32 {
 
 fn receive_job(sock: &UnixStream) -> Result<(Vec<OwnedFd>, Job), String> {
     let mut byte = [0u8; 1];
-    let mut raw = [-1 as RawFd; layout::MAX_SHARED as usize];
+    let mut raw = [-1 as RawFd; layout::MAX_SHARED as usize + MAX_EXTRA_FDS];
     let mut iov = [libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 }];
     // SAFETY: the iovec points at `byte`, one writable byte that outlives the call.
     let (n, nfds) =
@@ -82,16 +85,22 @@ fn send(sock: &UnixStream, msg: &FromWorker) -> Result<(), VmmError> {
     proto::write_frame(&mut w, msg).map_err(|e| VmmError::setup("worker", format!("write to the parent: {e}")))
 }
 
-fn run(job: &Job, fds: Vec<OwnedFd>, sock: UnixStream) -> Result<Report, VmmError> {
+fn run(job: &Job, mut fds: Vec<OwnedFd>, sock: UnixStream) -> Result<Report, VmmError> {
     let start = Instant::now();
     let deadline = start + Duration::from_millis(job.deadline_ms);
     let label = job.group.as_str();
-    if fds.len() != job.shared.len() {
+    if job.extra_fds > MAX_EXTRA_FDS || fds.len() != job.shared.len() + job.extra_fds {
         return Err(VmmError::setup(
             label,
-            format!("{} shared fds received, {} regions in the job", fds.len(), job.shared.len()),
+            format!(
+                "{} fds received; the job has {} shared regions and {} extra fds (at most {MAX_EXTRA_FDS})",
+                fds.len(),
+                job.shared.len(),
+                job.extra_fds
+            ),
         ));
     }
+    let extra = fds.split_off(job.shared.len());
     if let Some(cpu) = job.cpu {
         super::pin_current_thread(cpu).map_err(|e| VmmError::setup(label, e))?;
     }
@@ -109,16 +118,26 @@ fn run(job: &Job, fds: Vec<OwnedFd>, sock: UnixStream) -> Result<Report, VmmErro
         .first()
         .ok_or_else(|| VmmError::setup(label, "no shared region for the barrier"))?
         .atomic(job.barrier_offset as usize);
+    let wiring = path::Wiring::before_vcpu(&vm, &job.role, extra)?;
     let mut vcpu = vm.create_vcpu(0)?;
     vm.write_bytes(layout::params(0), &[0u8; status::SIZE as usize])?;
+    wiring.after_vcpu(&vcpu)?;
     let check = native::verify(&mut vcpu, deadline)?;
     let overhead = vcpu.timer_overhead(deadline)?;
+    let tsc_khz = vcpu.tsc_khz()?;
     let prepared = Prepared {
         cycles_per_iter: check.cycles_per_iter,
         native_iterations: check.iterations,
         overhead,
-        tsc_khz: vcpu.tsc_khz()?,
+        tsc_khz,
         setup: vcpu.setup().to_string(),
+    };
+    let tsc_offset = match &job.role {
+        Role::PathGen(end) | Role::PathSink(end) => {
+            path::write_block(&vcpu, end, tsc_khz)?;
+            Some(crate::vmm::irqchip::tsc_offset(&vcpu)?)
+        }
+        _ => None,
     };
     listen_for_stop(&vm, &sock)?;
     send(&sock, &FromWorker::Ready)?;
@@ -126,7 +145,17 @@ fn run(job: &Job, fds: Vec<OwnedFd>, sock: UnixStream) -> Result<Report, VmmErro
     send(&sock, &FromWorker::Started)?;
     vcpu.stats.reset();
     let kvm_before = kvmstats::vcpu_stats(vcpu.fd()).ok();
-    let (samples, chunks) = run_role(&mut vcpu, &job.role, deadline)?;
+    let (samples, chunks, path_counters, marks) = match &job.role {
+        Role::PathGen(end) | Role::PathSink(end) => {
+            let ctrl = path::ctrl_word(&regions, &job.shared, end)?;
+            let r = path::run(&mut vcpu, &job.role, &wiring, ctrl, deadline)?;
+            (r.samples, 1, r.counters, r.marks)
+        }
+        role => {
+            let (s, c) = run_role(&mut vcpu, role, deadline)?;
+            (s, c, BTreeMap::new(), Vec::new())
+        }
+    };
     let kvm_after = kvmstats::vcpu_stats(vcpu.fd()).ok();
     let s = &vcpu.stats;
     let exits = Exits { userspace: s.userspace_exits(), done: s.io_out_on(layout::PORT_DONE), intr: s.intr, chunks };
@@ -134,7 +163,19 @@ fn run(job: &Job, fds: Vec<OwnedFd>, sock: UnixStream) -> Result<Report, VmmErro
     let names =
         ["STAMP", "COUNT", "READY", "SRC", "STOP", "EARLY", "HLTS", "FIXUPS", "KICKS", "SPURIOUS", "MWAITS", "SENT"];
     let status: BTreeMap<String, u64> = names.iter().zip(words).map(|(n, w)| (n.to_string(), w)).collect();
-    Ok(Report { prepared, samples, status, exits, kvm_before, kvm_after, cpu: job.cpu, pid: std::process::id() })
+    Ok(Report {
+        prepared,
+        samples,
+        status,
+        exits,
+        kvm_before,
+        kvm_after,
+        cpu: job.cpu,
+        pid: std::process::id(),
+        path: path_counters,
+        marks,
+        tsc_offset,
+    })
 }
 
 /// A thread that sets the vCPU's STOP word when the parent says so, and ends the process
@@ -211,6 +252,7 @@ fn run_role(vcpu: &mut Vcpu, role: &Role, deadline: Instant) -> Result<(Vec<u64>
             run_entry(vcpu, &HangLoop {}, deadline)?;
             Ok((Vec::new(), 1))
         }
+        Role::PathGen(_) | Role::PathSink(_) => Err(VmmError::setup(vcpu.label(), "path roles run in worker::path")),
     }
 }
 

@@ -15,7 +15,7 @@
 //! fork and exec. (The death signal follows the *thread* that forked, so a group must be
 //! spawned and supervised on one thread, as [`Group::spawn`] + [`Group::supervise`] are.)
 
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
@@ -110,6 +110,19 @@ impl Group {
         specs: Vec<WorkerSpec>,
         deadline: Instant,
     ) -> Result<Group, VmmError> {
+        Group::spawn_with_fds(name, shared, &[], barrier_offset, specs, deadline)
+    }
+
+    /// As [`Group::spawn`], and every worker also gets `extra` (eventfds, say) after the
+    /// shared regions' fds, in that order (its job's `extra_fds` says how many).
+    pub fn spawn_with_fds(
+        name: &str,
+        shared: &[Shared<'_>],
+        extra: &[BorrowedFd<'_>],
+        barrier_offset: u64,
+        specs: Vec<WorkerSpec>,
+        deadline: Instant,
+    ) -> Result<Group, VmmError> {
         let exe = super::worker_exe().map_err(|e| VmmError::setup(name, e))?;
         let first = shared.first().ok_or_else(|| VmmError::setup(name, "a worker group needs a shared region"))?;
         first.memory.atomic(barrier_offset as usize).store(0, std::sync::atomic::Ordering::SeqCst);
@@ -122,7 +135,8 @@ impl Group {
                 gpa: s.gpa,
             })
             .collect();
-        let fds: Vec<RawFd> = shared.iter().map(|s| s.memory.fd().as_raw_fd()).collect();
+        let fds: Vec<RawFd> =
+            shared.iter().map(|s| s.memory.fd().as_raw_fd()).chain(extra.iter().map(|f| f.as_raw_fd())).collect();
         let (tx, events) = mpsc::channel();
         let stops = specs.iter().map(|s| s.stops_when_done.clone()).collect();
         let mut group =
@@ -140,6 +154,7 @@ impl Group {
                 parties,
                 deadline_ms: left.as_millis() as u64,
                 role: spec.role.clone(),
+                extra_fds: extra.len(),
             };
             let worker = group.start(&exe, &spec.name, &job, &fds)?;
             let mut r = worker.sock.try_clone().map_err(|e| VmmError::setup(name, format!("control socket: {e}")))?;

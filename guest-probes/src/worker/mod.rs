@@ -18,6 +18,8 @@
 
 pub mod child;
 pub mod group;
+mod path;
+pub mod path_block;
 pub mod proto;
 
 use std::path::PathBuf;

@@ -21,7 +21,7 @@ pub struct SharedSpec {
 }
 
 /// What the worker's vCPU runs once the barrier opens.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub enum Role {
     /// `poll_ping` for `samples` samples of `batch` round trips on the lines at `lines`.
     PollPing { samples: u64, batch: u64, lines: u64 },
@@ -31,10 +31,15 @@ pub enum Role {
     TokenRing { passes: u64, participants: u64, index: u64, token: u64 },
     /// `hang_loop` (`jmp .`): for the supervision tests.
     Hang,
+    /// `path_gen`: the generator end of a packet path; its kick eventfd (halt, hybrid,
+    /// exit) is the first extra fd.
+    PathGen(super::path_block::PathEnd),
+    /// `path_sink`: the sink end; its wake-up eventfd (an irqfd) is the first extra fd.
+    PathSink(super::path_block::PathEnd),
 }
 
 /// The job of one worker.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Job {
     /// The group (probe or test) the worker belongs to: its VM's label.
     pub group: String,
@@ -51,10 +56,13 @@ pub struct Job {
     /// vCPU (and the barrier wait gives up).
     pub deadline_ms: u64,
     pub role: Role,
+    /// Fds sent after the shared regions' (eventfds).
+    #[serde(default)]
+    pub extra_fds: usize,
 }
 
 /// Parent -> worker.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub enum ToWorker {
     Job(Job),
     /// Set the vCPU's STOP word (ends `poll_pong`, aborts any wait loop).
@@ -99,6 +107,16 @@ pub struct Report {
     /// The host CPU the vCPU thread ran on.
     pub cpu: Option<usize>,
     pub pid: u32,
+    /// Path roles: the path block's counters (`path_block::counters`), and what the VMM
+    /// itself did (`VMM_SIGNALS`: peer wake-ups it sent for the exit mode).
+    #[serde(default)]
+    pub path: BTreeMap<String, u64>,
+    /// Path sink: the received count at each mark.
+    #[serde(default)]
+    pub marks: Vec<u64>,
+    /// Guest TSC minus host TSC and the half width of the bracket it was read in.
+    #[serde(default)]
+    pub tsc_offset: Option<(i64, u64)>,
 }
 
 /// Worker -> parent.
@@ -163,6 +181,7 @@ mod tests {
             parties: 3,
             deadline_ms: 1000,
             role: Role::TokenRing { passes: 10, participants: 3, index: 0, token: 0x1000_0100 },
+            extra_fds: 0,
         });
         let mut buf = Vec::new();
         write_frame(&mut buf, &msg).unwrap();

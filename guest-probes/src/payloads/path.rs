@@ -1,0 +1,556 @@
+//! Payloads `path_gen` and `path_sink` (probe `path.a`): the two ends of the packet ring
+//! of `packet_ring`, run inside two VMs whose memslots map one memfd. They do what
+//! `packet_ring::traffic`'s Generator and Sink do in host threads, on the same ring layout
+//! and the same frames (the ring and frame offsets below are `packet_ring`'s constants,
+//! handed to the assembler as `const` operands, so the two cannot drift apart).
+//!
+//! Both keep `r9` = the path block ([`crate::abi::path`]: parameters in, counters out) and
+//! `r15` = the vCPU's status area (STOP aborts; the interrupt handler stamps STAMP).
+//!
+//! `path_gen` (open loop): packet `n` is due at `T_FIRST + n * INTERVAL / 65536` (or at
+//! once, INTERVAL = 0). Each step offers the packets due (up to BATCH), stamping them with
+//! one `rdtsc`; a packet that finds the ring full is counted in DROPPED and never enters
+//! it (the generator never waits for space); the others get the next sequence number, a
+//! copy of their length's template, the stamp and the checksum. The head is published
+//! when BATCH packets are unpublished, or when a step offered nothing. After each
+//! publication the sender notifies as NOTIFY says: nothing (poll); a kick through
+//! KICK_PORT when the sink armed its wake-up (hybrid, halt: KICK_PORT is an ioeventfd
+//! wired to the sink VM's irqfd, no userspace on the way); an exit to its VMM on every
+//! publication (exit: the VMM signals the sink when it sleeps, the vhost-like mediated
+//! path). It stops after LIMIT packets, DURATION cycles or STOP, publishes the rest, sets
+//! the DONE control line and wakes a sleeping sink.
+//!
+//! `path_sink`: polls the head; takes up to BATCH frames, checks each descriptor's bounds,
+//! copies the frame out (ZERO_COPY = 0) or reads it in place, compares every byte with the
+//! template of its length (16-byte SSE2 words; header and fill) and the checksum with the
+//! sequence number and stamp, tracks sequence numbers (LOST, DUPLICATED, REORDERED over a
+//! window of SEQ_WINDOW, missing numbers marked in SEQ_BITMAP), keeps every
+//! (STRIDE_MASK + 1)-th frame's one-way latency (its rdtsc minus the send stamp) at `rdi`,
+//! then releases the slots. An empty ring: poll mode PAUSEs and polls again; hybrid keeps
+//! polling for POLL_CYCLES, then halts; halt and exit halt at once. Halting: interrupts
+//! off, SLEEP set, a full fence, the ring and DONE checked once more (the sender stores
+//! the head, fences, then reads SLEEP: one of the two sees the other), then HLT with
+//! interrupts on; the vector-0x40 handler stamps STAMP and steps over a HLT it interrupts.
+//! It ends when DONE was set before a poll that found the ring empty, on STOP, or when
+//! the producer index runs more than a ring ahead (ERROR = 1).
+//!
+//! Every poll reads the TSC once: IDLE sums the cycles of polls that found nothing (and
+//! of halts), and RECEIVED is recorded in MARKS every MARK_CYCLES.
+
+use super::{asm_postlude, asm_prelude, entry, sym_addr, Payload};
+use packet_ring::{frame, layout as ring};
+
+core::arch::global_asm!(
+    concat!(
+        asm_prelude!(),
+        r#"
+.set IVB_RING_HEAD, {head}
+.set IVB_RING_TAIL, {tail}
+.set IVB_RING_DESC, {desc}
+.set IVB_RING_BUF_SHIFT, {buf_shift}
+.set IVB_FRAME_SEQ, {seq}
+.set IVB_FRAME_TSC, {tsc}
+.set IVB_FRAME_CSUM, {csum}
+.set IVB_FRAME_FILL, {fill}
+.set IVB_FRAME_SEQ_W, {seq_w}
+.set IVB_FRAME_TSC_W, {tsc_w}
+.set IVB_FRAME_MIN, {min_frame}
+.set IVB_FRAME_MAX, {max_frame}
+
+# rax = TSC (clobbers rdx); not serialized: a stamp, not a measured interval.
+.macro IVB_PATH_NOW
+    rdtsc
+    shl $32, %rdx
+    or %rdx, %rax
+.endm
+
+# After a head (or DONE) store: notify the sink as NOTIFY says (clobbers rax, rcx, rdx).
+.macro IVB_PATH_KICK_PEER
+    mov IVB_PATH_NOTIFY(%r9), %rax
+    cmp $IVB_PATH_NOTIFY_POLL, %rax
+    je .Lnotify_end\@
+    cmp $IVB_PATH_NOTIFY_EXIT, %rax
+    je .Lnotify_kick\@
+    mfence                              # head / DONE visible before SLEEP is read
+    mov IVB_PATH_CTRL(%r9), %rcx
+    cmpq $0, IVB_CTRL_SLEEP(%rcx)
+    je .Lnotify_end\@
+    movq $0, IVB_CTRL_SLEEP(%rcx)
+.Lnotify_kick\@:
+    mov IVB_PATH_KICK_PORT(%r9), %rdx
+    out %al, (%dx)
+    incq IVB_PATH_KICKS(%r9)
+.Lnotify_end\@:
+.endm
+
+.globl ivb_path_start
+.globl ivb_path_end
+.globl ivb_path_gen
+.globl ivb_path_sink
+ivb_path_start:
+
+# ---- path_gen -----------------------------------------------------------------------
+# In: r9 = path block, r15 = status area.
+# r10 ring, r11d head, r12d cached tail, r13d published head, r14 next sequence number,
+# rbx sent, rbp T_FIRST, r8 next due time (cycles x 65536 since T_FIRST), rdx offered in
+# this step.
+ivb_path_gen:
+    mov IVB_PATH_RING(%r9), %r10
+    xor %r11d, %r11d
+    xor %r12d, %r12d
+    xor %r13d, %r13d
+    xor %r14d, %r14d
+    xor %ebx, %ebx
+    xor %r8d, %r8d
+    movq $0, IVB_PATH_S_CYCLE(%r9)
+    IVB_PATH_NOW
+    mov %rax, %rbp
+    mov %rax, IVB_PATH_T_FIRST(%r9)
+    mov %rax, IVB_PATH_S_PREV(%r9)
+.Lg_top:
+    cmpq $0, IVB_ST_STOP(%r15)
+    jne .Lg_finish
+    IVB_PATH_NOW
+    mov %rax, IVB_PATH_S_NOW(%r9)
+    mov %rax, %rcx
+    sub %rbp, %rcx                      # cycles since T_FIRST
+    mov IVB_PATH_DURATION(%r9), %rsi
+    test %rsi, %rsi
+    jz 1f
+    cmp %rsi, %rcx
+    jae .Lg_finish
+1:
+    shl $16, %rcx
+    mov %rcx, IVB_PATH_S_ELAPSED(%r9)
+    xor %edx, %edx
+.Lg_offer:
+    cmp IVB_PATH_BATCH(%r9), %rdx
+    jae .Lg_step_end
+    cmp IVB_PATH_LIMIT(%r9), %rbx
+    jae .Lg_step_end
+    mov IVB_PATH_INTERVAL(%r9), %rax
+    test %rax, %rax
+    jz 2f
+    cmp IVB_PATH_S_ELAPSED(%r9), %r8
+    ja .Lg_step_end                     # the next packet is not due yet
+    add %rax, %r8
+2:
+    inc %rbx                            # offered
+    inc %rdx
+    mov %r11d, %eax
+    sub %r12d, %eax
+    cmp IVB_PATH_MASK(%r9), %rax
+    jbe .Lg_room                        # fewer than slots in use (cached tail)
+    mov IVB_RING_TAIL(%r10), %r12d      # re-read the consumer's index
+    mov %r11d, %eax
+    sub %r12d, %eax
+    cmp IVB_PATH_MASK(%r9), %rax
+    jbe .Lg_room
+    incq IVB_PATH_DROPPED(%r9)          # full: dropped, never waited for
+    jmp .Lg_offer
+.Lg_room:
+    mov IVB_PATH_S_CYCLE(%r9), %rax     # this packet's entry of the length cycle
+    lea (%rax,%rax,2), %rsi
+    lea IVB_PATH_CYCLE(%r9,%rsi,8), %rsi
+    inc %rax
+    cmp IVB_PATH_NCYCLE(%r9), %rax
+    jb 3f
+    xor %eax, %eax
+3:
+    mov %rax, IVB_PATH_S_CYCLE(%r9)
+    mov %r11d, %eax
+    and IVB_PATH_MASK(%r9), %rax        # slot
+    mov %rax, %rdi
+    shl $IVB_RING_BUF_SHIFT, %rdi
+    add IVB_PATH_BUF_LO(%r9), %rdi      # the slot's buffer, as an offset in the region
+    mov IVB_PATH_ENTRY_LEN(%rsi), %rcx
+    lea IVB_RING_DESC(%r10,%rax,8), %rax
+    mov %edi, (%rax)                    # descriptor: offset, length
+    mov %ecx, 4(%rax)
+    mov %rsi, %rax                      # rax = cycle entry
+    mov IVB_PATH_ENTRY_TEMPLATE(%rax), %rsi
+    add %r10, %rdi
+    push %rdi
+    add $7, %rcx
+    shr $3, %rcx
+    rep movsq                           # the template, whole 8-byte words
+    pop %rdi
+    mov %r14, IVB_FRAME_SEQ(%rdi)
+    mov IVB_PATH_S_NOW(%r9), %rcx
+    mov %rcx, IVB_FRAME_TSC(%rdi)
+    imul $IVB_FRAME_TSC_W, %rcx, %rcx
+    imul $IVB_FRAME_SEQ_W, %r14, %rsi
+    add %rsi, %rcx
+    add IVB_PATH_ENTRY_BASE(%rax), %rcx
+    mov %rcx, IVB_FRAME_CSUM(%rdi)
+    inc %r11d
+    inc %r14
+    jmp .Lg_offer
+.Lg_step_end:
+    mov %r11d, %eax
+    sub %r13d, %eax                     # unpublished
+    jz .Lg_account
+    cmp IVB_PATH_BATCH(%r9), %rax
+    jae 4f
+    test %rdx, %rdx
+    jnz .Lg_account                     # a partial batch waits while packets flow
+4:
+    mov %r11d, IVB_RING_HEAD(%r10)      # publish (x86 stores are release)
+    mov %r11d, %r13d
+    incq IVB_PATH_PUBLICATIONS(%r9)
+    push %rdx
+    IVB_PATH_KICK_PEER
+    pop %rdx
+.Lg_account:
+    mov IVB_PATH_S_NOW(%r9), %rax
+    test %rdx, %rdx
+    jnz 5f
+    mov %rax, %rcx                      # a step without a packet: pacing idle
+    sub IVB_PATH_S_PREV(%r9), %rcx
+    add %rcx, IVB_PATH_IDLE(%r9)
+    pause
+5:
+    mov %rax, IVB_PATH_S_PREV(%r9)
+    cmp IVB_PATH_LIMIT(%r9), %rbx
+    jb .Lg_top
+.Lg_finish:
+    cmp %r13d, %r11d
+    je 6f
+    mov %r11d, IVB_RING_HEAD(%r10)
+    mov %r11d, %r13d
+    incq IVB_PATH_PUBLICATIONS(%r9)
+6:
+    mov IVB_PATH_CTRL(%r9), %rcx
+    movq $1, IVB_CTRL_DONE(%rcx)
+    IVB_PATH_KICK_PEER
+    mov %rbx, IVB_PATH_SENT(%r9)
+    IVB_PATH_NOW
+    mov %rax, IVB_PATH_T_LAST(%r9)
+    IVB_DONE
+
+# ---- path_sink ----------------------------------------------------------------------
+# In: r9 = path block, r15 = status area, rdi = latency sample buffer.
+# r10 ring, r11d tail, r12d cached head, r13 frames left in this poll, r14 next expected
+# sequence number, rbp control lines, rbx VIF page or 0, rsi DONE as read before the poll.
+ivb_path_sink:
+    mov %rdi, IVB_PATH_S_SAMPLES(%r9)
+    mov IVB_PATH_RING(%r9), %r10
+    mov IVB_PATH_CTRL(%r9), %rbp
+    mov IVB_PATH_VIF(%r9), %rbx
+    xor %r11d, %r11d
+    xor %r12d, %r12d
+    xor %r14d, %r14d
+    IVB_PATH_NOW
+    mov %rax, IVB_PATH_T_FIRST(%r9)
+    mov %rax, IVB_PATH_S_PREV(%r9)
+    add IVB_PATH_MARK_CYCLES(%r9), %rax
+    mov %rax, IVB_PATH_S_NEXT_MARK(%r9)
+.Ls_top:
+    mov IVB_CTRL_DONE(%rbp), %rsi       # DONE before the poll: then an empty poll is the end
+    incq IVB_PATH_POLLS(%r9)
+    mov %r12d, %eax
+    sub %r11d, %eax
+    jnz .Ls_have
+    mov IVB_RING_HEAD(%r10), %r12d      # re-read the producer's index (x86 loads acquire)
+    mov %r12d, %eax
+    sub %r11d, %eax
+    jz .Ls_empty
+.Ls_have:
+    mov IVB_PATH_MASK(%r9), %rcx
+    inc %rcx
+    cmp %rcx, %rax
+    ja .Ls_overrun
+    movq $0, IVB_PATH_S_EMPTY_RUN(%r9)
+    mov IVB_PATH_BATCH(%r9), %r13
+    cmp %r13, %rax
+    cmovb %rax, %r13                    # min(available, batch)
+    add %r13, IVB_PATH_RECEIVED(%r9)
+.Ls_frame:
+    mov %r11d, %eax
+    and IVB_PATH_MASK(%r9), %eax
+    mov IVB_RING_DESC(%r10,%rax,8), %rcx
+    mov %ecx, %esi                      # offset
+    shr $32, %rcx                       # length
+    cmp $IVB_FRAME_MIN, %rcx
+    jb .Ls_corrupt
+    cmp $IVB_FRAME_MAX, %rcx
+    ja .Ls_corrupt
+    cmp IVB_PATH_BUF_LO(%r9), %rsi
+    jb .Ls_corrupt
+    lea (%rsi,%rcx), %rax
+    cmp IVB_PATH_BUF_HI(%r9), %rax
+    ja .Ls_corrupt
+    add %r10, %rsi                      # the frame
+    cmpq $0, IVB_PATH_ZERO_COPY(%r9)
+    jne .Ls_verify
+    mov %rcx, %rdx
+    lea IVB_PATH_COPY_BUF(%r9), %rdi
+    add $7, %rcx
+    shr $3, %rcx
+    rep movsq                           # copy out, whole 8-byte words
+    mov %rdx, %rcx
+    lea IVB_PATH_COPY_BUF(%r9), %rsi
+.Ls_verify:
+    lea IVB_PATH_KINDS(%r9), %rdx       # the template of this length
+    mov IVB_PATH_NKINDS(%r9), %rax
+7:
+    test %rax, %rax
+    jz .Ls_corrupt
+    cmp IVB_PATH_ENTRY_LEN(%rdx), %rcx
+    je 8f
+    add $IVB_PATH_ENTRY_SIZE, %rdx
+    dec %rax
+    jmp 7b
+8:
+    mov IVB_PATH_ENTRY_TEMPLATE(%rdx), %rax
+    movdqu (%rsi), %xmm1                # header and length field
+    movdqu (%rax), %xmm2
+    pxor %xmm2, %xmm1
+    movdqu -16(%rsi,%rcx), %xmm0        # the last 16 bytes
+    movdqu -16(%rax,%rcx), %xmm2
+    pxor %xmm2, %xmm0
+    por %xmm0, %xmm1
+    sub $16, %rcx
+    mov $IVB_FRAME_FILL, %edi
+9:
+    cmp %rcx, %rdi
+    ja 10f
+    movdqu (%rsi,%rdi), %xmm0           # the fill, 16 bytes at a time
+    movdqu (%rax,%rdi), %xmm2
+    pxor %xmm2, %xmm0
+    por %xmm0, %xmm1
+    add $16, %rdi
+    jmp 9b
+10:
+    pxor %xmm3, %xmm3
+    pcmpeqb %xmm3, %xmm1
+    pmovmskb %xmm1, %edi
+    cmp $0xffff, %edi
+    jne .Ls_corrupt
+    mov IVB_FRAME_SEQ(%rsi), %rax
+    mov IVB_FRAME_TSC(%rsi), %r8
+    imul $IVB_FRAME_SEQ_W, %rax, %rdi
+    imul $IVB_FRAME_TSC_W, %r8, %rcx
+    add %rcx, %rdi
+    add IVB_PATH_ENTRY_BASE(%rdx), %rdi
+    cmp IVB_FRAME_CSUM(%rsi), %rdi
+    jne .Ls_corrupt
+    # a good frame: rax = sequence number, r8 = send stamp
+    cmp %r14, %rax
+    jne .Ls_seq_other
+    inc %r14
+    cmpq $0, IVB_PATH_OUTSTANDING(%r9)
+    je .Ls_latency
+    call .Ls_expire                     # this slot's mark (SEQ_WINDOW numbers ago) expires
+    jmp .Ls_latency
+.Ls_seq_other:
+    ja .Ls_seq_gap
+    mov %r14, %rcx                      # behind the expected number
+    sub %rax, %rcx
+    cmp $IVB_PATH_SEQ_WINDOW, %rcx
+    ja .Ls_dup
+    call .Ls_bit
+    btr %rcx, %rsi
+    jnc .Ls_dup
+    mov %rsi, IVB_PATH_SEQ_BITMAP(%r9,%rdi,8)
+    decq IVB_PATH_OUTSTANDING(%r9)
+    incq IVB_PATH_REORDERED(%r9)        # it was missing: late, not lost
+    decq IVB_PATH_LOST(%r9)
+    jmp .Ls_latency
+.Ls_dup:
+    incq IVB_PATH_DUPLICATED(%r9)
+    jmp .Ls_latency
+.Ls_seq_gap:
+    mov %rax, %rcx
+    sub %r14, %rcx                      # numbers skipped
+    add %rcx, IVB_PATH_LOST(%r9)
+    mov %r14, %rdx
+    cmp $IVB_PATH_SEQ_WINDOW, %rcx
+    jbe 11f
+    lea -IVB_PATH_SEQ_WINDOW(%rax), %rdx  # only the window's worth can come late
+11:
+    cmp %rax, %rdx
+    jae 12f
+    push %rax
+    mov %rdx, %rax
+    call .Ls_bit
+    bts %rcx, %rsi
+    jc 13f
+    incq IVB_PATH_OUTSTANDING(%r9)
+13:
+    mov %rsi, IVB_PATH_SEQ_BITMAP(%r9,%rdi,8)
+    pop %rax
+    inc %rdx
+    jmp 11b
+12:
+    lea 1(%rax), %r14
+    call .Ls_expire
+.Ls_latency:
+    mov IVB_PATH_STRIDE_MASK(%r9), %rcx
+    and %rax, %rcx
+    jnz .Ls_next
+    mov IVB_PATH_NSAMPLES(%r9), %rcx
+    cmp IVB_PATH_MAX_SAMPLES(%r9), %rcx
+    jae .Ls_next
+    IVB_PATH_NOW
+    sub %r8, %rax                       # receive TSC - send stamp
+    jae 14f
+    incq IVB_PATH_NEGATIVE(%r9)
+    xor %eax, %eax
+14:
+    mov IVB_PATH_S_SAMPLES(%r9), %rdx
+    mov %rax, (%rdx,%rcx,8)
+    inc %rcx
+    mov %rcx, IVB_PATH_NSAMPLES(%r9)
+    jmp .Ls_next
+.Ls_corrupt:
+    incq IVB_PATH_CORRUPTED(%r9)
+.Ls_next:
+    inc %r11d
+    dec %r13
+    jnz .Ls_frame
+    mov %r11d, IVB_RING_TAIL(%r10)      # release the slots
+    incq IVB_PATH_PUBLICATIONS(%r9)
+    xor %esi, %esi                      # this poll found work
+    jmp .Ls_tick
+.Ls_empty:
+    incq IVB_PATH_EMPTY_POLLS(%r9)
+    test %rsi, %rsi
+    jnz .Ls_finish                      # DONE before an empty poll: drained
+    cmpq $0, IVB_ST_STOP(%r15)
+    jne .Ls_finish
+    mov $1, %esi
+.Ls_tick:
+    # rsi = 1 after an empty poll. Accounts the poll's time, records the marks, and
+    # decides how an empty ring is waited for.
+    IVB_PATH_NOW
+    test %rsi, %rsi
+    jz 15f
+    mov %rax, %rcx
+    sub IVB_PATH_S_PREV(%r9), %rcx
+    add %rcx, IVB_PATH_IDLE(%r9)
+15:
+    mov %rax, IVB_PATH_S_PREV(%r9)
+    cmp IVB_PATH_S_NEXT_MARK(%r9), %rax
+    jb 16f
+    mov IVB_PATH_NMARKS(%r9), %rcx
+    cmp $IVB_PATH_MAX_MARKS, %rcx
+    jae 16f
+    mov IVB_PATH_RECEIVED(%r9), %rdx
+    mov %rdx, IVB_PATH_MARKS(%r9,%rcx,8)
+    incq IVB_PATH_NMARKS(%r9)
+    mov IVB_PATH_MARK_CYCLES(%r9), %rdx
+    add %rdx, IVB_PATH_S_NEXT_MARK(%r9)
+16:
+    test %rsi, %rsi
+    jz .Ls_top
+    mov IVB_PATH_NOTIFY(%r9), %rcx
+    cmp $IVB_PATH_NOTIFY_POLL, %rcx
+    je .Ls_pause
+    cmp $IVB_PATH_NOTIFY_HYBRID, %rcx
+    jne .Ls_sleep
+    mov IVB_PATH_S_EMPTY_RUN(%r9), %rcx
+    test %rcx, %rcx
+    jnz 17f
+    mov %rax, IVB_PATH_S_EMPTY_RUN(%r9)  # the first empty poll of a run
+    jmp .Ls_pause
+17:
+    sub %rcx, %rax
+    cmp IVB_PATH_POLL_CYCLES(%r9), %rax
+    jae .Ls_sleep
+.Ls_pause:
+    pause
+    jmp .Ls_top
+.Ls_sleep:
+    IVB_IRQ_OFF
+    movq $1, IVB_CTRL_SLEEP(%rbp)       # arm the wake-up
+    mfence                              # SLEEP visible before the ring is read again
+    mov IVB_RING_HEAD(%r10), %r12d
+    cmp %r11d, %r12d
+    jne .Ls_disarm
+    cmpq $0, IVB_CTRL_DONE(%rbp)
+    jne .Ls_disarm
+    cmpq $0, IVB_ST_STOP(%r15)
+    jne .Ls_disarm
+    movq $0, IVB_ST_STAMP(%r15)
+    incq IVB_PATH_SLEEPS(%r9)
+    IVB_IRQ_ON
+    hlt
+    cmpq $0, IVB_ST_STAMP(%r15)
+    je .Ls_disarm                       # woken without our interrupt: look again
+    IVB_EOI
+    incq IVB_PATH_WAKES(%r9)
+.Ls_disarm:
+    movq $0, IVB_CTRL_SLEEP(%rbp)
+    movq $0, IVB_PATH_S_EMPTY_RUN(%r9)
+    jmp .Ls_top
+.Ls_overrun:
+    movq $1, IVB_PATH_ERROR(%r9)
+.Ls_finish:
+    mov %r14, IVB_PATH_NEXT_SEQ(%r9)
+    IVB_PATH_NOW
+    mov %rax, IVB_PATH_T_LAST(%r9)
+    IVB_DONE
+
+# rax = a sequence number -> rdi = its bitmap word index, rcx = its bit, rsi = the word.
+.Ls_bit:
+    mov %rax, %rcx
+    and $(IVB_PATH_SEQ_WINDOW - 1), %rcx
+    mov %rcx, %rdi
+    shr $6, %rdi
+    and $63, %ecx
+    mov IVB_PATH_SEQ_BITMAP(%r9,%rdi,8), %rsi
+    ret
+
+# rax = a sequence number just taken in order: clears the mark of its bitmap slot, which
+# belonged to the number SEQ_WINDOW before it (now out of the window).
+.Ls_expire:
+    call .Ls_bit
+    btr %rcx, %rsi
+    jnc 18f
+    mov %rsi, IVB_PATH_SEQ_BITMAP(%r9,%rdi,8)
+    decq IVB_PATH_OUTSTANDING(%r9)
+18:
+    ret
+ivb_path_end:
+
+.purgem IVB_PATH_NOW
+.purgem IVB_PATH_KICK_PEER
+"#,
+        asm_postlude!()
+    ),
+    head = const ring::HEAD_OFFSET,
+    tail = const ring::TAIL_OFFSET,
+    desc = const ring::DESC_OFFSET,
+    buf_shift = const ring::BUF_SIZE.trailing_zeros(),
+    seq = const frame::SEQ_OFFSET,
+    tsc = const frame::TSC_OFFSET,
+    csum = const frame::CSUM_OFFSET,
+    fill = const frame::FILL_OFFSET,
+    seq_w = const frame::SEQ_WEIGHT,
+    tsc_w = const frame::TSC_WEIGHT,
+    min_frame = const frame::MIN_FRAME,
+    max_frame = const frame::MAX_FRAME,
+    options(att_syntax)
+);
+
+// The assembly relies on these facts of the ring and the frames.
+const _: () = {
+    assert!(ring::BUF_SIZE.is_power_of_two());
+    assert!(ring::DESC_SIZE == 8 && ring::DESC_OFFSET_FIELD == 0 && ring::DESC_LEN_FIELD == 4);
+    // the 16-byte header compare covers MACs, ethertype and the length field; the last
+    // 16 bytes of the smallest frame lie in the fill
+    assert!(frame::SEQ_OFFSET == 16 && frame::MIN_FRAME - 16 >= frame::FILL_OFFSET);
+    // imul takes a 32-bit immediate
+    assert!(frame::SEQ_WEIGHT < (1 << 31) && frame::TSC_WEIGHT < (1 << 31));
+};
+
+pub fn payload() -> Payload {
+    Payload {
+        name: "path",
+        start: sym_addr!(ivb_path_start),
+        end: sym_addr!(ivb_path_end),
+        entries: vec![(entry::PATH_GEN, sym_addr!(ivb_path_gen)), (entry::PATH_SINK, sym_addr!(ivb_path_sink))],
+        hypercall_sites: vec![],
+    }
+}
