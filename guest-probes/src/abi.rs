@@ -182,6 +182,9 @@ guest_abi! {
         NKINDS: u64 = 0x88;
         /// Sink: TSC cycles per received-count mark (the trial's own rate spread).
         MARK_CYCLES: u64 = 0x90;
+        /// Sink: TSC cycles it spins after each poll that found frames (0: none); a
+        /// deliberately slow sink for the tests.
+        SINK_DELAY: u64 = 0x98;
         /// Packets offered (generator).
         SENT: u64 = 0x100;
         /// Offered packets that found the ring full (generator).

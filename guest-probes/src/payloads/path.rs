@@ -31,6 +31,8 @@
 //! off, SLEEP set, a full fence, the ring and DONE checked once more (the sender stores
 //! the head, fences, then reads SLEEP: one of the two sees the other), then HLT with
 //! interrupts on; the vector-0x40 handler stamps STAMP and steps over a HLT it interrupts.
+//! Interrupts are off everywhere else, so every interrupt is taken in that window and
+//! EOIed right after it (an interrupt left in service would block the next wake-up).
 //! It ends when DONE was set before a poll that found the ring empty, on STOP, or when
 //! the producer index runs more than a ring ahead (ERROR = 1).
 //!
@@ -411,6 +413,18 @@ ivb_path_sink:
     jnz .Ls_frame
     mov %r11d, IVB_RING_TAIL(%r10)      # release the slots
     incq IVB_PATH_PUBLICATIONS(%r9)
+    mov IVB_PATH_SINK_DELAY(%r9), %rcx
+    test %rcx, %rcx
+    jz 20f
+    IVB_PATH_NOW                        # a deliberately slow sink (tests)
+    mov %rax, %rsi
+19:
+    pause
+    IVB_PATH_NOW
+    sub %rsi, %rax
+    cmp %rcx, %rax
+    jb 19b
+20:
     xor %esi, %esi                      # this poll found work
     jmp .Ls_tick
 .Ls_empty:
@@ -475,7 +489,11 @@ ivb_path_sink:
     movq $0, IVB_ST_STAMP(%r15)
     incq IVB_PATH_SLEEPS(%r9)
     IVB_IRQ_ON
+    cmpq $0, IVB_ST_STAMP(%r15)         # taken as interrupts came on: no HLT
+    jne 21f
     hlt
+21:
+    IVB_IRQ_OFF                         # interrupts only ever arrive here, so each is EOIed
     cmpq $0, IVB_ST_STAMP(%r15)
     je .Ls_disarm                       # woken without our interrupt: look again
     IVB_EOI

@@ -24,6 +24,7 @@ pub(crate) const PIO: VmProbe = VmProbe {
     support: vm_support,
     points: no_points,
     run: run_pio,
+    extra_keys: &[],
 };
 
 pub(crate) const PIO_KERNEL: VmProbe = VmProbe {
@@ -35,6 +36,7 @@ pub(crate) const PIO_KERNEL: VmProbe = VmProbe {
     support: pio_kernel_support,
     points: no_points,
     run: run_pio_kernel,
+    extra_keys: &[],
 };
 
 pub(crate) const MMIO: VmProbe = VmProbe {
@@ -45,6 +47,7 @@ pub(crate) const MMIO: VmProbe = VmProbe {
     support: vm_support,
     points: no_points,
     run: run_mmio,
+    extra_keys: &[],
 };
 
 pub(crate) const CPUID: VmProbe = VmProbe {
@@ -55,6 +58,7 @@ pub(crate) const CPUID: VmProbe = VmProbe {
     support: vm_support,
     points: no_points,
     run: run_cpuid,
+    extra_keys: &[],
 };
 
 fn run_pio(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples, ProbeError> {

@@ -17,6 +17,7 @@ pub(crate) const NULL: VmProbe = VmProbe {
     support: vm_support,
     points: no_points,
     run,
+    extra_keys: &[],
 };
 
 fn run(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples, ProbeError> {

@@ -28,6 +28,7 @@ pub(crate) const INJECT: VmProbe = VmProbe {
     support: irqchip_support,
     points: wait_points,
     run: run_inject,
+    extra_keys: &[],
 };
 
 pub(crate) const IPI_ROUNDTRIP: VmProbe = VmProbe {
@@ -41,6 +42,7 @@ pub(crate) const IPI_ROUNDTRIP: VmProbe = VmProbe {
     support: irqchip_support,
     points: wait_points,
     run: run_ipi_roundtrip,
+    extra_keys: &[],
 };
 
 fn wait_note(wait: Wait, who: &str, pvm: bool) -> String {

@@ -31,6 +31,8 @@ pub(crate) struct VmProbe {
     /// The parameter points a default sweep covers ([`no_points`]: the one empty point).
     pub points: fn() -> Vec<Point>,
     pub run: fn(&VmProbe, &Point, &Budget) -> Result<Samples, ProbeError>,
+    /// Parameter keys the probe reads beyond those of its points.
+    pub extra_keys: &'static [&'static str],
 }
 
 impl Probe for VmProbe {
@@ -51,6 +53,13 @@ impl Probe for VmProbe {
     }
     fn methods(&self) -> Methods {
         self.methods
+    }
+    fn param_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.points().into_iter().flat_map(|p| p.0.into_keys()).collect();
+        keys.extend(self.extra_keys.iter().map(|k| k.to_string()));
+        keys.sort();
+        keys.dedup();
+        keys
     }
     fn run(&self, point: &Point, budget: &Budget) -> Result<Samples, ProbeError> {
         (self.run)(self, point, budget)

@@ -39,6 +39,7 @@ pub(crate) const POLL: VmProbe = VmProbe {
     support: two_vcpu_support,
     points: no_points,
     run: run_poll,
+    extra_keys: &[],
 };
 
 pub(crate) const POLL_INTERVM: VmProbe = VmProbe {
@@ -50,6 +51,7 @@ pub(crate) const POLL_INTERVM: VmProbe = VmProbe {
     support: two_vcpu_support,
     points: no_points,
     run: run_poll_intervm,
+    extra_keys: &[],
 };
 
 pub(crate) const MWAIT: VmProbe = VmProbe {
@@ -63,6 +65,7 @@ pub(crate) const MWAIT: VmProbe = VmProbe {
     support: mwait_support,
     points: no_points,
     run: run_mwait,
+    extra_keys: &[],
 };
 
 pub(crate) const HALT: VmProbe = VmProbe {
@@ -75,6 +78,7 @@ pub(crate) const HALT: VmProbe = VmProbe {
     support: irqchip_support,
     points: halt_points,
     run: run_halt,
+    extra_keys: &[],
 };
 
 fn per_op(raw: Vec<u64>, batch: u64) -> Vec<u64> {

@@ -7,7 +7,8 @@
 //! Parameters: `size` (64..1518 or imix), `copy` (copy | zero-copy), `rate` (max or Mpps
 //! offered), `batch` (packets per index publication and per sink poll), `notify` (poll |
 //! hybrid | halt | exit | mwait; see `worker::path` for the wiring), `poll_us` (hybrid:
-//! how long the sink polls an empty ring before it halts).
+//! how long the sink polls an empty ring before it halts), `sink_delay_us` (fault
+//! injection: the sink pauses this long after each poll that found frames).
 //!
 //! A trial offers `iterations` packets or runs for the budget's duration, at most
 //! [`MAX_TRIAL`] when the budget sets none. The counters are exact: the generator counts
@@ -65,6 +66,7 @@ pub(crate) const PATH_A: VmProbe = VmProbe {
     support: two_vcpu_support,
     points,
     run,
+    extra_keys: &["poll_us", "sink_delay_us"],
 };
 
 fn points() -> Vec<Point> {
@@ -91,6 +93,8 @@ pub struct PathParams {
     /// None: mwait (never runnable without an exit-free MWAIT).
     pub notify: Option<Notify>,
     pub poll_us: u64,
+    /// Fault injection: the sink pauses this long after each poll that found frames.
+    pub sink_delay_us: u64,
 }
 
 impl PathParams {
@@ -100,13 +104,15 @@ impl PathParams {
             "mwait" => None,
             n => Some(Notify::parse(n).map_err(bad)?),
         };
-        let poll_us = match p.get("poll_us") {
-            None => DEFAULT_POLL_US,
+        let micros = |key: &str, default: u64| match p.get(key) {
+            None => Ok(default),
             Some(v) => match v.parse::<u64>() {
-                Ok(n) if n <= 1_000_000 => n,
-                _ => return Err(bad(format!("poll_us must be 0..=1000000 microseconds, got {v}"))),
+                Ok(n) if n <= 1_000_000 => Ok(n),
+                _ => Err(bad(format!("{key} must be 0..=1000000 microseconds, got {v}"))),
             },
         };
+        let poll_us = micros("poll_us", DEFAULT_POLL_US)?;
+        let sink_delay_us = micros("sink_delay_us", 0)?;
         Ok(PathParams {
             size: FrameSize::parse(p.get("size").unwrap_or("64")).map_err(bad)?,
             copy: CopyMode::parse(p.get("copy").unwrap_or("copy")).map_err(bad)?,
@@ -114,6 +120,7 @@ impl PathParams {
             batch: packet_ring::traffic::parse_batch(p.get("batch").unwrap_or("32")).map_err(bad)?,
             notify,
             poll_us,
+            sink_delay_us,
         })
     }
 }
@@ -196,6 +203,7 @@ fn run(p: &VmProbe, point: &Point, budget: &Budget) -> Result<Samples, ProbeErro
         max_samples: MAX_LATENCY_SAMPLES,
         zero_copy: params.copy == CopyMode::ZeroCopy,
         mark_ns: MARK.as_nanos() as u64,
+        sink_delay_ns: params.sink_delay_us * 1000,
     };
     let eventfd = vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK)
         .map_err(|e| ProbeError::io("eventfd for the path's wake-ups", e))?;

@@ -15,6 +15,7 @@ pub(crate) const GETPPID: VmProbe = VmProbe {
     support: vm_support,
     points: no_points,
     run,
+    extra_keys: &[],
 };
 
 fn run(p: &VmProbe, _point: &Point, budget: &Budget) -> Result<Samples, ProbeError> {

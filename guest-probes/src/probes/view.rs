@@ -27,6 +27,7 @@ pub(crate) const VMFUNC: VmProbe = VmProbe {
     support: vmfunc_support,
     points: no_points,
     run: run_vmfunc,
+    extra_keys: &[],
 };
 
 pub(crate) const HYPERCALL: VmProbe = VmProbe {
@@ -37,6 +38,7 @@ pub(crate) const HYPERCALL: VmProbe = VmProbe {
     support: vm_support,
     points: no_points,
     run: run_hypercall,
+    extra_keys: &[],
 };
 
 fn vmfunc_support() -> Support {

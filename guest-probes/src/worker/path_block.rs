@@ -119,6 +119,9 @@ pub struct PathEnd {
     pub zero_copy: bool,
     /// Sink: the received-count mark interval.
     pub mark_ns: u64,
+    /// Sink: a pause after each poll that found frames (0: none; fault tests).
+    #[serde(default)]
+    pub sink_delay_ns: u64,
 }
 
 /// TSC cycles of `ns` nanoseconds at `tsc_khz`.
@@ -168,6 +171,7 @@ pub fn build(end: &PathEnd, tsc_khz: u64, vif: u64) -> Result<Vec<u8>, String> {
     put(p::BUF_LO, ring.buf_offset as u64);
     put(p::BUF_HI, ring.region_size as u64);
     put(p::MARK_CYCLES, cycles(end.mark_ns, tsc_khz).max(1));
+    put(p::SINK_DELAY, cycles(end.sink_delay_ns, tsc_khz));
     let templates: Vec<(u16, u64, Template)> = kinds
         .iter()
         .enumerate()
@@ -241,6 +245,7 @@ mod tests {
             max_samples: 100,
             zero_copy: true,
             mark_ns: 10_000_000,
+            sink_delay_ns: 0,
         }
     }
 
