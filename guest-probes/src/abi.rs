@@ -152,7 +152,7 @@ guest_abi! {
         MASK: u64 = 0x10;
         /// Packets per index publication (generator) / per poll (sink).
         BATCH: u64 = 0x18;
-        /// Generator: packets to offer at most.
+        /// Generator: the packet budget (offered at a paced rate; entered the ring at max).
         LIMIT: u64 = 0x20;
         /// Generator: TSC cycles between packets x 65536; 0 offers as fast as it can.
         INTERVAL: u64 = 0x28;

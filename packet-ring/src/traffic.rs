@@ -136,11 +136,11 @@ impl Generator {
     }
 
     /// Offers the packets due at `now` (up to `batch` of them and never beyond `limit`
-    /// offered in all); returns how many it offered. `now` is the send stamp.
+    /// [`Generator::counted`] in all); returns how many it offered. `now` is the send stamp.
     #[inline]
     pub fn step(&mut self, now: u64, limit: u64) -> u32 {
         let mut n = 0;
-        while n < self.batch && self.stats.sent < limit && (self.interval == 0.0 || self.due(self.stats.sent) <= now) {
+        while n < self.batch && self.counted() < limit && (self.interval == 0.0 || self.due(self.stats.sent) <= now) {
             self.offer(now);
             n += 1;
         }
@@ -184,6 +184,19 @@ impl Generator {
     /// Packets that entered the ring.
     pub fn enqueued(&self) -> u64 {
         self.seq
+    }
+
+    /// What a trial's packet budget counts: packets offered at a paced rate; at `max`,
+    /// where nearly every offer beyond the ring's capacity finds it full, packets that
+    /// entered the ring (a budget of offers would end a trial within milliseconds, long
+    /// before the path reaches its steady state).
+    #[inline]
+    pub fn counted(&self) -> u64 {
+        if self.interval == 0.0 {
+            self.seq
+        } else {
+            self.stats.sent
+        }
     }
 }
 

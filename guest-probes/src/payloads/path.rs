@@ -17,7 +17,8 @@
 //! KICK_PORT when the sink armed its wake-up (hybrid, halt: KICK_PORT is an ioeventfd
 //! wired to the sink VM's irqfd, no userspace on the way); an exit to its VMM on every
 //! publication (exit: the VMM signals the sink when it sleeps, the vhost-like mediated
-//! path). It stops after LIMIT packets, DURATION cycles or STOP, publishes the rest, sets
+//! path). It stops after LIMIT packets (offered at a paced rate; entered the ring at max,
+//! as `Generator::counted` says), DURATION cycles or STOP, publishes the rest, sets
 //! the DONE control line and wakes a sleeping sink.
 //!
 //! `path_sink`: polls the head; takes up to BATCH frames, checks each descriptor's bounds,
@@ -85,6 +86,20 @@ core::arch::global_asm!(
 .Lnotify_end\@:
 .endm
 
+# Jumps to \target once the packet budget LIMIT is reached: packets offered (rbx) at a
+# paced rate, packets that entered the ring (r14) at max (`Generator::counted`).
+.macro IVB_PATH_AT_LIMIT target
+    cmpq $0, IVB_PATH_INTERVAL(%r9)
+    jne .Llimit_sent\@
+    cmp IVB_PATH_LIMIT(%r9), %r14
+    jae \target
+    jmp .Llimit_end\@
+.Llimit_sent\@:
+    cmp IVB_PATH_LIMIT(%r9), %rbx
+    jae \target
+.Llimit_end\@:
+.endm
+
 .globl ivb_path_start
 .globl ivb_path_end
 .globl ivb_path_gen
@@ -128,8 +143,7 @@ ivb_path_gen:
 .Lg_offer:
     cmp IVB_PATH_BATCH(%r9), %rdx
     jae .Lg_step_end
-    cmp IVB_PATH_LIMIT(%r9), %rbx
-    jae .Lg_step_end
+    IVB_PATH_AT_LIMIT .Lg_step_end
     mov IVB_PATH_INTERVAL(%r9), %rax
     test %rax, %rax
     jz 2f
@@ -213,8 +227,8 @@ ivb_path_gen:
     pause
 5:
     mov %rax, IVB_PATH_S_PREV(%r9)
-    cmp IVB_PATH_LIMIT(%r9), %rbx
-    jb .Lg_top
+    IVB_PATH_AT_LIMIT .Lg_finish
+    jmp .Lg_top
 .Lg_finish:
     cmp %r13d, %r11d
     je 6f
@@ -534,6 +548,7 @@ ivb_path_end:
 
 .purgem IVB_PATH_NOW
 .purgem IVB_PATH_KICK_PEER
+.purgem IVB_PATH_AT_LIMIT
 "#,
         asm_postlude!()
     ),
