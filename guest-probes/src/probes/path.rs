@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use packet_ring::{CopyMode, FrameSize, Layout, Rate, RingView};
 use probe_api::{Budget, Method, Methods, Metric, Point, ProbeError, Samples, Support, Throughput};
 
-use super::multi::{irqchip_support, push_exit_stats, two_vcpu_support, EXIT_COUNTERS};
+use super::multi::{irqchip_support, push_exit_stats, push_halt_stats, two_vcpu_support, EXIT_COUNTERS};
 use super::notify::mwait_support;
 use super::{invalid, VmProbe};
 use crate::abi::ctrl;
@@ -331,6 +331,9 @@ fn assemble(
             }
             _ => exits_known = false,
         }
+    }
+    if notify.sink_sleeps() {
+        push_halt_stats(&mut s, "VM2's vCPU (sink)", &(sink.kvm_before.clone(), sink.kvm_after.clone()));
     }
     if exits_known && received > 0 {
         s.metrics.push(Metric::new("exits_per_packet", exits_total as f64 / received as f64, "exits"));
