@@ -216,8 +216,8 @@ fn run(p: &VmProbe, point: &Point, budget: &Budget) -> Result<Samples, ProbeErro
     let spec =
         |who: &str, cpu, role| WorkerSpec { name: who.into(), cpu, role, stops_when_done: vec![], deadline: None };
     let specs = vec![
-        spec("VM1 (generator)", cpus[0], Role::PathGen(end.clone())),
-        spec("VM2 (sink)", cpus[1], Role::PathSink(end)),
+        spec("VM1 (generator)", cpus[0], Role::PathGen(Box::new(end.clone()))),
+        spec("VM2 (sink)", cpus[1], Role::PathSink(Box::new(end))),
     ];
     let shared = [Shared { memory: &shm, slot: 1, gpa: layout::SHARED_GPA }];
     let mut group = Group::spawn_with_fds(NAME, &shared, &extra, BARRIER_OFFSET, specs, deadline)?;

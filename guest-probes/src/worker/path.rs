@@ -43,12 +43,9 @@ impl Wiring {
             Role::PathSink(e) => (e, true),
             _ => return Ok(Wiring { notify: None, sink: false, kick_port: 0, eventfd: None }),
         };
-        let eventfd = match extra.into_iter().next() {
-            // SAFETY: the fd came over the control socket (SCM_RIGHTS) and is owned by
-            // nothing else; EventFd takes it over.
-            Some(fd) => Some(unsafe { EventFd::from_raw_fd(fd.into_raw_fd()) }),
-            None => None,
-        };
+        // SAFETY: the fd came over the control socket (SCM_RIGHTS) and is owned by
+        // nothing else; EventFd takes it over.
+        let eventfd = extra.into_iter().next().map(|fd| unsafe { EventFd::from_raw_fd(fd.into_raw_fd()) });
         if end.notify.sink_sleeps() && eventfd.is_none() {
             return Err(VmmError::setup(vm.label(), format!("notify={} needs an eventfd", end.notify.label())));
         }

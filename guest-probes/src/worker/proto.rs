@@ -33,9 +33,9 @@ pub enum Role {
     Hang,
     /// `path_gen`: the generator end of a packet path; its kick eventfd (halt, hybrid,
     /// exit) is the first extra fd.
-    PathGen(super::path_block::PathEnd),
+    PathGen(Box<super::path_block::PathEnd>),
     /// `path_sink`: the sink end; its wake-up eventfd (an irqfd) is the first extra fd.
-    PathSink(super::path_block::PathEnd),
+    PathSink(Box<super::path_block::PathEnd>),
 }
 
 /// The job of one worker.
