@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use probe_api::throughput::PDR_LOSS_RATIO;
-use probe_api::{Budget, Metric, Point};
+use probe_api::{Budget, Metric, Point, Throughput};
 
 use crate::config::Job;
 use crate::runner::{self, Outcome};
@@ -201,8 +201,18 @@ fn budget_for(budget: &Budget, d: Duration) -> Budget {
     b
 }
 
+/// What a trial row found. The loss ratio is taken from the row's counters (through
+/// `Throughput::loss_ratio`, its one definition), not from the `loss_ratio` metric, whose
+/// four decimals read 5 drops in 160,000 as no loss and 0.50276% as 0.5%.
 fn found_of(row: &SummaryRow) -> Option<Found> {
-    Some(Found { loss_ratio: row.metric("loss_ratio")?, mpps: row.mpps? })
+    let counters = Throughput {
+        sent: row.sent?,
+        received: row.received?,
+        dropped: row.dropped?,
+        corrupted: row.metric("corrupted")? as u64,
+        ..Throughput::default()
+    };
+    Some(Found { loss_ratio: counters.loss_ratio(), mpps: row.mpps? })
 }
 
 /// Runs the search for one job and returns every row it made, in order: the trials, the
@@ -407,6 +417,24 @@ mod tests {
     fn a_failing_trial_ends_the_search_with_its_error() {
         let e = search(&cfg(10.0), Vec::new(), |_, _| Err::<Found, _>("probe broke".to_string())).unwrap_err();
         assert_eq!(e, "probe broke");
+    }
+
+    #[test]
+    fn a_trial_is_judged_on_its_counters_not_the_rounded_metric() {
+        let trial = |sent: u64, dropped: u64, corrupted: u64, loss_text: &str| {
+            let mut r = SummaryRow::without_samples("path.x", "rate=1", Status::Ok, "per-op");
+            (r.mpps, r.sent, r.received, r.dropped) = (Some(1.0), Some(sent), Some(sent - dropped), Some(dropped));
+            r.metrics = format!("loss_ratio={loss_text} ratio; corrupted={corrupted} packets");
+            found_of(&r).unwrap()
+        };
+        // 5 drops in 163,000 print as 0.0000: still a loss, so no NDR pass.
+        let f = trial(163_000, 5, 0, "0.0000");
+        assert!(f.loss_ratio > 0.0, "{f:?}");
+        // 0.50276% prints as 0.0050: above the PDR limit.
+        assert!(trial(1_000_000, 5028, 0, "0.0050").loss_ratio > PDR_LOSS_RATIO);
+        // Corrupted frames count as lost.
+        assert_eq!(trial(1000, 0, 10, "0.0100").loss_ratio, 0.01);
+        assert_eq!(trial(1000, 0, 0, "0").loss_ratio, 0.0);
     }
 
     #[test]

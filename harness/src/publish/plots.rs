@@ -6,7 +6,7 @@ use std::error::Error;
 use hdrhistogram::Histogram;
 use plotters::prelude::*;
 
-use crate::report::plots::{fmt_ns, log_ticks, percentile_points};
+use crate::report::plots::{cdf_points, cdf_steps, fmt_ns, log_ticks};
 
 type DrawResult = Result<(), Box<dyn Error>>;
 
@@ -20,12 +20,7 @@ pub fn cdf_svg(h: &Histogram<u64>, tsc_khz: u64, size: (u32, u32)) -> Result<Str
     if h.is_empty() || tsc_khz == 0 {
         return Err("no samples, or no TSC rate to convert them".into());
     }
-    // percentile_points gives (1/(1-q), ns); turn it back into (ns, q).
-    let pts: Vec<(f64, f64)> = percentile_points(h, tsc_khz)
-        .into_iter()
-        .map(|(x, ns)| (ns, 1.0 - 1.0 / x))
-        .filter(|(ns, _)| *ns > 0.0)
-        .collect();
+    let pts = cdf_points(h, tsc_khz);
     if pts.is_empty() {
         return Err("every sample is 0 ns: nothing to draw on a log axis".into());
     }
@@ -56,14 +51,7 @@ fn draw_cdf(out: &mut String, pts: &[(f64, f64)], lo: f64, hi: f64, size: (u32, 
         .label_style((FONT, 14))
         .axis_desc_style((FONT, 15))
         .draw()?;
-    let mut stepped = Vec::with_capacity(pts.len() * 2);
-    let mut prev = 0.0;
-    for &(ns, q) in pts {
-        stepped.push((ns, prev));
-        stepped.push((ns, q));
-        prev = q;
-    }
-    chart.draw_series(LineSeries::new(stepped, P50.stroke_width(2)))?;
+    chart.draw_series(LineSeries::new(cdf_steps(pts), P50.stroke_width(2)))?;
     root.present()?;
     Ok(())
 }

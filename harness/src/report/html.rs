@@ -30,7 +30,7 @@ pub fn esc(s: &str) -> String {
 
 /// Inline SVG in HTML needs no namespace declaration; dropping it keeps the page free of
 /// any URL, so "no network reference" stays checkable with a plain text search.
-fn inline_svg(svg: &str) -> String {
+pub(crate) fn inline_svg(svg: &str) -> String {
     svg.replacen(" xmlns=\"http://www.w3.org/2000/svg\"", "", 1)
 }
 

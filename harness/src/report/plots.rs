@@ -271,6 +271,25 @@ pub fn percentile_points(h: &Histogram<u64>, tsc_khz: u64) -> Vec<(f64, f64)> {
     pts
 }
 
+/// (ns, q) points of the cumulative distribution, q being the share of samples at or
+/// below ns: the percentile curve of `percentile_points` turned around. Points at 0 ns
+/// are left out (a log axis cannot show them); the shares after them still count them.
+pub fn cdf_points(h: &Histogram<u64>, tsc_khz: u64) -> Vec<(f64, f64)> {
+    percentile_points(h, tsc_khz).into_iter().map(|(x, ns)| (ns, 1.0 - 1.0 / x)).filter(|(ns, _)| *ns > 0.0).collect()
+}
+
+/// The CDF as a staircase: each point is reached at the previous share, then climbs.
+pub fn cdf_steps(pts: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let mut stepped = Vec::with_capacity(pts.len() * 2);
+    let mut prev = 0.0;
+    for &(ns, q) in pts {
+        stepped.push((ns, prev));
+        stepped.push((ns, q));
+        prev = q;
+    }
+    stepped
+}
+
 /// Percentile plot in HdrHistogram style: x = percentile on a 1/(1-q) axis, y = ns.
 pub fn percentile_svg(h: &Histogram<u64>, tsc_khz: u64, size: (u32, u32)) -> Result<String, String> {
     if h.is_empty() || tsc_khz == 0 {
@@ -543,6 +562,120 @@ fn draw_rates(out: &mut String, bars: &[RateBar], reference: (f64, &str), size: 
         .border_style(BLACK.mix(0.4))
         .label_font((FONT, 14))
         .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+/// One row's line in the overlaid CDF chart.
+pub struct CdfLine {
+    pub label: String,
+    /// (ns, share at or below) points, from `cdf_points`.
+    pub points: Vec<(f64, f64)>,
+}
+
+/// Colours of overlaid lines (Tableau 10); lines past the tenth repeat them dashed, past
+/// the twentieth dotted (`LINE_DASHES`).
+const LINE_COLORS: [RGBColor; 10] = [
+    BAR,
+    RGBColor(242, 142, 43),
+    RGBColor(225, 87, 89),
+    RGBColor(118, 183, 178),
+    RGBColor(89, 161, 79),
+    RGBColor(237, 201, 72),
+    RGBColor(176, 122, 161),
+    RGBColor(255, 157, 167),
+    RGBColor(156, 117, 95),
+    RGBColor(186, 176, 172),
+];
+
+/// Dash and gap lengths (px) of each round of the colours: solid, dashed, dotted.
+const LINE_DASHES: [Option<(u32, u32)>; 3] = [None, Some((6, 4)), Some((2, 3))];
+
+/// The colour and dash pattern of overlaid line `i`.
+fn line_look(i: usize) -> (ShapeStyle, Option<(u32, u32)>) {
+    let n = LINE_COLORS.len();
+    (LINE_COLORS[i % n].stroke_width(2), LINE_DASHES[(i / n) % LINE_DASHES.len()])
+}
+
+/// Height of the chart above the legend, and of one legend line.
+const CDF_CHART_PX: u32 = 440;
+const CDF_LEGEND_LINE_PX: u32 = 20;
+
+/// Overlaid cumulative distributions, one line per row: x = latency (log), y = share of
+/// samples at or below it. The legend sits under the chart (two columns when there are
+/// many lines), so that no line hides behind it.
+pub fn cdf_overlay_svg(lines: &[CdfLine], width: u32) -> Result<String, String> {
+    let lines: Vec<&CdfLine> = lines.iter().filter(|l| !l.points.is_empty()).collect();
+    if lines.is_empty() {
+        return Err("no row has latency samples above 0 ns".into());
+    }
+    let ns = lines.iter().flat_map(|l| l.points.iter().map(|p| p.0));
+    let (mn, mx) = ns.fold((f64::INFINITY, 0f64), |(a, b), v| (a.min(v), b.max(v)));
+    let lo = mn / 1.2;
+    let hi = (mx * 1.2).max(lo * 1.5);
+    let columns = if lines.len() > 6 { 2 } else { 1 };
+    let legend_px = 16 + CDF_LEGEND_LINE_PX * lines.len().div_ceil(columns) as u32;
+    let mut out = String::new();
+    draw_cdf_overlay(&mut out, &lines, (lo, hi), columns, (width, CDF_CHART_PX + legend_px))
+        .map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+fn draw_cdf_overlay(
+    out: &mut String,
+    lines: &[&CdfLine],
+    (lo, hi): (f64, f64),
+    columns: usize,
+    size: (u32, u32),
+) -> DrawResult {
+    let root = SVGBackend::with_string(out, size).into_drawing_area();
+    root.fill(&WHITE)?;
+    let root = root.titled("one-way latency: cumulative distribution of each path row", (FONT, 17))?;
+    let (upper, legend) = root.split_vertically(CDF_CHART_PX - 30);
+    let mut chart = ChartBuilder::on(&upper)
+        .margin(12)
+        .margin_right(30)
+        .x_label_area_size(48)
+        .y_label_area_size(64)
+        .build_cartesian_2d(
+            (lo..hi).log_scale().with_key_points(log_ticks(lo, hi, 12)),
+            LinAxis { lo: 0.0, hi: 1.0, ticks: linear_ticks(0.0, 1.0, 5) },
+        )?;
+    chart
+        .configure_mesh()
+        .bold_line_style(GRID)
+        .x_desc("one-way latency (log scale)")
+        .y_desc("share of samples at or below")
+        .x_label_formatter(&|v| fmt_ns(*v))
+        .y_label_formatter(&|v| format!("{:.0}%", v * 100.0))
+        .label_style((FONT, 14))
+        .axis_desc_style((FONT, 15))
+        .draw()?;
+    for (i, l) in lines.iter().enumerate() {
+        let steps = cdf_steps(&l.points);
+        match line_look(i) {
+            (style, None) => chart.draw_series(LineSeries::new(steps, style))?,
+            (style, Some((dash, gap))) => chart.draw_series(DashedLineSeries::new(steps, dash, gap, style))?,
+        };
+    }
+    // The legend: a short stroke in the line's colour and dash pattern, then the row's label.
+    let (w, _) = legend.dim_in_pixel();
+    let col_w = (w as i32 - 40) / columns as i32;
+    let rows = lines.len().div_ceil(columns);
+    let text = TextStyle::from((FONT, 13).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
+    for (i, l) in lines.iter().enumerate() {
+        let (col, row) = (i / rows, i % rows);
+        let x = 40 + col as i32 * col_w;
+        let y = 12 + (row as u32 * CDF_LEGEND_LINE_PX) as i32;
+        let (style, dashes) = line_look(i);
+        let (dash, gap) = dashes.map(|(d, g)| (d as i32, g as i32)).unwrap_or((24, 0));
+        let mut from = x;
+        while from < x + 24 {
+            legend.draw(&PathElement::new(vec![(from, y), ((from + dash).min(x + 24), y)], style))?;
+            from += dash + gap;
+        }
+        legend.draw(&Text::new(l.label.clone(), (x + 30, y), text.clone()))?;
+    }
     root.present()?;
     Ok(())
 }
