@@ -84,8 +84,9 @@ const _: () = {
         assert!(p::CYCLE + 12 * p::ENTRY_SIZE <= p::KINDS);
         assert!(p::KINDS + p::MAX_TEMPLATES * p::ENTRY_SIZE <= p::SEQ_BITMAP);
         assert!(p::SEQ_BITMAP + p::SEQ_WINDOW / 8 <= p::COPY_BUF);
-        // a copying sink copies whole 8-byte words: up to 7 bytes past the frame
-        assert!(p::COPY_BUF + packet_ring::layout::BUF_SIZE as u64 + 8 <= p::TEMPLATES);
+        // a copying sink copies whole 16-byte words: up to 15 bytes past the frame
+        assert!(p::COPY_BUF + packet_ring::layout::BUF_SIZE as u64 + 16 <= p::TEMPLATES);
+        assert!(p::TEMPLATE_STRIDE >= packet_ring::layout::MAX_FRAME as u64 + 16);
         assert!(p::TEMPLATE_STRIDE >= packet_ring::layout::BUF_SIZE as u64);
         assert!(p::TEMPLATES + p::MAX_TEMPLATES * p::TEMPLATE_STRIDE <= p::MARKS);
         assert!(p::MARKS + p::MAX_MARKS * 8 <= PATH_BLOCK_SIZE);

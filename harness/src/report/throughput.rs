@@ -28,6 +28,26 @@ fn label(r: &SummaryRow) -> String {
     l
 }
 
+/// The parameters a `path.host-ring` row shares with another path's row: what makes the
+/// two the same ring workload (a VM path's `notify` and the like are left out).
+const RING_KEYS: [&str; 4] = ["size", "copy", "rate", "batch"];
+
+fn param<'a>(r: &'a SummaryRow, key: &str) -> Option<&'a str> {
+    r.params.split(',').find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+}
+
+/// A row's Mpps over that of the `path.host-ring` row of the same ring workload in the
+/// same run (the ceiling without virtualization), when there is one.
+pub fn host_ring_ratio(rows: &[&SummaryRow], r: &SummaryRow) -> Option<f64> {
+    if r.probe == "path.host-ring" || param(r, "size").is_none() {
+        return None;
+    }
+    let ring = rows.iter().find(|h| {
+        h.probe == "path.host-ring" && h.variant.is_empty() && RING_KEYS.iter().all(|k| param(h, k) == param(r, k))
+    })?;
+    Some(r.mpps? / ring.mpps.filter(|m| *m > 0.0)?)
+}
+
 fn cell(v: Option<f64>, digits: usize) -> String {
     v.filter(|x| x.is_finite()).map(|x| format!("{x:.digits$}")).unwrap_or_else(|| "-".into())
 }
@@ -68,7 +88,7 @@ pub fn section(run: &LoadedRun) -> String {
             let _ = writeln!(o, "<p class=\"small\">chart not drawn: {}</p>", esc(&e));
         }
     }
-    o.push_str("<div class=\"wrap\"><table>\n<tr><th>probe</th><th>params</th><th>Mpps</th><th>x 2014 (0.71)</th><th>Gbit/s</th><th>Gbit/s with preamble+gap</th><th>% 10GbE</th><th>% 40GbE</th><th>% 100GbE</th><th>sent</th><th>received</th><th>dropped</th><th>loss ratio</th><th>lost / dup / reord / corrupt</th><th>cycles/pkt tx / rx</th><th>empty polls</th><th>one-way p50 / p99 ns</th></tr>\n");
+    o.push_str("<div class=\"wrap\"><table>\n<tr><th>probe</th><th>params</th><th>Mpps</th><th>x host-ring</th><th>x 2014 (0.71)</th><th>Gbit/s</th><th>Gbit/s with preamble+gap</th><th>% 10GbE</th><th>% 40GbE</th><th>% 100GbE</th><th>sent</th><th>received</th><th>dropped</th><th>loss ratio</th><th>lost / dup / reord / corrupt</th><th>cycles/pkt tx / rx</th><th>empty polls</th><th>one-way p50 / p99 ns</th></tr>\n");
     for r in &rows {
         let m = |n: &str| r.metric(n);
         let counts = ["lost", "duplicated", "reordered", "corrupted"]
@@ -78,10 +98,11 @@ pub fn section(run: &LoadedRun) -> String {
             .join(" / ");
         let _ = writeln!(
             o,
-            "<tr><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{} / {}</td><td class=\"n\">{}</td><td class=\"n\">{} / {}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{} / {}</td><td class=\"n\">{}</td><td class=\"n\">{} / {}</td></tr>",
             esc(&r.probe),
             esc(&if r.variant.is_empty() { r.params.clone() } else { format!("{} <{}>", r.params, r.variant) }),
             cell(r.mpps, 3),
+            cell(host_ring_ratio(&rows, r), 2),
             cell(r.mpps.map(|x| x / SEED_VM_TO_VM_MPPS), 1),
             cell(r.gbit_s, 2),
             cell(m("gbit_s_wire"), 2),
@@ -100,7 +121,7 @@ pub fn section(run: &LoadedRun) -> String {
             cell(r.p99_ns, 0),
         );
     }
-    o.push_str("</table></div>\n<div class=\"caption\"><b>Mpps</b>: received packets / trial time &middot; <b>loss ratio</b>: (dropped + corrupted) / sent &middot; <b>cycles/pkt</b>: TSC cycles each side spent busy per packet &middot; <b>one-way latency</b>: receive TSC minus the send stamp in the frame, sampled frames</div>\n");
+    o.push_str("</table></div>\n<div class=\"caption\"><b>Mpps</b>: received packets / trial time &middot; <b>x host-ring</b>: over <code>path.host-ring</code> with the same size, copy, rate and batch in this run (the same ring in two host threads) &middot; <b>loss ratio</b>: (dropped + corrupted) / sent &middot; <b>cycles/pkt</b>: TSC cycles each side spent busy per packet &middot; <b>one-way latency</b>: receive TSC minus the send stamp in the frame, sampled frames</div>\n");
     o.push_str(&latency_cdf(run, &rows));
     o
 }
@@ -232,6 +253,25 @@ mod tests {
         let start = section[..title].rfind("<svg")?;
         let end = title + section[title..].find("</svg>")?;
         Some(&section[start..end])
+    }
+
+    #[test]
+    fn a_path_is_set_beside_the_host_ring_of_the_same_workload() {
+        let with = |probe: &str, params: &str, mpps: f64| {
+            let mut r = path_row(probe, mpps, None).0;
+            r.params = params.into();
+            r
+        };
+        let ring = with("path.host-ring", "batch=32,copy=copy,rate=max,size=64", 10.0);
+        let ring_1518 = with("path.host-ring", "batch=32,copy=copy,rate=max,size=1518", 2.0);
+        let a = with("path.a", "batch=32,copy=copy,notify=poll,rate=max,size=64", 8.0);
+        let a_1518 = with("path.a", "batch=32,copy=copy,notify=halt,rate=max,size=1518", 1.0);
+        let other_batch = with("path.a", "batch=1,copy=copy,notify=poll,rate=max,size=64", 3.0);
+        let rows = vec![&ring, &ring_1518, &a, &a_1518, &other_batch];
+        assert_eq!(host_ring_ratio(&rows, &a), Some(0.8));
+        assert_eq!(host_ring_ratio(&rows, &a_1518), Some(0.5));
+        assert_eq!(host_ring_ratio(&rows, &other_batch), None, "no host-ring row with batch=1");
+        assert_eq!(host_ring_ratio(&rows, &ring), None, "not beside itself");
     }
 
     #[test]
