@@ -221,6 +221,8 @@ guest_abi! {
         OUTSTANDING: u64 = 0x1a8;
         /// Received-count marks stored at [`MARKS`].
         NMARKS: u64 = 0x1b0;
+        /// Sink: TSC cycles spent in HLT (what its vCPU left to the host).
+        HALTED: u64 = 0x1b8;
         /// Scratch words of the guest.
         S_PREV: u64 = 0x1c0;
         S_CYCLE: u64 = 0x1c8;
@@ -229,6 +231,7 @@ guest_abi! {
         S_ELAPSED: u64 = 0x1e0;
         S_NOW: u64 = 0x1e8;
         S_SAMPLES: u64 = 0x1f0;
+        S_HLT_T: u64 = 0x1f8;
         /// Generator: the length cycle, NCYCLE entries of (template GPA, length, checksum
         /// base), [`ENTRY_SIZE`] bytes each.
         CYCLE: u64 = 0x200;

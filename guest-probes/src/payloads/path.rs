@@ -515,7 +515,12 @@ ivb_path_sink:
     IVB_IRQ_ON
     cmpq $0, IVB_ST_STAMP(%r15)         # taken as interrupts came on: no HLT
     jne 21f
+    IVB_PATH_NOW
+    mov %rax, IVB_PATH_S_HLT_T(%r9)
     hlt
+    IVB_PATH_NOW
+    sub IVB_PATH_S_HLT_T(%r9), %rax
+    add %rax, IVB_PATH_HALTED(%r9)
 21:
     IVB_IRQ_OFF                         # interrupts only ever arrive here, so each is EOIed
     cmpq $0, IVB_ST_STAMP(%r15)

@@ -318,6 +318,9 @@ fn assemble(
     let sink_span = word(sink, "T_LAST").saturating_sub(word(sink, "T_FIRST"));
     if sink_span > 0 {
         s.metrics.push(Metric::new("rx_busy_share", busy(sink) as f64 / sink_span as f64, "of the sink's time"));
+        // what the sink's vCPU took of its CPU: all but the time it sat in HLT
+        let halted = word(sink, "HALTED") as f64 / sink_span as f64;
+        s.metrics.push(Metric::new("rx_vcpu_cpu_share", (1.0 - halted).max(0.0), "of the sink's time"));
     }
     s.metrics.push(Metric::new("tsc_offset_delta", delta as f64, "cycles"));
     let mut exits_total = 0u64;
