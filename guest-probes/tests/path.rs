@@ -56,6 +56,9 @@ fn trial(point: &str, packets: u64) -> (Samples, Throughput) {
     assert!(t.received > 0 && t.duration_s > 0.0, "{point}: {t:?}");
     assert!(!s.cycles.is_empty(), "{point}: no latency sample");
     assert!(s.notes.iter().any(|n| n.starts_with("TSC check:")), "{point}: the TSC check is recorded");
+    // too few free CPUs for the busy vCPUs is detected and said, never silently measured
+    let oversubscribed = metric(&s, "busy_vcpus") > metric(&s, "free_cpus");
+    assert_eq!(s.notes.iter().any(|n| n.starts_with("oversubscribed:")), oversubscribed, "{point}");
     (s, t)
 }
 

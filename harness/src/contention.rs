@@ -20,6 +20,9 @@ pub struct LoadSample {
     pub total_ticks: u64,
     /// Other ivbench processes (not this one, not its own workers): pid and command line.
     pub other_ivbench: Vec<(u32, String)>,
+    /// Threads runnable on the machine at that moment (/proc/stat `procs_running`, this
+    /// reader included): beside the CPU count, whether busy probe threads had CPUs free.
+    pub runnable_threads: Option<u64>,
 }
 
 impl LoadSample {
@@ -27,7 +30,13 @@ impl LoadSample {
         let loadavg = fs::read_to_string("/proc/loadavg").ok().and_then(|t| parse_loadavg(&t));
         let (steal_ticks, total_ticks) =
             fs::read_to_string("/proc/stat").ok().and_then(|t| parse_cpu_line(&t)).unwrap_or((0, 0));
-        LoadSample { loadavg, steal_ticks, total_ticks, other_ivbench: other_ivbench() }
+        LoadSample {
+            loadavg,
+            steal_ticks,
+            total_ticks,
+            other_ivbench: other_ivbench(),
+            runnable_threads: probe_api::cpu::runnable_threads(),
+        }
     }
 }
 

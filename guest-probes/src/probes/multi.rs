@@ -245,7 +245,7 @@ pub(crate) fn pins_ab(cpus: [Option<usize>; 2]) -> [(&'static str, Option<usize>
     [("vCPU A (0)", cpus[0]), ("vCPU B (1)", cpus[1])]
 }
 
-pub(crate) fn host_cpus() -> usize {
+fn host_cpus() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 

@@ -220,12 +220,14 @@ fn run(p: &VmProbe, point: &Point, budget: &Budget) -> Result<Samples, ProbeErro
         spec("VM2 (sink)", cpus[1], Role::PathSink(Box::new(end))),
     ];
     let shared = [Shared { memory: &shm, slot: 1, gpa: layout::SHARED_GPA }];
+    // before the workers exist: their own threads are not "other" load
+    let free_at_start = probe_api::cpu::free_cpus();
     let mut group = Group::spawn_with_fds(NAME, &shared, &extra, BARRIER_OFFSET, specs, deadline)?;
     let pids = group.pids();
     let mut reports = group.supervise(&|| budget.stop.is_requested())?;
     drop(group);
     let (sink, gen) = (reports.remove(1), reports.remove(0));
-    assemble(p, &params, notify, stride, &gen, &sink, cpus, &pids)
+    assemble(p, &params, notify, stride, &gen, &sink, cpus, &pids, free_at_start)
 }
 
 fn word(r: &Report, name: &str) -> u64 {
@@ -242,6 +244,7 @@ fn assemble(
     sink: &Report,
     cpus: [Option<usize>; 2],
     pids: &[i32],
+    free_at_start: usize,
 ) -> Result<Samples, ProbeError> {
     let name = p.name;
     if word(sink, "ERROR") != 0 {
@@ -388,13 +391,14 @@ fn assemble(
     if word(sink, "NEGATIVE") > 0 {
         s.notes.push(format!("{} receive stamps were below their send stamps: recorded as 0", word(sink, "NEGATIVE")));
     }
-    let free = crate::probes::multi::host_cpus();
     let busy_vcpus = if notify == Notify::Poll { 2 } else { 1 };
-    s.metrics.push(Metric::new("host_cpus", free as f64, "CPUs"));
-    if free < 3 {
+    s.metrics.push(Metric::new("free_cpus", free_at_start as f64, "CPUs"));
+    s.metrics.push(Metric::new("busy_vcpus", busy_vcpus as f64, "vCPUs"));
+    if busy_vcpus > free_at_start {
         s.notes.push(format!(
-            "CPUs: {free} usable by this process for 2 vCPU threads ({busy_vcpus} always busy in this mode) plus the \
-             supervising parent (asleep in 10 ms waits): nothing is left for the host's other work"
+            "oversubscribed: {busy_vcpus} vCPU(s) always busy in this mode, {free_at_start} CPU(s) free when the trial \
+             started ({} usable, the rest taken by other runnable threads): the figures include waiting for a CPU",
+            probe_api::cpu::allowed_cpus().len()
         ));
     }
     s.throughput = Some(t);
