@@ -273,16 +273,99 @@ guest_abi! {
     }
 }
 
+guest_abi! {
+    /// The forwarder block at [`mem::PATH_BLOCK`] of a middle-box VM (`path_fwd`: the
+    /// switch VM0 of `path.b`, each middle box of `path.chain`): global words, then up
+    /// to [`MAX_PORTS`] port records of [`PORT_SIZE`] bytes at [`PORTS`] (words `P_*`).
+    fwd, fwd_asm, "IVB_FWD_" {
+        NPORTS: u64 = 0x00;
+        /// Frames per input poll.
+        BATCH: u64 = 0x08;
+        /// As [`super::path::NOTIFY`].
+        NOTIFY: u64 = 0x10;
+        POLL_CYCLES: u64 = 0x18;
+        /// The VIF page (kvm_pvm) or 0.
+        VIF: u64 = 0x20;
+        /// Latency samples (cumulative one-way, generator -> this hop) as the sink takes them.
+        STRIDE_MASK: u64 = 0x28;
+        MAX_SAMPLES: u64 = 0x30;
+        /// The source MAC this box writes into every frame it forwards (its header touch).
+        SRC_MAC: u64 = 0x38;
+        /// Counters.
+        POLLS: u64 = 0x80;
+        EMPTY_POLLS: u64 = 0x88;
+        IDLE: u64 = 0x90;
+        T_FIRST: u64 = 0x98;
+        T_LAST: u64 = 0xa0;
+        SLEEPS: u64 = 0xa8;
+        WAKES: u64 = 0xb0;
+        KICKS: u64 = 0xb8;
+        NSAMPLES: u64 = 0xc0;
+        HALTED: u64 = 0xc8;
+        NEGATIVE: u64 = 0xd0;
+        /// Non-zero: an input's producer index ran more than a ring ahead.
+        ERROR: u64 = 0xd8;
+        /// Scratch words.
+        S_PREV: u64 = 0xe0;
+        S_EMPTY_RUN: u64 = 0xe8;
+        S_SAMPLES: u64 = 0xf0;
+        S_ALL_DONE: u64 = 0xf8;
+        S_WORK: u64 = 0x100;
+        S_HLT_T: u64 = 0x108;
+        PORTS: u64 = 0x200;
+        PORT_SIZE: u64 = 0x100;
+        MAX_PORTS: u64 = 4;
+        /// Port words: its input ring (0: none) with its control lines and bounds...
+        P_IN_RING: u64 = 0x00;
+        P_IN_CTRL: u64 = 0x08;
+        P_IN_MASK: u64 = 0x10;
+        P_IN_BUF_LO: u64 = 0x18;
+        P_IN_BUF_HI: u64 = 0x20;
+        /// ... its output ring (0: none), control lines, buffer offset and kick port ...
+        P_OUT_RING: u64 = 0x28;
+        P_OUT_CTRL: u64 = 0x30;
+        P_OUT_MASK: u64 = 0x38;
+        P_OUT_BUF_LO: u64 = 0x40;
+        P_KICK_PORT: u64 = 0x48;
+        /// ... the MAC of the VM behind it (the static forwarding table) ...
+        P_MAC: u64 = 0x50;
+        /// ... the box's private ring indices ...
+        P_IN_TAIL: u64 = 0x60;
+        P_IN_HEAD: u64 = 0x68;
+        P_OUT_HEAD: u64 = 0x70;
+        P_OUT_TAIL: u64 = 0x78;
+        P_OUT_PUBLISHED: u64 = 0x80;
+        /// ... and its counters: frames taken in, frames sent out, frames dropped
+        /// because its output ring was full, frames in with no port for their destination,
+        /// descriptors out of bounds, and whether its input is done and drained.
+        P_RX: u64 = 0xa0;
+        P_TX: u64 = 0xa8;
+        P_DROP_FULL: u64 = 0xb0;
+        P_DROP_UNKNOWN: u64 = 0xb8;
+        P_CORRUPT: u64 = 0xc0;
+        P_IN_DONE: u64 = 0xc8;
+    }
+}
+
 /// The `.set` lines of every group, for the payload prelude.
 macro_rules! asm_symbols {
     () => {
-        concat!(mem_asm!(), port_asm!(), status_asm!(), lines_asm!(), x2apic_asm!(), path_asm!(), ctrl_asm!())
+        concat!(
+            mem_asm!(),
+            port_asm!(),
+            status_asm!(),
+            lines_asm!(),
+            x2apic_asm!(),
+            path_asm!(),
+            ctrl_asm!(),
+            fwd_asm!()
+        )
     };
 }
 
 /// Every group's `(assembler symbol, value)` pairs.
 pub fn all_asm_symbols() -> Vec<(&'static str, u64)> {
-    [mem::ASM, port::ASM, status::ASM, lines::ASM, x2apic::ASM, path::ASM, ctrl::ASM].concat()
+    [mem::ASM, port::ASM, status::ASM, lines::ASM, x2apic::ASM, path::ASM, ctrl::ASM, fwd::ASM].concat()
 }
 
 #[cfg(test)]

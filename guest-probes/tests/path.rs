@@ -12,6 +12,11 @@ use probe_api::{Budget, Method, Point, Samples, Support, Throughput};
 mod common;
 use common::{have_kvm, metric, probe};
 
+/// A metric's value, 0 when the row has none.
+fn opt(s: &Samples, name: &str) -> f64 {
+    s.metrics.iter().find(|m| m.name == name).map_or(0.0, |m| m.value)
+}
+
 /// Each trial spins on both CPUs: one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -31,11 +36,15 @@ fn budget(packets: u64) -> Budget {
 }
 
 fn trial(point: &str, packets: u64) -> (Samples, Throughput) {
-    let p = probe("path.a");
+    trial_of("path.a", point, packets)
+}
+
+fn trial_of(name: &str, point: &str, packets: u64) -> (Samples, Throughput) {
+    let p = probe(name);
     let s = p.run(&Point::parse(point).unwrap(), &budget(packets)).unwrap_or_else(|e| panic!("path.a {point}: {e}"));
     let t = s.throughput.clone().expect("a throughput row");
     println!(
-        "path.a {point}: sent {} received {} dropped {} in {:.3} s = {:.3} Mpps; {} latency samples",
+        "{name} {point}: sent {} received {} dropped {} in {:.3} s = {:.3} Mpps; {} latency samples",
         t.sent,
         t.received,
         t.dropped,
@@ -48,17 +57,26 @@ fn trial(point: &str, packets: u64) -> (Samples, Throughput) {
     }
     assert_eq!(t.violation(), None, "{point}: {t:?}");
     if point.contains("rate=max") {
-        assert_eq!(t.received, packets, "{point}: at max the budget counts packets that entered the ring");
+        let hop_drops = (1..=4).map(|k| opt(&s, &format!("hop{k}_drop_full"))).sum::<f64>() as u64;
+        assert_eq!(t.received + hop_drops, packets, "{point}: at max the budget counts packets that entered the ring");
     } else {
         assert_eq!(t.sent, packets, "{point}: a paced generator offers exactly its budget");
     }
-    assert_eq!((t.lost, t.duplicated, t.reordered, t.corrupted), (0, 0, 0, 0), "{point}: {t:?}");
+    // (on multi-hop paths the sink's sequence gaps are the middle boxes' drops, which the
+    // probe checked against their counters)
+    assert_eq!((t.duplicated, t.reordered, t.corrupted), (0, 0, 0), "{point}: {t:?}");
+    if name == "path.a" {
+        assert_eq!(t.lost, 0, "{point}: {t:?}");
+    }
     assert!(t.received > 0 && t.duration_s > 0.0, "{point}: {t:?}");
     assert!(!s.cycles.is_empty(), "{point}: no latency sample");
     assert!(s.notes.iter().any(|n| n.starts_with("TSC check:")), "{point}: the TSC check is recorded");
-    // too few free CPUs for the busy vCPUs is detected and said, never silently measured
-    let oversubscribed = metric(&s, "busy_vcpus") > metric(&s, "free_cpus");
-    assert_eq!(s.notes.iter().any(|n| n.starts_with("oversubscribed:")), oversubscribed, "{point}");
+    // too few free CPUs for the vCPUs is detected and said, never silently measured
+    assert_eq!(
+        s.notes.iter().any(|n| n.starts_with("oversubscribed:")),
+        metric(&s, "oversubscribed") == 1.0,
+        "{point}"
+    );
     (s, t)
 }
 
@@ -179,5 +197,104 @@ fn a_killed_vm_worker_is_named_and_the_other_is_torn_down() {
     let err = run.join().unwrap().unwrap_err().to_string();
     println!("{err}");
     assert!(err.contains("VM2 (sink)") && err.contains("SIGKILL") && err.contains(&format!("pid {sink}")), "{err}");
+    assert!(children_with("__ivbench-vm-worker").is_empty(), "a worker is left");
+}
+
+#[test]
+fn path_b_switches_every_frame_to_its_port_with_exact_accounting() {
+    if !have_kvm() {
+        return;
+    }
+    let _s = serial();
+    for notify in ["poll", "halt", "exit"] {
+        let point = format!("size=64,copy=copy,rate=1,batch=32,notify={notify}");
+        let (s, t) = trial_of("path.b", &point, 200_000);
+        let entered = t.sent - metric(&s, "dropped_tx") as u64;
+        // every frame that entered ring 0 reached the switch's port 0, none went back to
+        // VM1's port, none had an unknown destination; port 1 sent what the sink received
+        // (nothing is lost between a box and the next)
+        assert_eq!(metric(&s, "switch_port0_rx") as u64, entered, "{point}");
+        assert_eq!(metric(&s, "switch_port0_tx"), 0.0, "{point}: nothing is addressed to VM1");
+        assert_eq!(metric(&s, "hop1_drop_unknown"), 0.0, "{point}");
+        assert_eq!(metric(&s, "switch_port1_tx") as u64, t.received, "{point}");
+        assert!(metric(&s, "hop1_cum_p50_ns") > 0.0, "{point}: the switch samples latency");
+        if notify != "exit" {
+            assert_eq!(metric(&s, "userspace_exits_hop1"), 0.0, "{point}");
+        }
+        // 3 vCPUs on this machine's CPUs: said, and polling fell back to hybrid
+        if metric(&s, "free_cpus") < 3.0 {
+            assert_eq!(metric(&s, "oversubscribed"), 1.0, "{point}");
+            if notify == "poll" {
+                assert!(s.notes.iter().any(|n| n.contains("ran as notify=hybrid")), "{point}: {:?}", s.notes);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_full_output_ring_drops_at_the_switch_and_never_stalls_its_input() {
+    if !have_kvm() {
+        return;
+    }
+    let _s = serial();
+    let point = "size=64,copy=copy,rate=1,batch=8,notify=halt,sink_delay_us=100";
+    let (s, t) = trial_of("path.b", point, 100_000);
+    let entered = t.sent - metric(&s, "dropped_tx") as u64;
+    assert!(metric(&s, "hop1_drop_full") > 0.0, "a sink pausing 100 us per 8 frames cannot take 1 Mpps");
+    assert_eq!(metric(&s, "switch_port0_rx") as u64, entered, "the switch kept draining its input");
+    assert_eq!(t.received + metric(&s, "hop1_drop_full") as u64, entered);
+}
+
+#[test]
+fn chains_of_middle_boxes_forward_with_exact_accounting() {
+    if !have_kvm() {
+        return;
+    }
+    let _s = serial();
+    for n in [1, 3] {
+        let point = format!("length={n},size=256,copy=copy,rate=0.5,batch=16,notify=halt");
+        let (s, t) = trial_of("path.chain", &point, 50_000);
+        let entered = t.sent - metric(&s, "dropped_tx") as u64;
+        let mut prev = entered;
+        for k in 1..=n {
+            let (rx, tx, full) = (
+                metric(&s, &format!("hop{k}_rx")),
+                metric(&s, &format!("hop{k}_tx")),
+                metric(&s, &format!("hop{k}_drop_full")),
+            );
+            assert_eq!(rx as u64, prev, "{point}: hop {k} took what the hop before sent");
+            assert_eq!((tx + full) as u64, rx as u64, "{point}: hop {k} sent or dropped every frame");
+            prev = tx as u64;
+        }
+        assert_eq!(prev, t.received, "{point}: the last box sent what the sink received");
+        assert!(opt(&s, &format!("hop{}_cum_p50_ns", n)) >= opt(&s, "hop1_cum_p50_ns"), "{point}");
+    }
+    assert!(probe("path.chain").run(&Point::parse("length=5").unwrap(), &budget(10)).is_err(), "length 5 refused");
+}
+
+#[test]
+fn a_killed_switch_is_named_and_the_others_are_torn_down() {
+    if !have_kvm() {
+        return;
+    }
+    let _s = serial();
+    let run = std::thread::spawn(|| {
+        probe("path.b").run(&Point::parse("size=64,rate=1,batch=32,notify=halt").unwrap(), &budget(u64::MAX / 4))
+    });
+    let t0 = Instant::now();
+    let switch = loop {
+        let s = children_with("VM0 (switch)");
+        if !s.is_empty() && children_with("VM2 (sink)").len() == 1 {
+            std::thread::sleep(Duration::from_millis(1500));
+            break s[0];
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "the workers never started");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // SAFETY: `switch` is a child of this process that was alive a moment ago.
+    assert_eq!(unsafe { libc::kill(switch, libc::SIGKILL) }, 0);
+    let err = run.join().unwrap().unwrap_err().to_string();
+    println!("{err}");
+    assert!(err.contains("VM0 (switch)") && err.contains("SIGKILL"), "{err}");
     assert!(children_with("__ivbench-vm-worker").is_empty(), "a worker is left");
 }

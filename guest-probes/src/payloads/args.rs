@@ -141,6 +141,13 @@ payload_args! {
         /// Where the latency samples go.
         samples: rdi,
     }
+    /// `path_fwd`: a middle box (switch or chain element) of a packet path.
+    PathFwd => PATH_FWD {
+        block: r9,
+        status: r15,
+        /// Where the latency samples go.
+        samples: rdi,
+    }
     /// `hang_loop`: `jmp .` forever (watchdog tests).
     HangLoop => HANG_LOOP {}
 }

@@ -243,6 +243,7 @@ pub mod entry {
     pub const TOKEN_RING: Entry = Entry("token_ring");
     pub const PATH_GEN: Entry = Entry("path_gen");
     pub const PATH_SINK: Entry = Entry("path_sink");
+    pub const PATH_FWD: Entry = Entry("path_fwd");
     /// Every constant above.
     pub const ALL: &[Entry] = &[
         CPUID,
@@ -274,6 +275,7 @@ pub mod entry {
         TOKEN_RING,
         PATH_GEN,
         PATH_SINK,
+        PATH_FWD,
     ];
 }
 

@@ -1,4 +1,5 @@
-//! Payloads `path_gen` and `path_sink` (probe `path.a`): the two ends of the packet ring
+//! Payloads `path_gen`, `path_sink` (probe `path.a`) and `path_fwd` (the middle boxes of
+//! `path.b` and `path.chain`): the two ends of the packet ring
 //! of `packet_ring`, run inside two VMs whose memslots map one memfd. They do what
 //! `packet_ring::traffic`'s Generator and Sink do in host threads, on the same ring layout
 //! and the same frames (the ring and frame offsets below are `packet_ring`'s constants,
@@ -114,10 +115,31 @@ core::arch::global_asm!(
     ja .Lcopy\@
 .endm
 
+# After publishing the output of the port record at r13: wake its consumer as NOTIFY
+# says (clobbers rax, rcx, rdx).
+.macro IVB_FWD_KICK
+    mov IVB_FWD_NOTIFY(%r9), %rax
+    cmp $IVB_PATH_NOTIFY_POLL, %rax
+    je .Lfk_end\@
+    cmp $IVB_PATH_NOTIFY_EXIT, %rax
+    je .Lfk_kick\@
+    mfence
+    mov IVB_FWD_P_OUT_CTRL(%r13), %rcx
+    cmpq $0, IVB_CTRL_SLEEP(%rcx)
+    je .Lfk_end\@
+    movq $0, IVB_CTRL_SLEEP(%rcx)
+.Lfk_kick\@:
+    mov IVB_FWD_P_KICK_PORT(%r13), %rdx
+    out %al, (%dx)
+    incq IVB_FWD_KICKS(%r9)
+.Lfk_end\@:
+.endm
+
 .globl ivb_path_start
 .globl ivb_path_end
 .globl ivb_path_gen
 .globl ivb_path_sink
+.globl ivb_path_fwd
 ivb_path_start:
 
 # ---- path_gen -----------------------------------------------------------------------
@@ -559,12 +581,323 @@ ivb_path_sink:
     decq IVB_PATH_OUTSTANDING(%r9)
 18:
     ret
+# ---- path_fwd -----------------------------------------------------------------------
+# A middle box: the switch VM0 of path.b, or one box of path.chain. Each round polls the
+# input of every port (up to BATCH frames each), looks every frame's destination MAC up
+# in the ports' MACs (the static forwarding table), copies it into that port's output
+# ring (a full output ring drops the frame there and never blocks the other ports),
+# rewrites its source MAC (the header touch), samples the cumulative one-way latency as
+# the sink does, releases the input slots, then publishes every output with new frames
+# and wakes its consumer as NOTIFY says. An idle round waits as the sink does, arming
+# SLEEP on every input. When every input is done and drained it sets DONE on every
+# output and ends.
+# In: r9 = forwarder block, r15 = status area, rdi = latency sample buffer.
+# r12 the input port's record, r13 the output port's record, r14 frames left in this
+# poll, rbp the input ring, rbx VIF page or 0, r10 frames taken this round, r11 ports left.
+ivb_path_fwd:
+    mov %rdi, IVB_FWD_S_SAMPLES(%r9)
+    mov IVB_FWD_VIF(%r9), %rbx
+    IVB_PATH_NOW
+    mov %rax, IVB_FWD_T_FIRST(%r9)
+    mov %rax, IVB_FWD_S_PREV(%r9)
+.Lf_top:
+    incq IVB_FWD_POLLS(%r9)
+    xor %r10d, %r10d
+    movq $1, IVB_FWD_S_ALL_DONE(%r9)
+    lea IVB_FWD_PORTS(%r9), %r12
+    mov IVB_FWD_NPORTS(%r9), %r11
+.Lf_port:
+    test %r11, %r11
+    jz .Lf_round_end
+    mov IVB_FWD_P_IN_RING(%r12), %rbp
+    test %rbp, %rbp
+    jz .Lf_port_next
+    cmpq $0, IVB_FWD_P_IN_DONE(%r12)
+    jne .Lf_port_next
+    mov IVB_FWD_P_IN_CTRL(%r12), %rax
+    mov IVB_CTRL_DONE(%rax), %rsi       # DONE before the poll
+    mov IVB_FWD_P_IN_HEAD(%r12), %eax
+    sub IVB_FWD_P_IN_TAIL(%r12), %eax
+    jnz .Lf_have
+    mov IVB_RING_HEAD(%rbp), %eax       # re-read the producer's index
+    mov %eax, IVB_FWD_P_IN_HEAD(%r12)
+    sub IVB_FWD_P_IN_TAIL(%r12), %eax
+    jnz .Lf_have
+    test %rsi, %rsi
+    jz 1f
+    movq $1, IVB_FWD_P_IN_DONE(%r12)    # done and drained
+    jmp .Lf_port_next
+1:
+    movq $0, IVB_FWD_S_ALL_DONE(%r9)
+    jmp .Lf_port_next
+.Lf_have:
+    movq $0, IVB_FWD_S_ALL_DONE(%r9)
+    mov IVB_FWD_P_IN_MASK(%r12), %rcx
+    inc %rcx
+    cmp %rcx, %rax
+    ja .Lf_overrun
+    mov IVB_FWD_BATCH(%r9), %r14
+    cmp %r14, %rax
+    cmovb %rax, %r14
+    add %r14, %r10
+.Lf_frame:
+    incq IVB_FWD_P_RX(%r12)
+    mov IVB_FWD_P_IN_TAIL(%r12), %eax
+    and IVB_FWD_P_IN_MASK(%r12), %eax
+    mov IVB_RING_DESC(%rbp,%rax,8), %rcx
+    mov %ecx, %esi                      # offset
+    shr $32, %rcx                       # length
+    cmp $IVB_FRAME_MIN, %rcx
+    jb .Lf_corrupt
+    cmp $IVB_FRAME_MAX, %rcx
+    ja .Lf_corrupt
+    cmp IVB_FWD_P_IN_BUF_LO(%r12), %rsi
+    jb .Lf_corrupt
+    lea (%rsi,%rcx), %rax
+    cmp IVB_FWD_P_IN_BUF_HI(%r12), %rax
+    ja .Lf_corrupt
+    add %rbp, %rsi                      # the frame
+    mov (%rsi), %rax
+    shl $16, %rax                       # destination MAC (bytes 0..5) in the top 48 bits
+    lea IVB_FWD_PORTS(%r9), %r13
+    mov IVB_FWD_NPORTS(%r9), %rdx
+2:
+    mov IVB_FWD_P_MAC(%r13), %rdi
+    shl $16, %rdi
+    cmp %rdi, %rax
+    je 3f
+    add $IVB_FWD_PORT_SIZE, %r13
+    dec %rdx
+    jnz 2b
+    jmp .Lf_unknown
+3:
+    mov IVB_FWD_P_OUT_RING(%r13), %rdx
+    test %rdx, %rdx
+    jz .Lf_unknown
+    mov IVB_FWD_P_OUT_HEAD(%r13), %eax
+    sub IVB_FWD_P_OUT_TAIL(%r13), %eax
+    cmp IVB_FWD_P_OUT_MASK(%r13), %rax
+    jbe 4f
+    mov IVB_RING_TAIL(%rdx), %eax       # re-read the consumer's index
+    mov %eax, IVB_FWD_P_OUT_TAIL(%r13)
+    mov IVB_FWD_P_OUT_HEAD(%r13), %eax
+    sub IVB_FWD_P_OUT_TAIL(%r13), %eax
+    cmp IVB_FWD_P_OUT_MASK(%r13), %rax
+    jbe 4f
+    incq IVB_FWD_P_DROP_FULL(%r13)      # output full: dropped here, never waited for
+    jmp .Lf_next
+4:
+    mov IVB_FWD_P_OUT_HEAD(%r13), %eax
+    and IVB_FWD_P_OUT_MASK(%r13), %eax  # output slot
+    mov %rax, %rdi
+    shl $IVB_RING_BUF_SHIFT, %rdi
+    add IVB_FWD_P_OUT_BUF_LO(%r13), %rdi
+    lea IVB_RING_DESC(%rdx,%rax,8), %rax
+    mov %edi, (%rax)                    # descriptor: offset, length
+    mov %ecx, 4(%rax)
+    add %rdx, %rdi                      # the output buffer
+    push %rdi
+    IVB_PATH_COPY16
+    pop %rdi
+    mov IVB_FWD_SRC_MAC(%r9), %rax      # the header touch: this box's source MAC
+    mov %eax, 6(%rdi)
+    shr $32, %rax
+    mov %ax, 10(%rdi)
+    incl IVB_FWD_P_OUT_HEAD(%r13)
+    incq IVB_FWD_P_TX(%r13)
+    mov IVB_FRAME_SEQ(%rdi), %rax
+    and IVB_FWD_STRIDE_MASK(%r9), %rax
+    jnz .Lf_next
+    mov IVB_FWD_NSAMPLES(%r9), %rcx
+    cmp IVB_FWD_MAX_SAMPLES(%r9), %rcx
+    jae .Lf_next
+    mov IVB_FRAME_TSC(%rdi), %r8
+    IVB_PATH_NOW
+    sub %r8, %rax                       # this hop's TSC - the generator's stamp
+    jae 5f
+    incq IVB_FWD_NEGATIVE(%r9)
+    xor %eax, %eax
+5:
+    mov IVB_FWD_S_SAMPLES(%r9), %rdx
+    mov %rax, (%rdx,%rcx,8)
+    incq IVB_FWD_NSAMPLES(%r9)
+    jmp .Lf_next
+.Lf_unknown:
+    incq IVB_FWD_P_DROP_UNKNOWN(%r12)
+    jmp .Lf_next
+.Lf_corrupt:
+    incq IVB_FWD_P_CORRUPT(%r12)
+.Lf_next:
+    incl IVB_FWD_P_IN_TAIL(%r12)
+    dec %r14
+    jnz .Lf_frame
+    mov IVB_FWD_P_IN_TAIL(%r12), %eax
+    mov %eax, IVB_RING_TAIL(%rbp)       # release the input slots
+    call .Lf_publish
+.Lf_port_next:
+    add $IVB_FWD_PORT_SIZE, %r12
+    dec %r11
+    jmp .Lf_port
+.Lf_round_end:
+    cmpq $0, IVB_FWD_S_ALL_DONE(%r9)
+    jne .Lf_all_done
+    cmpq $0, IVB_ST_STOP(%r15)
+    jne .Lf_finish
+    IVB_PATH_NOW
+    test %r10, %r10
+    jnz 6f
+    incq IVB_FWD_EMPTY_POLLS(%r9)
+    mov %rax, %rcx
+    sub IVB_FWD_S_PREV(%r9), %rcx
+    add %rcx, IVB_FWD_IDLE(%r9)
+    mov %rax, IVB_FWD_S_PREV(%r9)
+    jmp .Lf_wait
+6:
+    mov %rax, IVB_FWD_S_PREV(%r9)
+    movq $0, IVB_FWD_S_EMPTY_RUN(%r9)
+    jmp .Lf_top
+.Lf_wait:
+    mov IVB_FWD_NOTIFY(%r9), %rcx
+    cmp $IVB_PATH_NOTIFY_POLL, %rcx
+    je .Lf_pause
+    cmp $IVB_PATH_NOTIFY_HYBRID, %rcx
+    jne .Lf_sleep
+    mov IVB_FWD_S_EMPTY_RUN(%r9), %rcx
+    test %rcx, %rcx
+    jnz 7f
+    mov %rax, IVB_FWD_S_EMPTY_RUN(%r9)
+    jmp .Lf_pause
+7:
+    sub %rcx, %rax
+    cmp IVB_FWD_POLL_CYCLES(%r9), %rax
+    jae .Lf_sleep
+.Lf_pause:
+    pause
+    jmp .Lf_top
+.Lf_sleep:
+    IVB_IRQ_OFF
+    mov $1, %esi
+    call .Lf_arm                        # SLEEP on every input
+    mfence                              # visible before the inputs are read again
+    call .Lf_any_input
+    test %rax, %rax
+    jnz .Lf_disarm
+    cmpq $0, IVB_ST_STOP(%r15)
+    jne .Lf_disarm
+    movq $0, IVB_ST_STAMP(%r15)
+    incq IVB_FWD_SLEEPS(%r9)
+    IVB_IRQ_ON
+    cmpq $0, IVB_ST_STAMP(%r15)
+    jne 8f
+    IVB_PATH_NOW
+    mov %rax, IVB_FWD_S_HLT_T(%r9)
+    hlt
+    IVB_PATH_NOW
+    sub IVB_FWD_S_HLT_T(%r9), %rax
+    add %rax, IVB_FWD_HALTED(%r9)
+8:
+    IVB_IRQ_OFF
+    cmpq $0, IVB_ST_STAMP(%r15)
+    je .Lf_disarm
+    IVB_EOI
+    incq IVB_FWD_WAKES(%r9)
+.Lf_disarm:
+    xor %esi, %esi
+    call .Lf_arm
+    movq $0, IVB_FWD_S_EMPTY_RUN(%r9)
+    jmp .Lf_top
+.Lf_all_done:
+    lea IVB_FWD_PORTS(%r9), %r13        # DONE on every output, sleeping consumers woken
+    mov IVB_FWD_NPORTS(%r9), %r11
+9:
+    mov IVB_FWD_P_OUT_CTRL(%r13), %rax
+    cmpq $0, IVB_FWD_P_OUT_RING(%r13)
+    je 10f
+    movq $1, IVB_CTRL_DONE(%rax)
+    IVB_FWD_KICK
+10:
+    add $IVB_FWD_PORT_SIZE, %r13
+    dec %r11
+    jnz 9b
+.Lf_finish:
+    IVB_PATH_NOW
+    mov %rax, IVB_FWD_T_LAST(%r9)
+    IVB_DONE
+.Lf_overrun:
+    movq $1, IVB_FWD_ERROR(%r9)
+    jmp .Lf_finish
+
+# Publishes every output with frames not yet published, waking its consumer.
+.Lf_publish:
+    push %r13
+    push %r11
+    lea IVB_FWD_PORTS(%r9), %r13
+    mov IVB_FWD_NPORTS(%r9), %r11
+11:
+    mov IVB_FWD_P_OUT_RING(%r13), %rcx
+    test %rcx, %rcx
+    jz 12f
+    mov IVB_FWD_P_OUT_HEAD(%r13), %eax
+    cmp IVB_FWD_P_OUT_PUBLISHED(%r13), %eax
+    je 12f
+    mov %eax, IVB_RING_HEAD(%rcx)       # publish (x86 stores are release)
+    mov %eax, IVB_FWD_P_OUT_PUBLISHED(%r13)
+    IVB_FWD_KICK
+12:
+    add $IVB_FWD_PORT_SIZE, %r13
+    dec %r11
+    jnz 11b
+    pop %r11
+    pop %r13
+    ret
+
+# rsi -> the SLEEP word of every input's control lines (clobbers rax, rcx, rdx).
+.Lf_arm:
+    lea IVB_FWD_PORTS(%r9), %rcx
+    mov IVB_FWD_NPORTS(%r9), %rax
+13:
+    cmpq $0, IVB_FWD_P_IN_RING(%rcx)
+    je 14f
+    mov IVB_FWD_P_IN_CTRL(%rcx), %rdx
+    mov %rsi, IVB_CTRL_SLEEP(%rdx)
+14:
+    add $IVB_FWD_PORT_SIZE, %rcx
+    dec %rax
+    jnz 13b
+    ret
+
+# rax = 1 when an input not yet done has frames or DONE (clobbers rcx, rdx, rdi).
+.Lf_any_input:
+    lea IVB_FWD_PORTS(%r9), %rcx
+    mov IVB_FWD_NPORTS(%r9), %rdi
+15:
+    cmpq $0, IVB_FWD_P_IN_RING(%rcx)
+    je 16f
+    cmpq $0, IVB_FWD_P_IN_DONE(%rcx)
+    jne 16f
+    mov IVB_FWD_P_IN_RING(%rcx), %rdx
+    mov IVB_RING_HEAD(%rdx), %eax
+    cmp IVB_FWD_P_IN_TAIL(%rcx), %eax
+    jne 17f
+    mov IVB_FWD_P_IN_CTRL(%rcx), %rdx
+    cmpq $0, IVB_CTRL_DONE(%rdx)
+    jne 17f
+16:
+    add $IVB_FWD_PORT_SIZE, %rcx
+    dec %rdi
+    jnz 15b
+    xor %eax, %eax
+    ret
+17:
+    mov $1, %eax
+    ret
 ivb_path_end:
 
 .purgem IVB_PATH_NOW
 .purgem IVB_PATH_KICK_PEER
 .purgem IVB_PATH_AT_LIMIT
 .purgem IVB_PATH_COPY16
+.purgem IVB_FWD_KICK
 "#,
         asm_postlude!()
     ),
@@ -599,7 +932,11 @@ pub fn payload() -> Payload {
         name: "path",
         start: sym_addr!(ivb_path_start),
         end: sym_addr!(ivb_path_end),
-        entries: vec![(entry::PATH_GEN, sym_addr!(ivb_path_gen)), (entry::PATH_SINK, sym_addr!(ivb_path_sink))],
+        entries: vec![
+            (entry::PATH_GEN, sym_addr!(ivb_path_gen)),
+            (entry::PATH_SINK, sym_addr!(ivb_path_sink)),
+            (entry::PATH_FWD, sym_addr!(ivb_path_fwd)),
+        ],
         hypercall_sites: vec![],
     }
 }

@@ -90,6 +90,8 @@ pub fn probes() -> Vec<Box<dyn Probe>> {
         Box::new(notify::MWAIT),
         Box::new(notify::HALT),
         Box::new(path::PATH_A),
+        Box::new(path::PATH_B),
+        Box::new(path::PATH_CHAIN),
     ]
 }
 

@@ -20,7 +20,7 @@
 
 use std::time::{Duration, Instant};
 
-use packet_ring::{CopyMode, FrameSize, Layout, Rate, RingView};
+use packet_ring::{frame, CopyMode, FrameSize, Layout, Rate, RingView};
 use probe_api::{Budget, Method, Methods, Metric, Point, ProbeError, Samples, Support, Throughput};
 
 use super::multi::{irqchip_support, push_exit_stats, push_halt_stats, two_vcpu_support, EXIT_COUNTERS};
@@ -28,18 +28,11 @@ use super::notify::mwait_support;
 use super::{invalid, VmProbe};
 use crate::abi::ctrl;
 use crate::vmm::{self, layout, SharedMemory};
-use crate::worker::path_block::{Notify, PathEnd, Size};
+use crate::worker::path_block::{FwdPort, FwdSpec, Notify, PathEnd, Size};
 use crate::worker::proto::Report;
 use crate::worker::{Group, Role, Shared, WorkerSpec};
 
 const NAME: &str = "path.a";
-/// The memfd the two VMs share: the ring at 0, the control lines at [`CTRL_OFFSET`], the
-/// worker barrier at [`BARRIER_OFFSET`].
-const SHARED_SIZE: usize = 2 << 20;
-const CTRL_OFFSET: u64 = 1 << 20;
-const BARRIER_OFFSET: u64 = CTRL_OFFSET + 4096;
-/// The generator's kick port (an ioeventfd, or a userspace exit in mode `exit`).
-const KICK_PORT: u16 = 0xf8;
 /// One-way latency samples kept per trial at most.
 const MAX_LATENCY_SAMPLES: u64 = 100_000;
 /// The longest trial when the budget sets no duration.
@@ -50,12 +43,6 @@ const MARK: Duration = Duration::from_millis(10);
 const ASSUMED_MAX_MPPS: f64 = 30.0;
 /// Hybrid's default polling time before the sink halts.
 const DEFAULT_POLL_US: u64 = 50;
-
-const _: () = {
-    assert!(packet_ring::layout::DEFAULT_REGION_SIZE as u64 <= CTRL_OFFSET);
-    assert!(CTRL_OFFSET + ctrl::SIZE <= BARRIER_OFFSET);
-    assert!(BARRIER_OFFSET + 8 <= SHARED_SIZE as u64);
-};
 
 pub(crate) const PATH_A: VmProbe = VmProbe {
     name: NAME,
@@ -68,6 +55,66 @@ pub(crate) const PATH_A: VmProbe = VmProbe {
     run,
     extra_keys: &["poll_us", "sink_delay_us"],
 };
+
+pub(crate) const PATH_B: VmProbe = VmProbe {
+    name: "path.b",
+    description: "VM1 -> VM0 (a switch VM: one port per peer VM, forwarding by destination MAC) -> VM2: Mpps, loss and \
+                  latency end to end and per hop, in every notification mode; oversubscribed polling falls back to hybrid",
+    group: "path",
+    methods: Methods::PerOpOnly,
+    support: two_vcpu_support,
+    points: points_b,
+    run,
+    extra_keys: &["poll_us", "sink_delay_us"],
+};
+
+pub(crate) const PATH_CHAIN: VmProbe = VmProbe {
+    name: "path.chain",
+    description:
+        "VM1 -> MB1 -> ... -> MBn -> VM2, n = 1..4 middle-box VMs that copy and touch every frame: Mpps, loss, \
+                  latency end to end and per hop",
+    group: "path",
+    methods: Methods::PerOpOnly,
+    support: two_vcpu_support,
+    points: points_chain,
+    run,
+    extra_keys: &["poll_us", "sink_delay_us"],
+};
+
+fn points_b() -> Vec<Point> {
+    let p = |size: &str, notify: &str| {
+        Point::none()
+            .with("size", size)
+            .with("copy", "copy")
+            .with("rate", "max")
+            .with("batch", 32)
+            .with("notify", notify)
+    };
+    let mut v = Vec::new();
+    for notify in ["poll", "hybrid", "halt", "exit", "mwait"] {
+        v.push(p("64", notify));
+        v.push(p("1518", notify));
+    }
+    v.push(p("imix", "poll"));
+    v.push(p("64", "poll").with("copy", "zero-copy"));
+    v
+}
+
+fn points_chain() -> Vec<Point> {
+    let mut v: Vec<Point> = (1..=MAX_CHAIN)
+        .map(|n| {
+            Point::none()
+                .with("length", n)
+                .with("size", "64")
+                .with("copy", "copy")
+                .with("rate", "max")
+                .with("batch", 32)
+                .with("notify", "poll")
+        })
+        .collect();
+    v.push(Point::parse("length=2,size=64,copy=copy,rate=max,batch=32,notify=halt").expect("a valid point"));
+    v
+}
 
 fn points() -> Vec<Point> {
     let p = |size: &str, copy: &str, notify: &str| {
@@ -154,44 +201,188 @@ fn to_host(guest: u64, offset: i64) -> u64 {
     guest.wrapping_sub(offset as u64)
 }
 
+/// Which path a probe runs: its middle boxes and rings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Topology {
+    /// VM1 -> VM2 over one ring.
+    A,
+    /// VM1 -> VM0 (a switch with one port per peer VM, an input and an output ring each)
+    /// -> VM2.
+    B,
+    /// VM1 -> MB1 -> ... -> MBn -> VM2, n = 1..=[`MAX_CHAIN`].
+    Chain(u32),
+}
+
+/// The longest chain of middle boxes.
+pub const MAX_CHAIN: u32 = 4;
+// the layout has room for the rings and kick ports of the longest chain and of path.b
+const _: () = assert!(MAX_CHAIN + 1 <= 6 && crate::worker::child::MAX_EXTRA_FDS as u32 >= MAX_CHAIN + 1);
+
+impl Topology {
+    fn of(name: &str, point: &Point) -> Result<Topology, ProbeError> {
+        match name {
+            "path.b" => Ok(Topology::B),
+            "path.chain" => match point.get("length").unwrap_or("1").parse::<u32>() {
+                Ok(n) if (1..=MAX_CHAIN).contains(&n) => Ok(Topology::Chain(n)),
+                _ => Err(ProbeError::Failed(format!(
+                    "path.chain: length must be 1..={MAX_CHAIN} middle boxes, got {}",
+                    point.get("length").unwrap_or("")
+                ))),
+            },
+            _ => Ok(Topology::A),
+        }
+    }
+    pub fn middle_boxes(self) -> u32 {
+        match self {
+            Topology::A => 0,
+            Topology::B => 1,
+            Topology::Chain(n) => n,
+        }
+    }
+    /// Rings in the shared memfd (path.b: VM1 -> switch, switch -> VM2, switch -> VM1,
+    /// VM2 -> switch).
+    pub fn rings(self) -> u32 {
+        match self {
+            Topology::A => 1,
+            Topology::B => 4,
+            Topology::Chain(n) => n + 1,
+        }
+    }
+    /// The ring the sink takes frames from.
+    pub fn sink_ring(self) -> u32 {
+        match self {
+            Topology::A => 0,
+            Topology::B => 1,
+            Topology::Chain(n) => n,
+        }
+    }
+}
+
+/// Where ring k and its control lines sit in the shared memfd, and how large it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SharedPlan {
+    pub rings: u32,
+    pub ctrl_base: u64,
+    pub barrier: u64,
+    pub size: u64,
+}
+
+const RING_STRIDE: u64 = 1 << 20;
+/// The kick port of ring k's producer is KICK_BASE + k (clear of the done and error ports).
+const KICK_BASE: u16 = 0xe0;
+
+const _: () = {
+    assert!(packet_ring::layout::DEFAULT_REGION_SIZE as u64 <= RING_STRIDE);
+    assert!(KICK_BASE as u32 + 2 * MAX_CHAIN + 4 < crate::abi::port::DONE as u32);
+};
+
+impl SharedPlan {
+    pub fn new(rings: u32) -> SharedPlan {
+        let ctrl_base = u64::from(rings) * RING_STRIDE;
+        let barrier = ctrl_base + 4096;
+        let size = (barrier + 4096).div_ceil(2 << 20) * (2 << 20);
+        SharedPlan { rings, ctrl_base, barrier, size }
+    }
+    pub fn ring(&self, k: u32) -> u64 {
+        u64::from(k) * RING_STRIDE
+    }
+    pub fn ctrl(&self, k: u32) -> u64 {
+        self.ctrl_base + u64::from(k) * ctrl::SIZE
+    }
+}
+
+/// The notification the roles run with: on path.b and path.chain, polling that needs
+/// more CPUs than are free falls back to hybrid (the boxes and the sink halt when idle),
+/// so that three or more busy vCPUs on two CPUs never livelock. Returns the mode and why
+/// it changed, if it did.
+pub fn effective_notify(topo: Topology, asked: Notify, free: usize) -> (Notify, Option<String>) {
+    let busy = busy_vcpus(topo, asked);
+    if topo != Topology::A && asked == Notify::Poll && busy > free {
+        let why = format!(
+            "oversubscribed: notify=poll keeps {busy} vCPUs busy but {free} CPU(s) were free: ran as notify=hybrid (the \
+             middle boxes and the sink halt when idle, the generator kicks them)"
+        );
+        return (Notify::Hybrid, Some(why));
+    }
+    (asked, None)
+}
+
+/// vCPUs that never halt: the generator, and with polling every other VM too.
+pub fn busy_vcpus(topo: Topology, notify: Notify) -> usize {
+    if notify == Notify::Poll {
+        2 + topo.middle_boxes() as usize
+    } else {
+        1
+    }
+}
+
+/// The host CPU of each VM in order (generator, middle boxes, sink): the budget's first
+/// CPU for the generator, its second for the sink, the other usable CPUs for the middle
+/// boxes in turn, or the sink's CPU when there are none.
+fn placement(budget: &Budget, middle: u32) -> Vec<Option<usize>> {
+    let (c0, c1) = (budget.cpu(0), budget.cpu(1));
+    let others: Vec<usize> =
+        probe_api::cpu::allowed_cpus().into_iter().filter(|c| Some(*c) != c0 && Some(*c) != c1).collect();
+    let mut v = vec![c0];
+    for i in 0..middle as usize {
+        v.push(if others.is_empty() { c1 } else { Some(others[i % others.len()]) });
+    }
+    v.push(c1);
+    v
+}
+
 fn run(p: &VmProbe, point: &Point, budget: &Budget) -> Result<Samples, ProbeError> {
+    let name = p.name;
+    let topo = Topology::of(name, point)?;
     let params = PathParams::parse(point)?;
     if let Support::Unsupported(r) = point_support(params.notify) {
         return Err(ProbeError::Unsupported(r));
     }
-    let notify = params.notify.expect("mwait is unsupported above");
+    let asked = params.notify.expect("mwait is unsupported above");
     if budget.method != Method::PerOp {
         return Err(ProbeError::Failed(format!(
-            "{NAME}: a trial has no batched method; {} requested",
+            "{name}: a trial has no batched method; {} requested",
             budget.method.label()
         )));
     }
-    let cpus = [budget.cpu(0), budget.cpu(1)];
-    if let [Some(a), Some(b)] = cpus {
+    if let [Some(a), Some(b)] = [budget.cpu(0), budget.cpu(1)] {
         if a == b {
             return Err(ProbeError::Failed(format!(
-                "{NAME}: the two VMs' vCPUs need two distinct CPUs, got {a} twice"
+                "{name}: the generator's and the sink's vCPUs need two distinct CPUs, got {a} twice"
             )));
         }
     }
+    // before the workers exist: their own threads are not "other" load
+    let free_at_start = probe_api::cpu::free_cpus();
+    let (notify, fallback) = effective_notify(topo, asked, free_at_start);
+    debug_assert!(notify == asked || fallback.is_some());
     let trial = budget.duration.unwrap_or(MAX_TRIAL);
     let packets = budget.iterations;
     let stride = (expected_packets(&params, packets, trial) / MAX_LATENCY_SAMPLES).max(1).next_power_of_two();
 
-    let shm = SharedMemory::new(SHARED_SIZE)?;
+    let plan = SharedPlan::new(topo.rings());
+    let shm = SharedMemory::new(plan.size as usize)?;
     let ring = Layout::new(packet_ring::layout::DEFAULT_SLOTS).map_err(|e| ProbeError::Failed(e.into()))?;
-    // SAFETY: the memfd mapping is fresh, page aligned and larger than the ring; it
-    // outlives the workers, which the group reaps before `shm` is dropped.
-    unsafe { RingView::init(shm.host_addr(), CTRL_OFFSET as usize, ring) }
-        .map_err(|e| ProbeError::Failed(e.to_string()))?;
-    let end = PathEnd {
-        ring_gpa: layout::SHARED_GPA,
-        ctrl_gpa: layout::SHARED_GPA + CTRL_OFFSET,
+    for k in 0..plan.rings {
+        // SAFETY: ring k's slice of the fresh memfd mapping is page aligned, RING_STRIDE
+        // long (at least the ring's size) and used by no other ring; the mapping outlives
+        // the workers, which the group reaps before `shm` is dropped.
+        unsafe { RingView::init(shm.host_addr().add(plan.ring(k) as usize), RING_STRIDE as usize, ring) }
+            .map_err(|e| ProbeError::Failed(e.to_string()))?;
+    }
+    if topo == Topology::B {
+        // the switch's input from VM2 has no producer in this direction: done from the start
+        shm.atomic((plan.ctrl(3) + ctrl::DONE) as usize).store(1, std::sync::atomic::Ordering::SeqCst);
+    }
+    let gpa = |off: u64| layout::SHARED_GPA + off;
+    let end = |k: u32| PathEnd {
+        ring_gpa: gpa(plan.ring(k)),
+        ctrl_gpa: gpa(plan.ctrl(k)),
         slots: ring.slots,
         batch: params.batch,
         size: Size::from(params.size),
         notify,
-        kick_port: KICK_PORT,
+        kick_port: KICK_BASE + k as u16,
         poll_ns: params.poll_us * 1000,
         limit: packets,
         duration_ns: trial.as_nanos() as u64,
@@ -204,53 +395,125 @@ fn run(p: &VmProbe, point: &Point, budget: &Budget) -> Result<Samples, ProbeErro
         zero_copy: params.copy == CopyMode::ZeroCopy,
         mark_ns: MARK.as_nanos() as u64,
         sink_delay_ns: params.sink_delay_us * 1000,
+        eventfd: k as usize,
     };
-    let eventfd = vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK)
-        .map_err(|e| ProbeError::io("eventfd for the path's wake-ups", e))?;
-    // SAFETY: the eventfd lives until the end of this function, after the group that
-    // sends it to the workers was reaped.
-    let evt_fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(std::os::fd::AsRawFd::as_raw_fd(&eventfd)) };
-    let extra = if notify.sink_sleeps() { vec![evt_fd] } else { vec![] };
+    let input = |k: u32| Some((gpa(plan.ring(k)), gpa(plan.ctrl(k)), k as usize));
+    let output = |k: u32| Some((gpa(plan.ring(k)), gpa(plan.ctrl(k)), KICK_BASE + k as u16, k as usize));
+    let fwd = |ports: Vec<FwdPort>| FwdSpec {
+        ports,
+        slots: ring.slots,
+        batch: params.batch,
+        notify,
+        poll_ns: params.poll_us * 1000,
+        stride,
+        max_samples: MAX_LATENCY_SAMPLES,
+        src_mac: frame::SRC_MAC,
+    };
+    let cpus = placement(budget, topo.middle_boxes());
+    let spec = |who: String, cpu, role| WorkerSpec { name: who, cpu, role, stops_when_done: vec![], deadline: None };
+    let mut specs = vec![spec("VM1 (generator)".into(), cpus[0], Role::PathGen(Box::new(end(0))))];
+    match topo {
+        Topology::A => {}
+        Topology::B => specs.push(spec(
+            "VM0 (switch)".into(),
+            cpus[1],
+            Role::PathFwd(Box::new(fwd(vec![
+                FwdPort { input: input(0), output: output(2), mac: frame::SRC_MAC },
+                FwdPort { input: input(3), output: output(1), mac: frame::DST_MAC },
+            ]))),
+        )),
+        Topology::Chain(n) => {
+            for i in 0..n {
+                specs.push(spec(
+                    format!("MB{} (middle box)", i + 1),
+                    cpus[1 + i as usize],
+                    Role::PathFwd(Box::new(fwd(vec![FwdPort {
+                        input: input(i),
+                        output: output(i + 1),
+                        mac: frame::DST_MAC,
+                    }]))),
+                ));
+            }
+        }
+    }
+    specs.push(spec(
+        "VM2 (sink)".into(),
+        *cpus.last().expect("a sink CPU"),
+        Role::PathSink(Box::new(end(topo.sink_ring()))),
+    ));
+    let eventfds: Vec<vmm_sys_util::eventfd::EventFd> = if notify.sink_sleeps() {
+        (0..plan.rings)
+            .map(|_| vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK))
+            .collect::<Result<_, _>>()
+            .map_err(|e| ProbeError::io("eventfds for the path's wake-ups", e))?
+    } else {
+        Vec::new()
+    };
+    let extra: Vec<std::os::fd::BorrowedFd<'_>> = eventfds
+        .iter()
+        // SAFETY: the eventfds live until the end of this function, after the group that
+        // sends them to the workers was reaped.
+        .map(|e| unsafe { std::os::fd::BorrowedFd::borrow_raw(std::os::fd::AsRawFd::as_raw_fd(e)) })
+        .collect();
     // The group's deadline: the trial, the VMs' set-up and the drain, within the timeout.
     let deadline = Instant::now() + budget.timeout.min(trial + Duration::from_secs(30));
-    let spec =
-        |who: &str, cpu, role| WorkerSpec { name: who.into(), cpu, role, stops_when_done: vec![], deadline: None };
-    let specs = vec![
-        spec("VM1 (generator)", cpus[0], Role::PathGen(Box::new(end.clone()))),
-        spec("VM2 (sink)", cpus[1], Role::PathSink(Box::new(end))),
-    ];
     let shared = [Shared { memory: &shm, slot: 1, gpa: layout::SHARED_GPA }];
-    // before the workers exist: their own threads are not "other" load
-    let free_at_start = probe_api::cpu::free_cpus();
-    let mut group = Group::spawn_with_fds(NAME, &shared, &extra, BARRIER_OFFSET, specs, deadline)?;
+    let mut group = Group::spawn_with_fds(name, &shared, &extra, plan.barrier, specs, deadline)?;
     let pids = group.pids();
-    let mut reports = group.supervise(&|| budget.stop.is_requested())?;
+    let reports = group.supervise(&|| budget.stop.is_requested())?;
     drop(group);
-    let (sink, gen) = (reports.remove(1), reports.remove(0));
-    assemble(p, &params, notify, stride, &gen, &sink, cpus, &pids, free_at_start)
+    let ctx = Trial { topo, params, notify, fallback, stride, cpus, pids, free_at_start, plan };
+    assemble(p, &ctx, &reports)
 }
 
 fn word(r: &Report, name: &str) -> u64 {
     r.path.get(name).copied().unwrap_or(0)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn assemble(
-    p: &VmProbe,
-    params: &PathParams,
+/// What a trial was, for its row.
+struct Trial {
+    topo: Topology,
+    params: PathParams,
     notify: Notify,
+    fallback: Option<String>,
     stride: u64,
-    gen: &Report,
-    sink: &Report,
-    cpus: [Option<usize>; 2],
-    pids: &[i32],
+    cpus: Vec<Option<usize>>,
+    pids: Vec<i32>,
     free_at_start: usize,
-) -> Result<Samples, ProbeError> {
+    plan: SharedPlan,
+}
+
+/// Frames a middle box dropped (full output, unknown destination, bad descriptor).
+fn box_drops(r: &Report) -> u64 {
+    r.path
+        .iter()
+        .filter(|(k, _)| {
+            k.starts_with("PORT")
+                && (k.ends_with("_DROP_FULL") || k.ends_with("_DROP_UNKNOWN") || k.ends_with("_CORRUPT"))
+        })
+        .map(|(_, v)| *v)
+        .sum()
+}
+
+fn box_sum(r: &Report, suffix: &str) -> u64 {
+    r.path.iter().filter(|(k, _)| k.starts_with("PORT") && k.ends_with(suffix)).map(|(_, v)| *v).sum()
+}
+
+fn percentile(v: &[u64], q: f64) -> Option<u64> {
+    let mut s = v.to_vec();
+    s.sort_unstable();
+    (!s.is_empty()).then(|| s[((s.len() as f64 * q) as usize).min(s.len() - 1)])
+}
+
+fn assemble(p: &VmProbe, t: &Trial, reports: &[Report]) -> Result<Samples, ProbeError> {
     let name = p.name;
-    if word(sink, "ERROR") != 0 {
+    let (gen, sink) = (&reports[0], &reports[reports.len() - 1]);
+    let hops = &reports[1..reports.len() - 1];
+    let notify = t.notify;
+    if word(sink, "ERROR") != 0 || hops.iter().any(|h| word(h, "ERROR") != 0) {
         return Err(invalid(
             name,
-            "the sink saw the producer index more than a ring ahead of its own: the ring protocol broke",
+            "a consumer saw its producer's index more than a ring ahead: the ring protocol broke",
         ));
     }
     let tsc_khz = gen.prepared.tsc_khz;
@@ -260,19 +523,26 @@ fn assemble(
     let delta = off_s - off_g;
     let bracket = (w_g + w_s) as i64;
     let correct = delta.abs() > bracket.max(1);
-    let (sent, dropped) = (word(gen, "SENT"), word(gen, "DROPPED"));
+    let (sent, gen_dropped) = (word(gen, "SENT"), word(gen, "DROPPED"));
+    let hop_drops: u64 = hops.iter().map(box_drops).sum();
     let received = word(sink, "RECEIVED");
-    // Every packet that entered the ring got the next sequence number; a drained sink that
-    // saw no corrupted frame expects exactly the number after the last one.
-    if word(sink, "CORRUPTED") == 0 && word(sink, "NEXT_SEQ") != sent.saturating_sub(dropped) {
-        return Err(invalid(
-            name,
-            format!(
-                "{} packets entered the ring but the sink expects sequence number {} next",
-                sent.saturating_sub(dropped),
-                word(sink, "NEXT_SEQ")
-            ),
-        ));
+    let entered = sent.saturating_sub(gen_dropped);
+    // Every packet that entered the first ring got the next sequence number, and every
+    // middle box either forwarded it or dropped and counted it. A drained sink that saw no
+    // corrupted frame has seen gaps (LOST) plus a tail (entered - NEXT_SEQ) adding up to
+    // exactly the boxes' drops: anything else is a packet a ring lost.
+    if word(sink, "CORRUPTED") == 0 {
+        let unseen = word(sink, "LOST") + entered.saturating_sub(word(sink, "NEXT_SEQ"));
+        if unseen != hop_drops || word(sink, "NEXT_SEQ") > entered {
+            return Err(invalid(
+                name,
+                format!(
+                    "{entered} packets entered the first ring, the middle boxes dropped {hop_drops}, but the sink missed \
+                     {unseen} and expects sequence number {} next: a ring lost or invented packets",
+                    word(sink, "NEXT_SEQ")
+                ),
+            ));
+        }
     }
     let start = to_host(word(gen, "T_FIRST"), off_g);
     let end = to_host(word(sink, "T_LAST"), off_s);
@@ -281,55 +551,124 @@ fn assemble(
     let marks_mpps: Vec<f64> =
         sink.marks.windows(2).map(|w| w[1].saturating_sub(w[0]) as f64 / MARK.as_secs_f64() / 1e6).collect();
     let polls = word(sink, "POLLS");
-    let t = Throughput {
+    let tp = Throughput {
         sent,
         received,
-        dropped,
+        dropped: gen_dropped + hop_drops,
         lost: word(sink, "LOST"),
         duplicated: word(sink, "DUPLICATED"),
         reordered: word(sink, "REORDERED"),
         corrupted: word(sink, "CORRUPTED"),
-        offered_mpps: match params.rate {
+        offered_mpps: match t.params.rate {
             Rate::Max => None,
             Rate::Mpps(m) => Some(m),
         },
         duration_s,
-        frame_bytes: params.size.mean_len(),
+        frame_bytes: t.params.size.mean_len(),
         tx_cycles_per_packet: (sent > 0).then(|| busy(gen) as f64 / sent as f64),
         rx_cycles_per_packet: (received > 0).then(|| busy(sink) as f64 / received as f64),
         empty_poll_share: (polls > 0).then(|| word(sink, "EMPTY_POLLS") as f64 / polls as f64),
         interval_mpps: marks_mpps,
     };
-    let lat: Vec<u64> = if correct {
-        sink.samples.iter().map(|&l| (l as i64 - delta).max(0) as u64).collect()
-    } else {
-        sink.samples.clone()
+    // a guest TSC reading of VM `r` minus one of VM1, in true cycles
+    let corrected = |r: &Report, v: &[u64]| -> Vec<u64> {
+        let d = r.tsc_offset.map_or(0, |o| o.0) - off_g;
+        if d.abs() > bracket.max(1) {
+            v.iter().map(|&l| (l as i64 - d).max(0) as u64).collect()
+        } else {
+            v.to_vec()
+        }
     };
+    let lat = corrected(sink, &sink.samples);
     let mut s = Samples::new(
-        lat,
+        lat.clone(),
         Method::PerOp,
         0,
         "guest rdtsc: send stamp in the frame (VM1) -> sink rdtsc (VM2), cross-VM and cross-CPU",
     );
     s.tsc_khz = Some(tsc_khz);
-    s.metrics.push(Metric::new("latency_stride", stride as f64, "frames per sample"));
+    let ns = |c: u64| c as f64 / hz * 1e9;
+    s.metrics.push(Metric::new("latency_stride", t.stride as f64, "frames per sample"));
     s.metrics.push(Metric::new("publications_tx", word(gen, "PUBLICATIONS") as f64, "index stores"));
     s.metrics.push(Metric::new("kicks_tx", word(gen, "KICKS") as f64, "kicks"));
-    s.metrics.push(Metric::new("vmm_signals", word(gen, "VMM_SIGNALS") as f64, "eventfd writes"));
+    s.metrics.push(Metric::new(
+        "vmm_signals",
+        reports.iter().map(|r| word(r, "VMM_SIGNALS")).sum::<u64>() as f64,
+        "eventfd writes",
+    ));
     s.metrics.push(Metric::new("sink_halts", word(sink, "SLEEPS") as f64, "hlt"));
     s.metrics.push(Metric::new("sink_wakes", word(sink, "WAKES") as f64, "interrupts"));
-    let sink_span = word(sink, "T_LAST").saturating_sub(word(sink, "T_FIRST"));
-    if sink_span > 0 {
-        s.metrics.push(Metric::new("rx_busy_share", busy(sink) as f64 / sink_span as f64, "of the sink's time"));
+    s.metrics.push(Metric::new("dropped_tx", gen_dropped as f64, "packets"));
+    let span = |r: &Report| word(r, "T_LAST").saturating_sub(word(r, "T_FIRST"));
+    if span(sink) > 0 {
+        s.metrics.push(Metric::new("rx_busy_share", busy(sink) as f64 / span(sink) as f64, "of the sink's time"));
         // what the sink's vCPU took of its CPU: all but the time it sat in HLT
-        let halted = word(sink, "HALTED") as f64 / sink_span as f64;
+        let halted = word(sink, "HALTED") as f64 / span(sink) as f64;
         s.metrics.push(Metric::new("rx_vcpu_cpu_share", (1.0 - halted).max(0.0), "of the sink's time"));
+    }
+    let mut prev_p50 = 0.0;
+    for (i, h) in hops.iter().enumerate() {
+        let k = i + 1;
+        let tx = box_sum(h, "_TX");
+        s.metrics.push(Metric::new(&format!("hop{k}_rx"), box_sum(h, "_RX") as f64, "packets"));
+        s.metrics.push(Metric::new(&format!("hop{k}_tx"), tx as f64, "packets"));
+        s.metrics.push(Metric::new(&format!("hop{k}_drop_full"), box_sum(h, "_DROP_FULL") as f64, "packets"));
+        s.metrics.push(Metric::new(&format!("hop{k}_drop_unknown"), box_sum(h, "_DROP_UNKNOWN") as f64, "packets"));
+        if duration_s > 0.0 {
+            s.metrics.push(Metric::new(&format!("hop{k}_mpps"), tx as f64 / duration_s / 1e6, "Mpps"));
+        }
+        if tx > 0 {
+            s.metrics.push(Metric::new(&format!("hop{k}_cycles_per_packet"), busy(h) as f64 / tx as f64, "cycles"));
+        }
+        if span(h) > 0 {
+            let halted = word(h, "HALTED") as f64 / span(h) as f64;
+            s.metrics.push(Metric::new(&format!("hop{k}_vcpu_cpu_share"), (1.0 - halted).max(0.0), "of its time"));
+        }
+        let cum = corrected(h, &h.samples);
+        if let (Some(p50), Some(p99)) = (percentile(&cum, 0.5), percentile(&cum, 0.99)) {
+            s.metrics.push(Metric::new(&format!("hop{k}_cum_p50_ns"), ns(p50), "ns"));
+            s.metrics.push(Metric::new(&format!("hop{k}_cum_p99_ns"), ns(p99), "ns"));
+            s.metrics.push(Metric::new(&format!("hop{k}_p50_ns"), ns(p50) - prev_p50, "ns"));
+            prev_p50 = ns(p50);
+        }
+    }
+    if !hops.is_empty() {
+        if let Some(p50) = percentile(&lat, 0.5) {
+            s.metrics.push(Metric::new("last_hop_p50_ns", ns(p50) - prev_p50, "ns"));
+        }
+        if t.topo == Topology::B {
+            for (key, v) in &hops[0].path {
+                if key.starts_with("PORT") && !key.ends_with("IN_DONE") {
+                    s.metrics.push(Metric::new(&format!("switch_{}", key.to_lowercase()), *v as f64, "packets"));
+                }
+            }
+        }
     }
     s.metrics.push(Metric::new("tsc_offset_delta", delta as f64, "cycles"));
     let mut exits_total = 0u64;
     let mut exits_known = true;
-    for (who, tag, r) in [("VM1's vCPU", "tx", gen), ("VM2's vCPU", "rx", sink)] {
-        push_exit_stats(&mut s, who, tag, &(r.kvm_before.clone(), r.kvm_after.clone()));
+    let who = |i: usize| -> String {
+        if i == 0 {
+            "VM1's vCPU (generator)".into()
+        } else if i == reports.len() - 1 {
+            "VM2's vCPU (sink)".into()
+        } else if t.topo == Topology::B {
+            "VM0's vCPU (switch)".into()
+        } else {
+            format!("MB{i}'s vCPU")
+        }
+    };
+    let tag = |i: usize| -> String {
+        if i == 0 {
+            "tx".into()
+        } else if i == reports.len() - 1 {
+            "rx".into()
+        } else {
+            format!("hop{i}")
+        }
+    };
+    for (i, r) in reports.iter().enumerate() {
+        push_exit_stats(&mut s, &who(i), &tag(i), &(r.kvm_before.clone(), r.kvm_after.clone()));
         match (&r.kvm_before, &r.kvm_after) {
             (Some(b), Some(a)) => {
                 let d = vmm::kvmstats::delta(b, a, &EXIT_COUNTERS);
@@ -347,36 +686,70 @@ fn assemble(
     let userspace = |r: &Report| r.exits.userspace - r.exits.done;
     s.metrics.push(Metric::new("userspace_exits_tx", userspace(gen) as f64, "exits"));
     s.metrics.push(Metric::new("userspace_exits_rx", userspace(sink) as f64, "exits"));
-    if notify != Notify::Exit && userspace(gen) + userspace(sink) > 0 {
-        return Err(invalid(
-            name,
-            format!(
-                "notify={} must not exit to userspace, but VM1 had {} and VM2 {} exits beyond their done port",
-                notify.label(),
-                userspace(gen),
-                userspace(sink)
-            ),
-        ));
+    for (i, h) in hops.iter().enumerate() {
+        s.metrics.push(Metric::new(&format!("userspace_exits_hop{}", i + 1), userspace(h) as f64, "exits"));
     }
+    if notify != Notify::Exit {
+        if let Some((i, r)) = reports.iter().enumerate().find(|(_, r)| userspace(r) > 0) {
+            return Err(invalid(
+                name,
+                format!(
+                    "notify={} must not exit to userspace, but {} had {} exits beyond its done port",
+                    notify.label(),
+                    who(i),
+                    userspace(r)
+                ),
+            ));
+        }
+    }
+    let placed: Vec<String> = (0..reports.len())
+        .map(|i| {
+            format!(
+                "{} pid {} on {}",
+                who(i).trim_end_matches("'s vCPU"),
+                t.pids.get(i).copied().unwrap_or(0),
+                t.cpus.get(i).copied().flatten().map_or("any CPU".into(), |c| format!("CPU {c}"))
+            )
+        })
+        .collect();
     s.notes.push(format!(
-        "two VMs in two worker processes (pids {} and {}), one vCPU each (VM1 generator on {}, VM2 sink on {}); memslot 1 \
-         of both maps one {} MiB memfd: a ring of {} slots x {} B at +0, control lines at {:#x}; notify={}{}",
-        pids.first().copied().unwrap_or(0),
-        pids.get(1).copied().unwrap_or(0),
-        cpus[0].map_or("any CPU".into(), |c| format!("CPU {c}")),
-        cpus[1].map_or("any CPU".into(), |c| format!("CPU {c}")),
-        SHARED_SIZE >> 20,
+        "{} VMs in {} worker processes, one vCPU each: {}; memslot 1 of every VM maps one {} MiB memfd holding {} ring(s) of \
+         {} slots x {} B (ring k at k MiB, control lines at {:#x}); notify={}{}",
+        reports.len(),
+        reports.len(),
+        placed.join(", "),
+        t.plan.size >> 20,
+        t.plan.rings,
         packet_ring::layout::DEFAULT_SLOTS,
         packet_ring::layout::BUF_SIZE,
-        CTRL_OFFSET,
+        t.plan.ctrl_base,
         notify.label(),
-        if notify == Notify::Hybrid { format!(" (the sink polls {} us before it halts)", params.poll_us) } else { String::new() }
+        if notify == Notify::Hybrid {
+            format!(" (an idle consumer polls {} us before it halts)", t.params.poll_us)
+        } else {
+            String::new()
+        }
     ));
+    if !hops.is_empty() {
+        s.notes.push(
+            "middle boxes copy every frame into the next ring (a box that passed descriptors into a shared pool would expose \
+             one VM's buffers to the next, so the trust model allows copying only) and write the source MAC (their header \
+             touch; the value is the path's source address, so the sink's byte-exact check still holds); a full output \
+             ring drops the frame at that box, counted in dropped and in hopK_drop_full, and never blocks its input; \
+             every VM maps the whole memfd here (a deployment maps each ring into its two VMs only)"
+                .into(),
+        );
+    }
     s.notes.push(format!(
-        "backend {}; native execution verified: VM1 {:.2}, VM2 {:.2} cycles per dec;jnz iteration",
+        "backend {}; native execution verified: {}",
         vmm::host().backend()?.name(),
-        gen.prepared.cycles_per_iter,
-        sink.prepared.cycles_per_iter
+        reports
+            .iter()
+            .enumerate()
+            .map(|(i, r)| format!("{} {:.2}", tag(i), r.prepared.cycles_per_iter))
+            .collect::<Vec<_>>()
+            .join(", ")
+            + " cycles per dec;jnz iteration"
     ));
     s.notes.push(format!(
         "TSC check: guest minus host TSC is {off_g} cycles in VM1 (+-{w_g}) and {off_s} in VM2 (+-{w_s}); difference \
@@ -391,17 +764,23 @@ fn assemble(
     if word(sink, "NEGATIVE") > 0 {
         s.notes.push(format!("{} receive stamps were below their send stamps: recorded as 0", word(sink, "NEGATIVE")));
     }
-    let busy_vcpus = if notify == Notify::Poll { 2 } else { 1 };
-    s.metrics.push(Metric::new("free_cpus", free_at_start as f64, "CPUs"));
+    let busy_vcpus = busy_vcpus(t.topo, notify);
+    let vcpus = reports.len();
+    s.metrics.push(Metric::new("free_cpus", t.free_at_start as f64, "CPUs"));
     s.metrics.push(Metric::new("busy_vcpus", busy_vcpus as f64, "vCPUs"));
-    if busy_vcpus > free_at_start {
+    s.metrics.push(Metric::new("oversubscribed", f64::from(u8::from(vcpus > t.free_at_start)), "flag"));
+    if let Some(why) = &t.fallback {
+        s.notes.push(why.clone());
+    } else if vcpus > t.free_at_start {
         s.notes.push(format!(
-            "oversubscribed: {busy_vcpus} vCPU(s) always busy in this mode, {free_at_start} CPU(s) free when the trial \
-             started ({} usable, the rest taken by other runnable threads): the figures include waiting for a CPU",
+            "oversubscribed: {vcpus} vCPUs ({busy_vcpus} never halting in this mode) on {} CPU(s) free when the trial \
+             started ({} usable, the rest taken by other runnable threads): vCPUs wait for a CPU, and a flood keeps \
+             every one of them busy",
+            t.free_at_start,
             probe_api::cpu::allowed_cpus().len()
         ));
     }
-    s.throughput = Some(t);
+    s.throughput = Some(tp);
     Ok(s)
 }
 

@@ -138,12 +138,24 @@ fn msi_address(dest: u32) -> u32 {
 
 /// KVM_SET_GSI_ROUTING with one MSI route: `gsi` -> fixed `vector` at APIC id `dest`.
 pub fn route_msi(vm: &Vm, gsi: u32, dest: u32, vector: u8) -> Result<(), VmmError> {
-    let mut e = kvm_irq_routing_entry { gsi, type_: KVM_IRQ_ROUTING_MSI, ..Default::default() };
-    e.u.msi.address_lo = msi_address(dest);
-    e.u.msi.address_hi = 0;
-    e.u.msi.data = u32::from(vector);
-    let r =
-        KvmIrqRouting::from_entries(&[e]).map_err(|e| VmmError::setup(vm.label(), format!("routing table: {e:?}")))?;
+    route_msis(vm, &[gsi], dest, vector)
+}
+
+/// KVM_SET_GSI_ROUTING with one MSI route per GSI, all to fixed `vector` at APIC id
+/// `dest` (the call replaces the whole table, so every route goes in at once).
+pub fn route_msis(vm: &Vm, gsis: &[u32], dest: u32, vector: u8) -> Result<(), VmmError> {
+    let entries: Vec<kvm_irq_routing_entry> = gsis
+        .iter()
+        .map(|&gsi| {
+            let mut e = kvm_irq_routing_entry { gsi, type_: KVM_IRQ_ROUTING_MSI, ..Default::default() };
+            e.u.msi.address_lo = msi_address(dest);
+            e.u.msi.address_hi = 0;
+            e.u.msi.data = u32::from(vector);
+            e
+        })
+        .collect();
+    let r = KvmIrqRouting::from_entries(&entries)
+        .map_err(|e| VmmError::setup(vm.label(), format!("routing table: {e:?}")))?;
     vm.fd()
         .set_gsi_routing(&r)
         .map_err(|e| VmmError::Unsupported(format!("KVM_SET_GSI_ROUTING (MSI route) refused: {e}")))

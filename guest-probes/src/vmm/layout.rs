@@ -91,6 +91,9 @@ const _: () = {
         assert!(p::TEMPLATES + p::MAX_TEMPLATES * p::TEMPLATE_STRIDE <= p::MARKS);
         assert!(p::MARKS + p::MAX_MARKS * 8 <= PATH_BLOCK_SIZE);
         assert!(p::SEQ_WINDOW == packet_ring::traffic::SEQ_WINDOW);
+        use crate::abi::fwd as f;
+        assert!(f::S_HLT_T + 8 <= f::PORTS && f::P_IN_DONE + 8 <= f::PORT_SIZE);
+        assert!(f::PORTS + f::MAX_PORTS * f::PORT_SIZE <= PATH_BLOCK_SIZE);
     }
     assert!(mem_size(2) == MEM_SIZE);
     assert!(mem_size(MAX_VCPUS) as u64 <= SHARED_GPA);

@@ -18,7 +18,7 @@ use crate::vmm::{kvmstats, native, Backing, Handled, SharedMemory, Vcpu, Vm, Vmm
 /// The fd number the parent puts the control socket on before exec.
 pub const CONTROL_FD: RawFd = 3;
 /// Extra fds (eventfds) a job may carry beside its shared regions'.
-pub const MAX_EXTRA_FDS: usize = 4;
+pub const MAX_EXTRA_FDS: usize = 8;
 
 /// Runs the worker whose control socket is [`CONTROL_FD`]; returns the exit status.
 pub fn serve() -> i32 {
@@ -133,8 +133,8 @@ fn run(job: &Job, mut fds: Vec<OwnedFd>, sock: UnixStream) -> Result<Report, Vmm
         setup: vcpu.setup().to_string(),
     };
     let tsc_offset = match &job.role {
-        Role::PathGen(end) | Role::PathSink(end) => {
-            path::write_block(&vcpu, end, tsc_khz)?;
+        Role::PathGen(_) | Role::PathSink(_) | Role::PathFwd(_) => {
+            path::write_block(&vcpu, &job.role, tsc_khz)?;
             Some(crate::vmm::irqchip::tsc_offset(&vcpu)?)
         }
         _ => None,
@@ -146,9 +146,8 @@ fn run(job: &Job, mut fds: Vec<OwnedFd>, sock: UnixStream) -> Result<Report, Vmm
     vcpu.stats.reset();
     let kvm_before = kvmstats::vcpu_stats(vcpu.fd()).ok();
     let (samples, chunks, path_counters, marks) = match &job.role {
-        Role::PathGen(end) | Role::PathSink(end) => {
-            let ctrl = path::ctrl_word(&regions, &job.shared, end)?;
-            let r = path::run(&mut vcpu, &job.role, &wiring, ctrl, deadline)?;
+        Role::PathGen(_) | Role::PathSink(_) | Role::PathFwd(_) => {
+            let r = path::run(&mut vcpu, &job.role, &wiring, &regions, &job.shared, deadline)?;
             (r.samples, 1, r.counters, r.marks)
         }
         role => {
@@ -252,7 +251,9 @@ fn run_role(vcpu: &mut Vcpu, role: &Role, deadline: Instant) -> Result<(Vec<u64>
             run_entry(vcpu, &HangLoop {}, deadline)?;
             Ok((Vec::new(), 1))
         }
-        Role::PathGen(_) | Role::PathSink(_) => Err(VmmError::setup(vcpu.label(), "path roles run in worker::path")),
+        Role::PathGen(_) | Role::PathSink(_) | Role::PathFwd(_) => {
+            Err(VmmError::setup(vcpu.label(), "path roles run in worker::path"))
+        }
     }
 }
 

@@ -18,89 +18,130 @@ use std::time::Instant;
 use kvm_ioctls::{IoEventAddress, NoDatamatch};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::path_block::{self, Notify, PathEnd};
+use super::path_block::{self, Notify};
 use super::proto::{Role, SharedSpec};
 use crate::abi::{ctrl, path as p};
-use crate::payloads::args::{PathGen, PathSink};
+use crate::payloads::args::{PathFwd, PathGen, PathSink};
 use crate::vmm::{irqchip, layout, Exit, Handled, SharedMemory, Vcpu, Vm, VmmError};
 
-/// The GSI of the sink's irqfd.
-const SINK_GSI: u32 = 1;
+/// The first GSI of the irqfds (one per ring the VM takes frames from).
+const FIRST_GSI: u32 = 1;
+
+/// A ring this VM produces into: its kick port, its consumer's eventfd (index), and its
+/// control lines (the exit mode's VMM reads SLEEP there).
+#[derive(Clone, Copy, Debug)]
+struct Kick {
+    port: u16,
+    eventfd: usize,
+    ctrl_gpa: u64,
+}
 
 /// What a role's VM was wired with.
 pub(super) struct Wiring {
     notify: Option<Notify>,
-    sink: bool,
-    kick_port: u16,
-    eventfd: Option<EventFd>,
+    /// Eventfds (indices) that wake this VM: one irqfd each.
+    wakes: Vec<usize>,
+    kicks: Vec<Kick>,
+    eventfds: Vec<EventFd>,
+}
+
+fn role_wiring(role: &Role) -> Option<(Notify, Vec<usize>, Vec<Kick>)> {
+    match role {
+        Role::PathGen(e) => {
+            Some((e.notify, vec![], vec![Kick { port: e.kick_port, eventfd: e.eventfd, ctrl_gpa: e.ctrl_gpa }]))
+        }
+        Role::PathSink(e) => Some((e.notify, vec![e.eventfd], vec![])),
+        Role::PathFwd(f) => Some((
+            f.notify,
+            f.ports.iter().filter_map(|p| p.input.map(|i| i.2)).collect(),
+            f.ports
+                .iter()
+                .filter_map(|p| p.output.map(|(_, ctrl_gpa, port, eventfd)| Kick { port, eventfd, ctrl_gpa }))
+                .collect(),
+        )),
+        _ => None,
+    }
 }
 
 impl Wiring {
-    /// Before the vCPU exists: the sink's irqchip and tables, the generator's ioeventfd.
+    /// Before the vCPU exists: the irqchip and tables of a VM that sleeps, the
+    /// ioeventfds of the kick ports (hybrid, halt).
     pub fn before_vcpu(vm: &Vm, role: &Role, extra: Vec<OwnedFd>) -> Result<Wiring, VmmError> {
-        let (end, sink) = match role {
-            Role::PathGen(e) => (e, false),
-            Role::PathSink(e) => (e, true),
-            _ => return Ok(Wiring { notify: None, sink: false, kick_port: 0, eventfd: None }),
-        };
-        // SAFETY: the fd came over the control socket (SCM_RIGHTS) and is owned by
+        // SAFETY: each fd came over the control socket (SCM_RIGHTS) and is owned by
         // nothing else; EventFd takes it over.
-        let eventfd = extra.into_iter().next().map(|fd| unsafe { EventFd::from_raw_fd(fd.into_raw_fd()) });
-        if end.notify.sink_sleeps() && eventfd.is_none() {
-            return Err(VmmError::setup(vm.label(), format!("notify={} needs an eventfd", end.notify.label())));
+        let eventfds: Vec<EventFd> =
+            extra.into_iter().map(|fd| unsafe { EventFd::from_raw_fd(fd.into_raw_fd()) }).collect();
+        let Some((notify, wakes, kicks)) = role_wiring(role) else {
+            return Ok(Wiring { notify: None, wakes: vec![], kicks: vec![], eventfds });
+        };
+        let missing = wakes.iter().chain(kicks.iter().map(|k| &k.eventfd)).find(|&&i| i >= eventfds.len());
+        if notify.sink_sleeps() {
+            if let Some(i) = missing {
+                return Err(VmmError::setup(
+                    vm.label(),
+                    format!("notify={} needs eventfd {i}; the job carries {}", notify.label(), eventfds.len()),
+                ));
+            }
+            if !wakes.is_empty() {
+                irqchip::create_irqchip(vm)?;
+                irqchip::write_tables(vm)?;
+            }
         }
-        if sink && end.notify.sink_sleeps() {
-            irqchip::create_irqchip(vm)?;
-            irqchip::write_tables(vm)?;
+        if matches!(notify, Notify::Hybrid | Notify::Halt) {
+            for k in &kicks {
+                vm.fd()
+                    .register_ioevent(&eventfds[k.eventfd], &IoEventAddress::Pio(u64::from(k.port)), NoDatamatch)
+                    .map_err(|e| {
+                        VmmError::Unsupported(format!("KVM_IOEVENTFD on PIO port {:#x} refused: {e}", k.port))
+                    })?;
+            }
         }
-        if !sink && matches!(end.notify, Notify::Hybrid | Notify::Halt) {
-            let evt = eventfd.as_ref().expect("checked above");
-            vm.fd().register_ioevent(evt, &IoEventAddress::Pio(u64::from(end.kick_port)), NoDatamatch).map_err(
-                |e| VmmError::Unsupported(format!("KVM_IOEVENTFD on PIO port {:#x} refused: {e}", end.kick_port)),
-            )?;
-        }
-        Ok(Wiring { notify: Some(end.notify), sink, kick_port: end.kick_port, eventfd })
+        Ok(Wiring { notify: Some(notify), wakes, kicks, eventfds })
     }
 
-    /// After the vCPU exists: the sink's tables, x2APIC, MSI route and irqfd.
+    /// After the vCPU exists: a sleeping VM's tables, x2APIC, MSI routes and irqfds.
     pub fn after_vcpu(&self, vcpu: &Vcpu) -> Result<(), VmmError> {
-        if !(self.sink && self.notify.is_some_and(Notify::sink_sleeps)) {
+        if !self.notify.is_some_and(Notify::sink_sleeps) || self.wakes.is_empty() {
             return Ok(());
         }
         irqchip::install_tables(vcpu)?;
         irqchip::enable_x2apic(vcpu)?;
-        irqchip::route_msi(vcpu.vm(), SINK_GSI, 0, irqchip::VEC_IRQ)?;
-        let evt = self.eventfd.as_ref().expect("a sleeping sink has its eventfd");
-        vcpu.vm()
-            .fd()
-            .register_irqfd(evt, SINK_GSI)
-            .map_err(|e| VmmError::Unsupported(format!("KVM_IRQFD (GSI {SINK_GSI}) refused: {e}")))
+        let gsis: Vec<u32> = (0..self.wakes.len() as u32).map(|i| FIRST_GSI + i).collect();
+        irqchip::route_msis(vcpu.vm(), &gsis, 0, irqchip::VEC_IRQ)?;
+        for (gsi, &i) in gsis.iter().zip(&self.wakes) {
+            vcpu.vm()
+                .fd()
+                .register_irqfd(&self.eventfds[i], *gsi)
+                .map_err(|e| VmmError::Unsupported(format!("KVM_IRQFD (GSI {gsi}) refused: {e}")))?;
+        }
+        Ok(())
     }
 }
 
-/// Writes the path block of `end` into the VM.
-pub(super) fn write_block(vcpu: &Vcpu, end: &PathEnd, tsc_khz: u64) -> Result<(), VmmError> {
-    let block = path_block::build(end, tsc_khz, irqchip::irq_flag_addr(vcpu))
-        .map_err(|e| VmmError::setup(vcpu.label(), format!("path block: {e}")))?;
+/// Writes the path (or forwarder) block of the role into the VM.
+pub(super) fn write_block(vcpu: &Vcpu, role: &Role, tsc_khz: u64) -> Result<(), VmmError> {
+    let vif = irqchip::irq_flag_addr(vcpu);
+    let block = match role {
+        Role::PathGen(end) | Role::PathSink(end) => path_block::build(end, tsc_khz, vif),
+        Role::PathFwd(spec) => path_block::build_fwd(spec, tsc_khz, vif),
+        _ => Err("not a path role".to_string()),
+    }
+    .map_err(|e| VmmError::setup(vcpu.label(), format!("path block: {e}")))?;
     vcpu.vm().write_bytes(layout::PATH_BLOCK, &block)
 }
 
-/// The host view of the SLEEP control word (for the exit mode's VMM).
-pub(super) fn ctrl_word<'a>(
-    regions: &'a [SharedMemory],
-    specs: &[SharedSpec],
-    end: &PathEnd,
-) -> Result<&'a AtomicU64, VmmError> {
+/// The host view of the SLEEP control word at `ctrl_gpa` (for the exit mode's VMM).
+fn sleep_word<'a>(regions: &'a [SharedMemory], specs: &[SharedSpec], ctrl_gpa: u64) -> Result<&'a AtomicU64, VmmError> {
     for (r, s) in regions.iter().zip(specs) {
-        if (s.gpa..s.gpa + s.size).contains(&end.ctrl_gpa) {
-            let off = (end.ctrl_gpa - s.gpa + ctrl::SLEEP) as usize;
+        if (s.gpa..s.gpa + s.size).contains(&ctrl_gpa) {
+            let off = (ctrl_gpa - s.gpa + ctrl::SLEEP) as usize;
             if off + 8 > r.size() || !off.is_multiple_of(8) {
                 break;
             }
             return Ok(r.atomic(off));
         }
     }
-    Err(VmmError::setup("path", format!("control lines at {:#x} lie in no shared region", end.ctrl_gpa)))
+    Err(VmmError::setup("path", format!("control lines at {ctrl_gpa:#x} lie in no shared region")))
 }
 
 /// What a path role's run gave.
@@ -115,49 +156,64 @@ pub(super) fn run(
     vcpu: &mut Vcpu,
     role: &Role,
     wiring: &Wiring,
-    sleep: &AtomicU64,
+    regions: &[SharedMemory],
+    specs: &[SharedSpec],
     deadline: Instant,
 ) -> Result<PathRun, VmmError> {
     let status = layout::params(0);
+    // The mediated path: each kick port's exit reaches this VMM, which wakes a sleeping
+    // consumer through its eventfd.
+    let mediated = wiring.notify == Some(Notify::Exit);
+    let mut routes = Vec::new();
+    if mediated {
+        for k in &wiring.kicks {
+            routes.push((k.port, sleep_word(regions, specs, k.ctrl_gpa)?, &wiring.eventfds[k.eventfd]));
+        }
+    }
     let mut signals = 0u64;
     let mut signal_errors = 0u64;
-    match role {
-        Role::PathGen(_) => {
-            vcpu.enter(&PathGen { block: layout::PATH_BLOCK, status })?;
-            let mediated = wiring.notify == Some(Notify::Exit);
-            let port = wiring.kick_port;
-            let evt = wiring.eventfd.as_ref();
-            vcpu.run(deadline, &mut |exit| match exit {
-                Exit::IoOut { port: p, .. } if mediated && p == port => {
-                    // The mediated path: this VMM decides whether the peer needs a wake-up.
-                    if sleep.swap(0, Ordering::SeqCst) != 0 {
-                        match evt.map(|e| e.write(1)) {
-                            Some(Ok(())) => signals += 1,
-                            _ => signal_errors += 1,
-                        }
+    let mut handler = |exit: Exit<'_>| match exit {
+        Exit::IoOut { port, .. } => match routes.iter().find(|r| r.0 == port) {
+            Some((_, sleep, evt)) => {
+                if sleep.swap(0, Ordering::SeqCst) != 0 {
+                    match evt.write(1) {
+                        Ok(()) => signals += 1,
+                        Err(_) => signal_errors += 1,
                     }
-                    Handled::Continue
                 }
-                _ => Handled::No,
-            })?;
-        }
-        Role::PathSink(_) => {
-            vcpu.enter(&PathSink { block: layout::PATH_BLOCK, status, samples: layout::samples(0).0 })?;
-            vcpu.run(deadline, &mut |_| Handled::No)?;
-        }
+                Handled::Continue
+            }
+            None => Handled::No,
+        },
+        _ => Handled::No,
+    };
+    let samples_at = layout::samples(0).0;
+    match role {
+        Role::PathGen(_) => vcpu.enter(&PathGen { block: layout::PATH_BLOCK, status })?,
+        Role::PathSink(_) => vcpu.enter(&PathSink { block: layout::PATH_BLOCK, status, samples: samples_at })?,
+        Role::PathFwd(_) => vcpu.enter(&PathFwd { block: layout::PATH_BLOCK, status, samples: samples_at })?,
         _ => return Err(VmmError::setup(vcpu.label(), "not a path role")),
     }
+    vcpu.run(deadline, &mut handler)?;
     if signal_errors > 0 {
-        return Err(VmmError::setup(vcpu.label(), format!("{signal_errors} eventfd writes to the sink failed")));
+        return Err(VmmError::setup(vcpu.label(), format!("{signal_errors} eventfd writes to a consumer failed")));
     }
     let vm = vcpu.vm();
-    let words = vm.read_u64s(layout::PATH_BLOCK, path_block::COUNTER_WORDS)?;
-    let mut counters = path_block::counters(&words);
+    let (mut counters, marks) = match role {
+        Role::PathFwd(f) => {
+            let words = vm.read_u64s(layout::PATH_BLOCK, path_block::fwd_words(f.ports.len()))?;
+            (path_block::fwd_counters(&words, f.ports.len()), Vec::new())
+        }
+        _ => {
+            let words = vm.read_u64s(layout::PATH_BLOCK, path_block::COUNTER_WORDS)?;
+            let counters = path_block::counters(&words);
+            let nmarks = counters.get("NMARKS").copied().unwrap_or(0).min(p::MAX_MARKS);
+            (counters, vm.read_u64s(layout::PATH_BLOCK + p::MARKS, nmarks as usize)?)
+        }
+    };
     counters.insert("VMM_SIGNALS".into(), signals);
-    let nmarks = counters.get("NMARKS").copied().unwrap_or(0).min(p::MAX_MARKS);
-    let marks = vm.read_u64s(layout::PATH_BLOCK + p::MARKS, nmarks as usize)?;
     let (buf, cap) = layout::samples(0);
     let n = counters.get("NSAMPLES").copied().unwrap_or(0).min(cap);
-    let samples = if matches!(role, Role::PathSink(_)) { vm.read_u64s(buf, n as usize)? } else { Vec::new() };
+    let samples = if matches!(role, Role::PathGen(_)) { Vec::new() } else { vm.read_u64s(buf, n as usize)? };
     Ok(PathRun { samples, counters, marks })
 }

@@ -122,6 +122,115 @@ pub struct PathEnd {
     /// Sink: a pause after each poll that found frames (0: none; fault tests).
     #[serde(default)]
     pub sink_delay_ns: u64,
+    /// The extra fd (eventfd) of this end's ring: the sink wakes on it, the generator
+    /// kicks it.
+    #[serde(default)]
+    pub eventfd: usize,
+}
+
+/// One port of a middle box: the ring it takes frames from (if any), the ring it sends
+/// frames to (if any) and the MAC of the VM behind it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FwdPort {
+    /// (ring GPA, control lines GPA, eventfd index the box wakes on)
+    pub input: Option<(u64, u64, usize)>,
+    /// (ring GPA, control lines GPA, kick port, eventfd index of its consumer)
+    pub output: Option<(u64, u64, u16, usize)>,
+    /// The MAC frames for this port carry as their destination.
+    pub mac: [u8; 6],
+}
+
+/// A middle box (`path_fwd`): the switch of path.b, a box of path.chain.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FwdSpec {
+    pub ports: Vec<FwdPort>,
+    pub slots: u32,
+    pub batch: u32,
+    pub notify: Notify,
+    pub poll_ns: u64,
+    pub stride: u64,
+    pub max_samples: u64,
+    /// The source MAC the box writes into every frame it forwards.
+    pub src_mac: [u8; 6],
+}
+
+/// A MAC as the little-endian low 48 bits of a word (how the guest reads it).
+pub fn mac_word(mac: [u8; 6]) -> u64 {
+    let mut w = [0u8; 8];
+    w[..6].copy_from_slice(&mac);
+    u64::from_le_bytes(w)
+}
+
+/// The forwarder block of `spec` (global words and port records; counters zero).
+pub fn build_fwd(spec: &FwdSpec, tsc_khz: u64, vif: u64) -> Result<Vec<u8>, String> {
+    use crate::abi::fwd as f;
+    if spec.ports.is_empty() || spec.ports.len() as u64 > f::MAX_PORTS {
+        return Err(format!("{} ports; a middle box has 1..={}", spec.ports.len(), f::MAX_PORTS));
+    }
+    if !spec.stride.is_power_of_two() {
+        return Err(format!("latency stride {} is not a power of two", spec.stride));
+    }
+    let ring = packet_ring::Layout::new(spec.slots)?;
+    let (_, sample_cap) = layout::samples(0);
+    let mut b = vec![0u8; (f::PORTS + spec.ports.len() as u64 * f::PORT_SIZE) as usize];
+    let mut put = |off: u64, v: u64| b[off as usize..off as usize + 8].copy_from_slice(&v.to_le_bytes());
+    put(f::NPORTS, spec.ports.len() as u64);
+    put(f::BATCH, u64::from(spec.batch.max(1)));
+    put(f::NOTIFY, spec.notify.word());
+    put(f::POLL_CYCLES, cycles(spec.poll_ns, tsc_khz));
+    put(f::VIF, vif);
+    put(f::STRIDE_MASK, spec.stride - 1);
+    put(f::MAX_SAMPLES, spec.max_samples.min(sample_cap));
+    put(f::SRC_MAC, mac_word(spec.src_mac));
+    for (i, port) in spec.ports.iter().enumerate() {
+        let at = f::PORTS + i as u64 * f::PORT_SIZE;
+        if let Some((ring_gpa, ctrl_gpa, _)) = port.input {
+            put(at + f::P_IN_RING, ring_gpa);
+            put(at + f::P_IN_CTRL, ctrl_gpa);
+            put(at + f::P_IN_MASK, u64::from(spec.slots - 1));
+            put(at + f::P_IN_BUF_LO, ring.buf_offset as u64);
+            put(at + f::P_IN_BUF_HI, ring.region_size as u64);
+        }
+        if let Some((ring_gpa, ctrl_gpa, kick, _)) = port.output {
+            put(at + f::P_OUT_RING, ring_gpa);
+            put(at + f::P_OUT_CTRL, ctrl_gpa);
+            put(at + f::P_OUT_MASK, u64::from(spec.slots - 1));
+            put(at + f::P_OUT_BUF_LO, ring.buf_offset as u64);
+            put(at + f::P_KICK_PORT, u64::from(kick));
+        }
+        put(at + f::P_MAC, mac_word(port.mac));
+    }
+    Ok(b)
+}
+
+/// The forwarder's counters by name: the global ones (`POLLS`, ...) and each port's
+/// (`PORT0_RX`, `PORT1_DROP_FULL`, ...), from the block's words starting at offset 0.
+pub fn fwd_counters(words: &[u64], ports: usize) -> BTreeMap<String, u64> {
+    use crate::abi::fwd as f;
+    let word = |off: u64| words.get((off / 8) as usize).copied();
+    let mut m = BTreeMap::new();
+    for (sym, off) in f::ASM {
+        let name = sym.trim_start_matches("IVB_FWD_");
+        if (f::POLLS..f::S_PREV).contains(off) {
+            if let Some(w) = word(*off) {
+                m.insert(name.to_string(), w);
+            }
+        }
+        if name.starts_with("P_") && (f::P_RX..=f::P_IN_DONE).contains(off) {
+            for p in 0..ports {
+                if let Some(w) = word(f::PORTS + p as u64 * f::PORT_SIZE + off) {
+                    m.insert(format!("PORT{p}_{}", &name[2..]), w);
+                }
+            }
+        }
+    }
+    m
+}
+
+/// Words of a forwarder block with `ports` ports.
+pub fn fwd_words(ports: usize) -> usize {
+    use crate::abi::fwd as f;
+    ((f::PORTS + ports as u64 * f::PORT_SIZE) / 8) as usize
 }
 
 /// TSC cycles of `ns` nanoseconds at `tsc_khz`.
@@ -246,6 +355,7 @@ mod tests {
             zero_copy: true,
             mark_ns: 10_000_000,
             sink_delay_ns: 0,
+            eventfd: 0,
         }
     }
 
@@ -309,6 +419,39 @@ mod tests {
         assert_eq!(c["SENT"], 7);
         assert_eq!(c["RECEIVED"], 5);
         assert!(c.contains_key("NMARKS") && !c.contains_key("S_PREV") && !c.contains_key("RING"));
+    }
+
+    #[test]
+    fn forwarder_ports_land_in_their_records() {
+        use crate::abi::fwd as f;
+        let spec = FwdSpec {
+            ports: vec![
+                FwdPort { input: Some((0x1000_0000, 0x1070_0000, 0)), output: None, mac: [2, 0, 0, 0, 0, 1] },
+                FwdPort { input: None, output: Some((0x1010_0000, 0x1070_0080, 0xf9, 1)), mac: [2, 0, 0, 0, 0, 2] },
+            ],
+            slots: 256,
+            batch: 32,
+            notify: Notify::Halt,
+            poll_ns: 1000,
+            stride: 8,
+            max_samples: 10,
+            src_mac: [2, 0, 0, 0, 0, 1],
+        };
+        let b = build_fwd(&spec, 1_000_000, 0).unwrap();
+        let p1 = f::PORTS + f::PORT_SIZE;
+        assert_eq!(word(&b, f::NPORTS), 2);
+        assert_eq!(word(&b, f::PORTS + f::P_IN_RING), 0x1000_0000);
+        assert_eq!(word(&b, f::PORTS + f::P_OUT_RING), 0, "port 0 sends nowhere");
+        assert_eq!(word(&b, p1 + f::P_IN_RING), 0, "port 1 takes nothing in");
+        assert_eq!((word(&b, p1 + f::P_OUT_RING), word(&b, p1 + f::P_KICK_PORT)), (0x1010_0000, 0xf9));
+        // the guest compares the low 48 bits of the frame's first word with this
+        let frame = packet_ring::frame::Template::new(64);
+        let first = u64::from_le_bytes(frame.bytes[..8].try_into().unwrap());
+        assert_eq!(word(&b, p1 + f::P_MAC) << 16, first << 16, "port 1 is the frames' destination");
+        let words: Vec<u64> = b.chunks(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
+        let c = fwd_counters(&words, 2);
+        assert!(c.contains_key("PORT1_DROP_FULL") && c.contains_key("POLLS") && !c.contains_key("S_PREV"));
+        assert!(build_fwd(&FwdSpec { ports: vec![], ..spec }, 1_000_000, 0).is_err());
     }
 
     #[test]

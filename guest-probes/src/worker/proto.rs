@@ -36,6 +36,8 @@ pub enum Role {
     PathGen(Box<super::path_block::PathEnd>),
     /// `path_sink`: the sink end; its wake-up eventfd (an irqfd) is the first extra fd.
     PathSink(Box<super::path_block::PathEnd>),
+    /// `path_fwd`: a middle box; the eventfds its ports name are extra fds.
+    PathFwd(Box<super::path_block::FwdSpec>),
 }
 
 /// The job of one worker.
