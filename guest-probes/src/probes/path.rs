@@ -215,8 +215,12 @@ pub enum Topology {
 
 /// The longest chain of middle boxes.
 pub const MAX_CHAIN: u32 = 4;
-// the layout has room for the rings and kick ports of the longest chain and of path.b
-const _: () = assert!(MAX_CHAIN + 1 <= 6 && crate::worker::child::MAX_EXTRA_FDS as u32 >= MAX_CHAIN + 1);
+// every ring of the longest chain (and path.b's four) has an eventfd the job can carry,
+// and the memfd of the most rings fits one shared region of the guest layout
+const _: () = {
+    assert!(crate::worker::child::MAX_EXTRA_FDS as u32 > MAX_CHAIN && crate::worker::child::MAX_EXTRA_FDS >= 4);
+    assert!((MAX_CHAIN as u64 + 2) * RING_STRIDE <= layout::SHARED_STRIDE);
+};
 
 impl Topology {
     fn of(name: &str, point: &Point) -> Result<Topology, ProbeError> {
