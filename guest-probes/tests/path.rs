@@ -172,32 +172,36 @@ fn children_with(needle: &str) -> Vec<i32> {
     v
 }
 
+/// Runs `name` at `point` for long, SIGKILLs the worker called `victim` once it and
+/// `other` run, and returns the probe's error and the victim's pid; no worker is left.
+fn kill_mid_run(name: &'static str, point: &'static str, victim: &str, other: &str) -> (String, i32) {
+    let run = std::thread::spawn(move || probe(name).run(&Point::parse(point).unwrap(), &budget(u64::MAX / 4)));
+    let t0 = Instant::now();
+    let pid = loop {
+        let v = children_with(victim);
+        if !v.is_empty() && !children_with(other).is_empty() {
+            std::thread::sleep(Duration::from_millis(1500));
+            break v[0];
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "the workers never started");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // SAFETY: `pid` is a child of this process that was alive a moment ago.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let err = run.join().unwrap().unwrap_err().to_string();
+    println!("{err}");
+    assert!(children_with("__ivbench-vm-worker").is_empty(), "a worker is left");
+    (err, pid)
+}
+
 #[test]
 fn a_killed_vm_worker_is_named_and_the_other_is_torn_down() {
     if !have_kvm() {
         return;
     }
     let _s = serial();
-    let run = std::thread::spawn(|| {
-        probe("path.a").run(&Point::parse("size=64,rate=1,batch=32,notify=poll").unwrap(), &budget(u64::MAX / 4))
-    });
-    // wait until both workers run, then kill the sink's
-    let t0 = Instant::now();
-    let sink = loop {
-        let sinks = children_with("VM2 (sink)");
-        if !sinks.is_empty() && children_with("VM1 (generator)").len() == 1 {
-            std::thread::sleep(Duration::from_millis(1500));
-            break sinks[0];
-        }
-        assert!(t0.elapsed() < Duration::from_secs(60), "the workers never started");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    // SAFETY: `sink` is a child of this process that was alive a moment ago.
-    assert_eq!(unsafe { libc::kill(sink, libc::SIGKILL) }, 0);
-    let err = run.join().unwrap().unwrap_err().to_string();
-    println!("{err}");
+    let (err, sink) = kill_mid_run("path.a", "size=64,rate=1,batch=32,notify=poll", "VM2 (sink)", "VM1 (generator)");
     assert!(err.contains("VM2 (sink)") && err.contains("SIGKILL") && err.contains(&format!("pid {sink}")), "{err}");
-    assert!(children_with("__ivbench-vm-worker").is_empty(), "a worker is left");
 }
 
 #[test]
@@ -278,23 +282,6 @@ fn a_killed_switch_is_named_and_the_others_are_torn_down() {
         return;
     }
     let _s = serial();
-    let run = std::thread::spawn(|| {
-        probe("path.b").run(&Point::parse("size=64,rate=1,batch=32,notify=halt").unwrap(), &budget(u64::MAX / 4))
-    });
-    let t0 = Instant::now();
-    let switch = loop {
-        let s = children_with("VM0 (switch)");
-        if !s.is_empty() && children_with("VM2 (sink)").len() == 1 {
-            std::thread::sleep(Duration::from_millis(1500));
-            break s[0];
-        }
-        assert!(t0.elapsed() < Duration::from_secs(60), "the workers never started");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    // SAFETY: `switch` is a child of this process that was alive a moment ago.
-    assert_eq!(unsafe { libc::kill(switch, libc::SIGKILL) }, 0);
-    let err = run.join().unwrap().unwrap_err().to_string();
-    println!("{err}");
-    assert!(err.contains("VM0 (switch)") && err.contains("SIGKILL"), "{err}");
-    assert!(children_with("__ivbench-vm-worker").is_empty(), "a worker is left");
+    let (err, switch) = kill_mid_run("path.b", "size=64,rate=1,batch=32,notify=halt", "VM0 (switch)", "VM2 (sink)");
+    assert!(err.contains("VM0 (switch)") && err.contains("SIGKILL") && err.contains(&format!("pid {switch}")), "{err}");
 }

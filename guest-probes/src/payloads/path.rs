@@ -115,6 +115,25 @@ core::arch::global_asm!(
     ja .Lcopy\@
 .endm
 
+# Takes the descriptor of slot rax of the ring at \ring: rcx = the frame's length, rsi =
+# its address; jumps to \bad when the length is not a frame's or the frame does not lie in
+# [\lo, \hi) of the ring region (clobbers rax).
+.macro IVB_PATH_DESC ring, lo, hi, bad
+    mov IVB_RING_DESC(\ring,%rax,8), %rcx
+    mov %ecx, %esi                      # offset
+    shr $32, %rcx                       # length
+    cmp $IVB_FRAME_MIN, %rcx
+    jb \bad
+    cmp $IVB_FRAME_MAX, %rcx
+    ja \bad
+    cmp \lo, %rsi
+    jb \bad
+    lea (%rsi,%rcx), %rax
+    cmp \hi, %rax
+    ja \bad
+    add \ring, %rsi                     # the frame
+.endm
+
 # After publishing the output of the port record at r13: wake its consumer as NOTIFY
 # says (clobbers rax, rcx, rdx).
 .macro IVB_FWD_KICK
@@ -318,19 +337,7 @@ ivb_path_sink:
 .Ls_frame:
     mov %r11d, %eax
     and IVB_PATH_MASK(%r9), %eax
-    mov IVB_RING_DESC(%r10,%rax,8), %rcx
-    mov %ecx, %esi                      # offset
-    shr $32, %rcx                       # length
-    cmp $IVB_FRAME_MIN, %rcx
-    jb .Ls_corrupt
-    cmp $IVB_FRAME_MAX, %rcx
-    ja .Ls_corrupt
-    cmp IVB_PATH_BUF_LO(%r9), %rsi
-    jb .Ls_corrupt
-    lea (%rsi,%rcx), %rax
-    cmp IVB_PATH_BUF_HI(%r9), %rax
-    ja .Ls_corrupt
-    add %r10, %rsi                      # the frame
+    IVB_PATH_DESC %r10, IVB_PATH_BUF_LO(%r9), IVB_PATH_BUF_HI(%r9), .Ls_corrupt
     cmpq $0, IVB_PATH_ZERO_COPY(%r9)
     jne .Ls_verify
     mov %rcx, %rdx
@@ -644,19 +651,7 @@ ivb_path_fwd:
     incq IVB_FWD_P_RX(%r12)
     mov IVB_FWD_P_IN_TAIL(%r12), %eax
     and IVB_FWD_P_IN_MASK(%r12), %eax
-    mov IVB_RING_DESC(%rbp,%rax,8), %rcx
-    mov %ecx, %esi                      # offset
-    shr $32, %rcx                       # length
-    cmp $IVB_FRAME_MIN, %rcx
-    jb .Lf_corrupt
-    cmp $IVB_FRAME_MAX, %rcx
-    ja .Lf_corrupt
-    cmp IVB_FWD_P_IN_BUF_LO(%r12), %rsi
-    jb .Lf_corrupt
-    lea (%rsi,%rcx), %rax
-    cmp IVB_FWD_P_IN_BUF_HI(%r12), %rax
-    ja .Lf_corrupt
-    add %rbp, %rsi                      # the frame
+    IVB_PATH_DESC %rbp, IVB_FWD_P_IN_BUF_LO(%r12), IVB_FWD_P_IN_BUF_HI(%r12), .Lf_corrupt
     mov (%rsi), %rax
     shl $16, %rax                       # destination MAC (bytes 0..5) in the top 48 bits
     lea IVB_FWD_PORTS(%r9), %r13
@@ -898,6 +893,7 @@ ivb_path_end:
 .purgem IVB_PATH_AT_LIMIT
 .purgem IVB_PATH_COPY16
 .purgem IVB_FWD_KICK
+.purgem IVB_PATH_DESC
 "#,
         asm_postlude!()
     ),
