@@ -621,8 +621,10 @@ fn assemble(p: &VmProbe, t: &Trial, reports: &[Report]) -> Result<Samples, Probe
         if duration_s > 0.0 {
             s.metrics.push(Metric::new(&format!("hop{k}_mpps"), tx as f64 / duration_s / 1e6, "Mpps"));
         }
-        if tx > 0 {
-            s.metrics.push(Metric::new(&format!("hop{k}_cycles_per_packet"), busy(h) as f64 / tx as f64, "cycles"));
+        // per frame the box handled (forwarded or dropped): a flooded box drops most
+        let rx = box_sum(h, "_RX");
+        if rx > 0 {
+            s.metrics.push(Metric::new(&format!("hop{k}_cycles_per_packet"), busy(h) as f64 / rx as f64, "cycles"));
         }
         if span(h) > 0 {
             let halted = word(h, "HALTED") as f64 / span(h) as f64;
