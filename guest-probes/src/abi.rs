@@ -167,7 +167,8 @@ guest_abi! {
         POLL_CYCLES: u64 = 0x48;
         /// Generator: entries of the length cycle at [`CYCLE`].
         NCYCLE: u64 = 0x50;
-        /// Sink: a frame's latency is sampled when `seq & STRIDE_MASK == 0`.
+        /// Sink: a frame's latency is sampled when `packet_ring::traffic::sampled(seq,
+        /// STRIDE_MASK)`.
         STRIDE_MASK: u64 = 0x58;
         /// Sink: latency samples at most (the sample buffer is `rdi`).
         MAX_SAMPLES: u64 = 0x60;
@@ -203,8 +204,6 @@ guest_abi! {
         CORRUPTED: u64 = 0x140;
         POLLS: u64 = 0x148;
         EMPTY_POLLS: u64 = 0x150;
-        /// Latency samples whose receive stamp was below the send stamp (stored as 0).
-        NEGATIVE: u64 = 0x160;
         LOST: u64 = 0x168;
         DUPLICATED: u64 = 0x170;
         REORDERED: u64 = 0x178;
@@ -302,7 +301,6 @@ guest_abi! {
         KICKS: u64 = 0xb8;
         NSAMPLES: u64 = 0xc0;
         HALTED: u64 = 0xc8;
-        NEGATIVE: u64 = 0xd0;
         /// Non-zero: an input's producer index ran more than a ring ahead.
         ERROR: u64 = 0xd8;
         /// Scratch words.

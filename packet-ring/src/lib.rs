@@ -16,4 +16,4 @@ pub use frame::{FrameSize, Templates};
 pub use layout::Layout;
 pub use region::Region;
 pub use ring::{Consumer, Producer, RingError, RingView};
-pub use traffic::{counters, imbalance, CopyMode, GenStats, Generator, Rate, Sink, SinkStats};
+pub use traffic::{counters, imbalance, sampled, CopyMode, GenStats, Generator, Rate, Sink, SinkStats};

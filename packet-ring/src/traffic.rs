@@ -284,8 +284,21 @@ pub struct SinkStats {
     pub negative_latency: u64,
 }
 
+/// The multiplier of the latency-sampling hash (2^64 / the golden ratio).
+pub const SAMPLE_HASH: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// Whether the frame with sequence number `seq` has its latency sampled at a stride of
+/// `mask + 1` (a power of two): bits 32.. of `seq x SAMPLE_HASH` under `mask` are zero.
+/// One in `mask + 1` frames on average, spread so that the sample does not alias with a
+/// periodic pattern such as the IMIX length cycle (`seq & mask == 0` at a stride of 4 or
+/// more would never pick a 1518-byte IMIX frame). The guest payloads use the same rule.
+#[inline]
+pub fn sampled(seq: u64, mask: u64) -> bool {
+    (seq.wrapping_mul(SAMPLE_HASH) >> 32) & mask == 0
+}
+
 /// The verifying sink: reads up to `batch` frames per poll, verifies every byte, tracks
-/// sequence numbers and keeps every `stride`-th frame's one-way latency (receive TSC minus
+/// sequence numbers and keeps the one-way latency of the frames [`sampled`] picks (receive TSC minus
 /// send stamp, in cycles), up to `max_samples`.
 pub struct Sink {
     cons: Consumer,
@@ -348,7 +361,7 @@ impl Sink {
             match check {
                 Check::Good { seq, tsc } => {
                     self.seq.record(seq);
-                    if seq & self.stride_mask == 0 && self.latency.len() < self.max_samples {
+                    if sampled(seq, self.stride_mask) && self.latency.len() < self.max_samples {
                         let now = clock();
                         if now < tsc {
                             self.stats.negative_latency += 1;
@@ -499,6 +512,26 @@ mod tests {
         t.record(100 + SEQ_WINDOW + 10);
         t.record(50);
         assert_eq!(t.duplicated, 4, "older than the window");
+    }
+
+    #[test]
+    fn sampling_does_not_alias_with_the_imix_cycle() {
+        for mask in [0u64, 1, 3, 15, 1023] {
+            let n = 120_000u64;
+            let picked: Vec<u64> = (0..n).filter(|&s| sampled(s, mask)).collect();
+            let share = picked.len() as f64 / n as f64;
+            let want = 1.0 / (mask + 1) as f64;
+            assert!((share - want).abs() < want * 0.2, "mask {mask}: {share} of frames, want {want}");
+            if mask >= 3 {
+                // every position of the 12-frame IMIX cycle is picked, 1518 B included
+                let mut at = [0u32; 12];
+                for s in &picked {
+                    at[(s % 12) as usize] += 1;
+                }
+                assert!(at.iter().all(|&c| c > 0), "mask {mask}: positions {at:?}");
+            }
+        }
+        assert!((0..100).all(|s| sampled(s, 0)), "a stride of 1 samples every frame");
     }
 
     #[test]

@@ -27,7 +27,8 @@
 //! template of its length (16-byte SSE2 words; header and fill) and the checksum with the
 //! sequence number and stamp, tracks sequence numbers (LOST, DUPLICATED, REORDERED over a
 //! window of SEQ_WINDOW, missing numbers marked in SEQ_BITMAP), keeps every
-//! (STRIDE_MASK + 1)-th frame's one-way latency (its rdtsc minus the send stamp) at `rdi`,
+//! one-way latency of the frames `packet_ring::traffic::sampled` picks (its rdtsc minus the
+//! send stamp, wrapping: the VMM corrects for the two VMs' TSC offsets) at `rdi`,
 //! then releases the slots. An empty ring: poll mode PAUSEs and polls again; hybrid keeps
 //! polling for POLL_CYCLES, then halts; halt and exit halt at once. Halting: interrupts
 //! off, SLEEP set, a full fence, the ring and DONE checked once more (the sender stores
@@ -60,12 +61,41 @@ core::arch::global_asm!(
 .set IVB_FRAME_TSC_W, {tsc_w}
 .set IVB_FRAME_MIN, {min_frame}
 .set IVB_FRAME_MAX, {max_frame}
+.set IVB_SAMPLE_HASH, {sample_hash}
 
 # rax = TSC (clobbers rdx); not serialized: a stamp, not a measured interval.
 .macro IVB_PATH_NOW
     rdtsc
     shl $32, %rdx
     or %rdx, %rax
+.endm
+
+# Jumps to \skip unless the frame with sequence number \seq is one whose latency is sampled:
+# bits 32.. of seq x SAMPLE_HASH under \mask are zero (`packet_ring::traffic::sampled`: a
+# hash, so that the sampled frames do not alias with the IMIX length cycle). Clobbers rcx.
+.macro IVB_PATH_SAMPLED seq, mask, skip
+    movabs $IVB_SAMPLE_HASH, %rcx
+    imul \seq, %rcx
+    shr $32, %rcx
+    and \mask, %rcx
+    jnz \skip
+.endm
+
+# Enables interrupts and halts with nothing in between: an interrupt pending or arriving as
+# interrupts come on is taken with the saved RIP at the HLT, which the vector-0x40 handler
+# steps over (with sti, the STI shadow delays it to the HLT itself). Anything between the
+# two would let an interrupt be taken there and the HLT then wait, its vector in service,
+# for a wake-up that never comes. Uses rbx (VIF page or 0).
+.macro IVB_PATH_IRQ_ON_HLT
+    test %rbx, %rbx
+    jz .Lion_sti\@
+    movb $1, (%rbx)
+    hlt
+    jmp .Lion_end\@
+.Lion_sti\@:
+    sti
+    hlt
+.Lion_end\@:
 .endm
 
 # After a head (or DONE) store: notify the sink as NOTIFY says (clobbers rax, rcx, rdx).
@@ -441,18 +471,13 @@ ivb_path_sink:
     lea 1(%rax), %r14
     call .Ls_expire
 .Ls_latency:
-    mov IVB_PATH_STRIDE_MASK(%r9), %rcx
-    and %rax, %rcx
-    jnz .Ls_next
+    IVB_PATH_SAMPLED %rax, IVB_PATH_STRIDE_MASK(%r9), .Ls_next
     mov IVB_PATH_NSAMPLES(%r9), %rcx
     cmp IVB_PATH_MAX_SAMPLES(%r9), %rcx
     jae .Ls_next
     IVB_PATH_NOW
-    sub %r8, %rax                       # receive TSC - send stamp
-    jae 14f
-    incq IVB_PATH_NEGATIVE(%r9)
-    xor %eax, %eax
-14:
+    sub %r8, %rax                       # receive TSC - send stamp, wrapping: the VMM
+                                        # corrects for the TSC offsets, then clamps
     mov IVB_PATH_S_SAMPLES(%r9), %rdx
     mov %rax, (%rdx,%rcx,8)
     inc %rcx
@@ -541,17 +566,13 @@ ivb_path_sink:
     jne .Ls_disarm
     movq $0, IVB_ST_STAMP(%r15)
     incq IVB_PATH_SLEEPS(%r9)
-    IVB_IRQ_ON
-    cmpq $0, IVB_ST_STAMP(%r15)         # taken as interrupts came on: no HLT
-    jne 21f
     IVB_PATH_NOW
     mov %rax, IVB_PATH_S_HLT_T(%r9)
-    hlt
+    IVB_PATH_IRQ_ON_HLT
     IVB_PATH_NOW
     sub IVB_PATH_S_HLT_T(%r9), %rax
     add %rax, IVB_PATH_HALTED(%r9)
-21:
-    IVB_IRQ_OFF                         # interrupts only ever arrive here, so each is EOIed
+    IVB_IRQ_OFF                         # interrupts only ever arrive at the HLT: each is EOIed
     cmpq $0, IVB_ST_STAMP(%r15)
     je .Ls_disarm                       # woken without our interrupt: look again
     IVB_EOI
@@ -559,6 +580,11 @@ ivb_path_sink:
 .Ls_disarm:
     movq $0, IVB_CTRL_SLEEP(%rbp)
     movq $0, IVB_PATH_S_EMPTY_RUN(%r9)
+    IVB_PATH_NOW                        # the time since the last poll was idle, halted or not
+    mov %rax, %rcx
+    sub IVB_PATH_S_PREV(%r9), %rcx
+    add %rcx, IVB_PATH_IDLE(%r9)
+    mov %rax, IVB_PATH_S_PREV(%r9)
     jmp .Ls_top
 .Ls_overrun:
     movq $1, IVB_PATH_ERROR(%r9)
@@ -701,18 +727,13 @@ ivb_path_fwd:
     incl IVB_FWD_P_OUT_HEAD(%r13)
     incq IVB_FWD_P_TX(%r13)
     mov IVB_FRAME_SEQ(%rdi), %rax
-    and IVB_FWD_STRIDE_MASK(%r9), %rax
-    jnz .Lf_next
+    IVB_PATH_SAMPLED %rax, IVB_FWD_STRIDE_MASK(%r9), .Lf_next
     mov IVB_FWD_NSAMPLES(%r9), %rcx
     cmp IVB_FWD_MAX_SAMPLES(%r9), %rcx
     jae .Lf_next
     mov IVB_FRAME_TSC(%rdi), %r8
     IVB_PATH_NOW
-    sub %r8, %rax                       # this hop's TSC - the generator's stamp
-    jae 5f
-    incq IVB_FWD_NEGATIVE(%r9)
-    xor %eax, %eax
-5:
+    sub %r8, %rax                       # this hop's TSC - the generator's stamp (wrapping)
     mov IVB_FWD_S_SAMPLES(%r9), %rdx
     mov %rax, (%rdx,%rcx,8)
     incq IVB_FWD_NSAMPLES(%r9)
@@ -737,7 +758,7 @@ ivb_path_fwd:
     cmpq $0, IVB_FWD_S_ALL_DONE(%r9)
     jne .Lf_all_done
     cmpq $0, IVB_ST_STOP(%r15)
-    jne .Lf_finish
+    jne .Lf_all_done                    # stopped: pass DONE on all the same
     IVB_PATH_NOW
     test %r10, %r10
     jnz 6f
@@ -781,16 +802,12 @@ ivb_path_fwd:
     jne .Lf_disarm
     movq $0, IVB_ST_STAMP(%r15)
     incq IVB_FWD_SLEEPS(%r9)
-    IVB_IRQ_ON
-    cmpq $0, IVB_ST_STAMP(%r15)
-    jne 8f
     IVB_PATH_NOW
     mov %rax, IVB_FWD_S_HLT_T(%r9)
-    hlt
+    IVB_PATH_IRQ_ON_HLT
     IVB_PATH_NOW
     sub IVB_FWD_S_HLT_T(%r9), %rax
     add %rax, IVB_FWD_HALTED(%r9)
-8:
     IVB_IRQ_OFF
     cmpq $0, IVB_ST_STAMP(%r15)
     je .Lf_disarm
@@ -800,6 +817,11 @@ ivb_path_fwd:
     xor %esi, %esi
     call .Lf_arm
     movq $0, IVB_FWD_S_EMPTY_RUN(%r9)
+    IVB_PATH_NOW                        # the time since the last round was idle
+    mov %rax, %rcx
+    sub IVB_FWD_S_PREV(%r9), %rcx
+    add %rcx, IVB_FWD_IDLE(%r9)
+    mov %rax, IVB_FWD_S_PREV(%r9)
     jmp .Lf_top
 .Lf_all_done:
     lea IVB_FWD_PORTS(%r9), %r13        # DONE on every output, sleeping consumers woken
@@ -820,7 +842,7 @@ ivb_path_fwd:
     IVB_DONE
 .Lf_overrun:
     movq $1, IVB_FWD_ERROR(%r9)
-    jmp .Lf_finish
+    jmp .Lf_all_done                    # the consumers downstream end too
 
 # Publishes every output with frames not yet published, waking its consumer.
 .Lf_publish:
@@ -894,6 +916,8 @@ ivb_path_end:
 .purgem IVB_PATH_COPY16
 .purgem IVB_FWD_KICK
 .purgem IVB_PATH_DESC
+.purgem IVB_PATH_IRQ_ON_HLT
+.purgem IVB_PATH_SAMPLED
 "#,
         asm_postlude!()
     ),
@@ -909,6 +933,7 @@ ivb_path_end:
     tsc_w = const frame::TSC_WEIGHT,
     min_frame = const frame::MIN_FRAME,
     max_frame = const frame::MAX_FRAME,
+    sample_hash = const packet_ring::traffic::SAMPLE_HASH,
     options(att_syntax)
 );
 

@@ -574,14 +574,23 @@ fn assemble(p: &VmProbe, t: &Trial, reports: &[Report]) -> Result<Samples, Probe
         empty_poll_share: (polls > 0).then(|| word(sink, "EMPTY_POLLS") as f64 / polls as f64),
         interval_mpps: marks_mpps,
     };
-    // a guest TSC reading of VM `r` minus one of VM1, in true cycles
-    let corrected = |r: &Report, v: &[u64]| -> Vec<u64> {
-        let d = r.tsc_offset.map_or(0, |o| o.0) - off_g;
-        if d.abs() > bracket.max(1) {
-            v.iter().map(|&l| (l as i64 - d).max(0) as u64).collect()
-        } else {
-            v.to_vec()
-        }
+    // The guests store receive TSC minus send stamp, wrapping; VM r's reading of VM1's
+    // stamp is off by the difference of their TSC offsets, corrected where it exceeds the
+    // two measurements' brackets; what is still negative then is counted and clamped to 0.
+    let mut negative = 0u64;
+    let mut corrected = |r: &Report, v: &[u64]| -> Vec<u64> {
+        let (off, w) = r.tsc_offset.unwrap_or((0, 0));
+        let d = off - off_g;
+        let d = if d.abs() > (w_g + w) as i64 { d } else { 0 };
+        v.iter()
+            .map(|&raw| {
+                let l = (raw as i64).wrapping_sub(d);
+                if l < 0 {
+                    negative += 1;
+                }
+                l.max(0) as u64
+            })
+            .collect()
     };
     let lat = corrected(sink, &sink.samples);
     let mut s = Samples::new(
@@ -634,13 +643,13 @@ fn assemble(p: &VmProbe, t: &Trial, reports: &[Report]) -> Result<Samples, Probe
         if let (Some(p50), Some(p99)) = (percentile(&cum, 0.5), percentile(&cum, 0.99)) {
             s.metrics.push(Metric::new(&format!("hop{k}_cum_p50_ns"), ns(p50), "ns"));
             s.metrics.push(Metric::new(&format!("hop{k}_cum_p99_ns"), ns(p99), "ns"));
-            s.metrics.push(Metric::new(&format!("hop{k}_p50_ns"), ns(p50) - prev_p50, "ns"));
+            s.metrics.push(Metric::new(&format!("hop{k}_p50_delta_ns"), ns(p50) - prev_p50, "ns"));
             prev_p50 = ns(p50);
         }
     }
     if !hops.is_empty() {
         if let Some(p50) = percentile(&lat, 0.5) {
-            s.metrics.push(Metric::new("last_hop_p50_ns", ns(p50) - prev_p50, "ns"));
+            s.metrics.push(Metric::new("last_hop_p50_delta_ns", ns(p50) - prev_p50, "ns"));
         }
         if t.topo == Topology::B {
             for (key, v) in &hops[0].path {
@@ -767,8 +776,11 @@ fn assemble(p: &VmProbe, t: &Trial, reports: &[Report]) -> Result<Samples, Probe
         }
     ));
     s.notes.push("one-way latency: timer cost not subtracted (one rdtsc on each side)".into());
-    if word(sink, "NEGATIVE") > 0 {
-        s.notes.push(format!("{} receive stamps were below their send stamps: recorded as 0", word(sink, "NEGATIVE")));
+    if negative > 0 {
+        s.notes.push(format!(
+            "{negative} latency samples (sink and middle boxes) were below 0 after the TSC correction (TSCs out of \
+             step): recorded as 0"
+        ));
     }
     let busy_vcpus = busy_vcpus(t.topo, notify);
     let vcpus = reports.len();

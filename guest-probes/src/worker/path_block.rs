@@ -211,7 +211,7 @@ pub fn fwd_counters(words: &[u64], ports: usize) -> BTreeMap<String, u64> {
     let mut m = BTreeMap::new();
     for (sym, off) in f::ASM {
         let name = sym.trim_start_matches("IVB_FWD_");
-        if (f::POLLS..f::S_PREV).contains(off) {
+        if !name.starts_with("P_") && (f::POLLS..f::S_PREV).contains(off) {
             if let Some(w) = word(*off) {
                 m.insert(name.to_string(), w);
             }
