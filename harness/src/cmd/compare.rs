@@ -21,8 +21,12 @@
 //!
 //! Throughput (rows with an `mpps` figure, path.*) is higher-is-better under the same rule:
 //! the factor is BASE/NEW of the Mpps, the noise the larger of the two trials' own spread
-//! (`mpps_spread`: p75/p25 of the rates of equal intervals of the trial), so a drop in
-//! Mpps beyond both threshold and noise is a `regression`.
+//! (`mpps_spread`: p75/p25 of the rates of equal intervals of the trial) and, against a
+//! baseline, the class's run-to-run Mpps spread (`baseline spread`), so a drop in
+//! Mpps beyond both threshold and noise is a `regression`. A throughput row offered at
+//! `rate=max` is judged on its Mpps alone: its one-way latency is the queueing delay of a
+//! path kept full, which moves with every scheduling hiccup of a shared machine (and is
+//! already the inverse of the drain rate), so it is shown but not judged.
 //!
 //! The spread is within-run; it cannot see a machine that was busier during one run than
 //! the other. So compare also warns when the fingerprints (CPU, kernel, KVM backend) or TSC
@@ -288,8 +292,9 @@ pub fn compare_rows(base: &LoadedRun, new: &LoadedRun, threshold: f64, spread: O
                     // Throughput noise: the larger trial spread; unknown on either side means
                     // the threshold alone (as for a row without a histogram).
                     let rate_spread = max_opt(bs.mpps_spread, ns.mpps_spread);
-                    row.mpps = rate_metric(br.mpps, nr.mpps, rate_spread, threshold);
-                    let verdicts: Vec<Verdict> = [&row.p50, &row.p99, &row.mpps].iter().filter_map(|m| m.as_ref().map(|m| m.verdict)).collect();
+                    row.mpps = rate_metric(br.mpps, nr.mpps, widen(rate_spread, between.and_then(|b| b.mpps)), threshold);
+                    let saturated = saturated(nr) && saturated(br);
+                    let verdicts = judged(&row, saturated);
                     row.verdict = if verdicts.is_empty() {
                         row.note = "ok on both sides but without latency or throughput figures".into();
                         Verdict::NotComparable
@@ -300,7 +305,11 @@ pub fn compare_rows(base: &LoadedRun, new: &LoadedRun, threshold: f64, spread: O
                     } else {
                         Verdict::Same
                     };
-                    if row.mpps.is_some() && row.p50.is_none() {
+                    if saturated && row.mpps.is_some() {
+                        row.note = "offered at rate=max: its latency is the queueing delay of a full path, shown but \
+                                    not judged; Mpps decides"
+                            .into();
+                    } else if row.mpps.is_some() && row.p50.is_none() {
                         if rate_spread.is_none() {
                             row.note = "throughput without an interval spread on one side: judged by the threshold alone".into();
                         }
@@ -615,6 +624,17 @@ pub fn compare(spec: BaseSpec<'_>, new: &str, runs_root: &Path, opts: Options) -
     Ok(if failing > 0 || empty_new { 1 } else { 0 })
 }
 
+/// Whether a row is a throughput trial offered as fast as the generator could (`rate=max`).
+fn saturated(r: &SummaryRow) -> bool {
+    r.mpps.is_some() && r.params.split(',').any(|kv| kv == "rate=max")
+}
+
+/// The verdicts that decide a row: p50, p99 and Mpps, or Mpps alone for a saturated trial.
+fn judged(row: &RowCmp, saturated: bool) -> Vec<Verdict> {
+    let figures = if saturated { vec![&row.mpps] } else { vec![&row.p50, &row.p99, &row.mpps] };
+    figures.into_iter().filter_map(|m| m.as_ref().map(|m| m.verdict)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -645,6 +665,33 @@ mod tests {
         assert_eq!(v(10.0, 8.5, None), Verdict::Regression, "threshold alone");
         assert!((rate_metric(Some(10.0), Some(5.0), None, 0.1).unwrap().ratio - 0.5).abs() < 1e-12);
         assert!(rate_metric(None, Some(5.0), None, 0.1).is_none());
+    }
+
+    #[test]
+    fn a_saturated_trial_is_judged_on_its_rate_alone() {
+        use crate::store::Status;
+        let mut r = SummaryRow::without_samples("path.a", "batch=32,rate=max,size=64", Status::Ok, "per-op");
+        assert!(!saturated(&r), "no Mpps: not a throughput row");
+        r.mpps = Some(10.0);
+        assert!(saturated(&r));
+        r.params = "batch=32,rate=0.5,size=64".into();
+        assert!(!saturated(&r), "a paced trial's latency means something");
+        let slower = rate_metric(Some(1.0), Some(5.0), None, 0.1).unwrap(); // p50 5x: a regression
+        let same_rate = rate_metric(Some(10.0), Some(10.0), Some(1.05), 0.1).unwrap();
+        let mut row = RowCmp {
+            key: Default::default(),
+            verdict: Verdict::Same,
+            note: String::new(),
+            base: Default::default(),
+            new: Default::default(),
+            p50: Some(MetricCmp { verdict: Verdict::Regression, ..slower }),
+            p99: None,
+            mpps: Some(same_rate),
+        };
+        assert!(judged(&row, false).contains(&Verdict::Regression));
+        assert_eq!(judged(&row, true), vec![Verdict::Same]);
+        row.mpps = None;
+        assert!(judged(&row, true).is_empty());
     }
 
     #[test]

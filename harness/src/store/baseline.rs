@@ -116,12 +116,17 @@ pub struct Spread {
 /// of x1.40 for p50 and x1.90 for p99 (40 rows; up to x8.6 and x66 on the noisiest), and
 /// the pool is documented to move 10-30% between runs, at times 2x: a handful of runs
 /// cannot see a row's worst day, so the floor sits above the median.
-pub const UNMEASURED: RowSpread = RowSpread { p50: 1.5, p99: 3.0, n: 0 };
+/// Throughput gets the p50 floor: the quick sweep's `path.host-ring` moved x1.7 in Mpps
+/// over five unchanged runs on a kvm_pvm Intel machine.
+pub const UNMEASURED: RowSpread = RowSpread { p50: 1.5, p99: 3.0, mpps: Some(1.5), n: 0 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RowSpread {
     pub p50: f64,
     pub p99: f64,
+    /// max/min of the row's Mpps (throughput rows; absent in spreads measured before).
+    #[serde(default)]
+    pub mpps: Option<f64>,
     /// Runs in which the row was ok.
     pub n: usize,
 }
@@ -143,11 +148,15 @@ impl Spread {
                 );
             }
         }
-        let mut by_key: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+        // per row key: (p50, p99) of the runs with latency, Mpps of the runs with throughput
+        let mut by_key: BTreeMap<String, (Vec<(f64, f64)>, Vec<f64>)> = BTreeMap::new();
         for run in runs {
             for row in run.rows.iter().filter(|r| r.status.is_ok()) {
                 if let (Some(a), Some(b)) = (row.p50_ns, row.p99_ns) {
-                    by_key.entry(row.key()).or_default().push((a, b));
+                    by_key.entry(row.key()).or_default().0.push((a, b));
+                }
+                if let Some(m) = row.mpps {
+                    by_key.entry(row.key()).or_default().1.push(m);
                 }
             }
         }
@@ -163,11 +172,18 @@ impl Spread {
         };
         let rows = by_key
             .into_iter()
-            .filter(|(_, v)| v.len() >= 2)
-            .map(|(k, v)| {
-                let p50: Vec<f64> = v.iter().map(|x| x.0).collect();
-                let p99: Vec<f64> = v.iter().map(|x| x.1).collect();
-                (k, RowSpread { p50: factor(&p50), p99: factor(&p99), n: v.len() })
+            .filter(|(_, (lat, mpps))| lat.len() >= 2 || mpps.len() >= 2)
+            .map(|(k, (lat, mpps))| {
+                let p50: Vec<f64> = lat.iter().map(|x| x.0).collect();
+                let p99: Vec<f64> = lat.iter().map(|x| x.1).collect();
+                let spread = RowSpread {
+                    // a throughput-only row has no latency spread: the floor decides
+                    p50: if lat.len() >= 2 { factor(&p50) } else { 1.0 },
+                    p99: if lat.len() >= 2 { factor(&p99) } else { 1.0 },
+                    mpps: (mpps.len() >= 2).then(|| factor(&mpps)),
+                    n: lat.len().max(mpps.len()),
+                };
+                (k, spread)
             })
             .collect();
         Ok(Spread {
@@ -186,7 +202,15 @@ impl Spread {
     /// The factors for one row key: its measured spread, never below the default floor.
     pub fn for_key(&self, key: &str) -> Option<RowSpread> {
         match (self.rows.get(key).copied(), self.default) {
-            (Some(r), Some(d)) => Some(RowSpread { p50: r.p50.max(d.p50), p99: r.p99.max(d.p99), n: r.n }),
+            (Some(r), Some(d)) => Some(RowSpread {
+                p50: r.p50.max(d.p50),
+                p99: r.p99.max(d.p99),
+                mpps: match (r.mpps, d.mpps) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    (a, b) => a.or(b),
+                },
+                n: r.n,
+            }),
             (r, d) => r.or(d),
         }
     }
@@ -197,6 +221,7 @@ impl Spread {
         for r in s.rows.values_mut() {
             r.p50 = r.p50.min(1e12);
             r.p99 = r.p99.min(1e12);
+            r.mpps = r.mpps.map(|m| m.min(1e12));
         }
         write_atomic(&baseline_dir.join(SPREAD_FILE), &serde_json::to_vec_pretty(&s)?)?;
         Ok(())
@@ -215,5 +240,40 @@ impl Spread {
             bail!("{}: spread factors must be finite and at least 1", p.display());
         }
         Ok(Some(s))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::run_dir::{load_run, utc_now};
+    use crate::store::{RunDir, Status, SummaryRow};
+
+    /// A run with one throughput-only row at `mpps`.
+    fn run_at(dir: &Path, mpps: f64) -> LoadedRun {
+        let mut run = RunDir::create(dir, "run", "", serde_json::json!({})).unwrap();
+        let mut row = SummaryRow::without_samples("path.dpdk-memif", "size=64", Status::Ok, "per-op");
+        row.mpps = Some(mpps);
+        run.record(row, None, std::time::Instant::now(), utc_now()).unwrap();
+        run.finish(None).unwrap();
+        load_run(&run.path).unwrap()
+    }
+
+    #[test]
+    fn the_run_to_run_spread_covers_throughput_rows_and_keeps_the_floor() {
+        let d = tempfile::tempdir().unwrap();
+        let runs: Vec<LoadedRun> =
+            [10.0, 17.0, 12.0].iter().enumerate().map(|(i, m)| run_at(&d.path().join(i.to_string()), *m)).collect();
+        let s = Spread::measure(&runs).unwrap();
+        let key = runs[0].rows[0].key();
+        let r = s.rows[&key];
+        assert!((r.mpps.unwrap() - 1.7).abs() < 1e-9, "{r:?}");
+        assert_eq!((r.p50, r.p99, r.n), (1.0, 1.0, 3), "no latency: the floor decides");
+        let judged = s.for_key(&key).unwrap();
+        assert_eq!((judged.p50, judged.mpps), (UNMEASURED.p50, Some(1.7)));
+        let steady: Vec<LoadedRun> =
+            [10.0, 10.5].iter().enumerate().map(|(i, m)| run_at(&d.path().join(format!("s{i}")), *m)).collect();
+        let s = Spread::measure(&steady).unwrap();
+        assert_eq!(s.for_key(&key).unwrap().mpps, UNMEASURED.mpps, "never tighter than the floor");
     }
 }
