@@ -131,6 +131,10 @@ pub struct RowSpread {
     pub n: usize,
 }
 
+/// One row's figures over the runs: (p50, p99) where it had latency, Mpps where it had
+/// throughput.
+type Observed = (Vec<(f64, f64)>, Vec<f64>);
+
 impl Spread {
     /// Measures the spread over `runs`, which must all be of one class.
     pub fn measure(runs: &[LoadedRun]) -> Result<Spread> {
@@ -149,7 +153,7 @@ impl Spread {
             }
         }
         // per row key: (p50, p99) of the runs with latency, Mpps of the runs with throughput
-        let mut by_key: BTreeMap<String, (Vec<(f64, f64)>, Vec<f64>)> = BTreeMap::new();
+        let mut by_key: BTreeMap<String, Observed> = BTreeMap::new();
         for run in runs {
             for row in run.rows.iter().filter(|r| r.status.is_ok()) {
                 if let (Some(a), Some(b)) = (row.p50_ns, row.p99_ns) {
