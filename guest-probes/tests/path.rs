@@ -110,9 +110,10 @@ fn sleeping_sinks_are_woken_by_kicks_without_userspace() {
     for notify in ["halt", "hybrid"] {
         let point = format!("size=64,copy=copy,rate=0.05,batch=1,notify={notify},poll_us=5");
         let (s, t) = trial(&point, 5_000);
-        // 256 slots hold 5 ms at 0.05 Mpps: drops here only come from a sink that stayed
-        // asleep, woken late by a loaded host (or never: a lost wake-up would lose most).
-        assert!(t.received * 10 >= t.sent * 9, "{point}: {t:?}");
+        // 256 slots hold 5 ms at 0.05 Mpps: drops come from a sink whose CPU the host gave
+        // to another thread for longer than that (tens of ms on a loaded CI machine); a
+        // lost wake-up would leave the sink asleep until DONE, receiving one ring's worth.
+        assert!(t.received * 4 >= t.sent, "{point}: {t:?}");
         assert!(metric(&s, "sink_halts") > 0.0, "{point}: the sink never halted");
         assert!(metric(&s, "kicks_tx") > 0.0 && metric(&s, "sink_wakes") > 0.0, "{point}: no kick woke the sink");
         assert_eq!(metric(&s, "userspace_exits_tx") + metric(&s, "userspace_exits_rx"), 0.0, "{point}");
@@ -128,7 +129,8 @@ fn the_exit_mode_goes_through_the_vmm() {
     let _s = serial();
     let point = "size=64,copy=copy,rate=0.05,batch=1,notify=exit";
     let (s, t) = trial(point, 3_000);
-    assert!(t.received * 10 >= t.sent * 9, "{point}: {t:?}");
+    // (as for the sleeping sinks: a lost wake-up would receive one ring's worth, 256)
+    assert!(t.received * 4 >= t.sent, "{point}: {t:?}");
     // one exit per publication, and the VMM woke the sleeping sink
     assert!(metric(&s, "userspace_exits_tx") >= metric(&s, "publications_tx"), "{point}");
     assert!(metric(&s, "vmm_signals") > 0.0 && metric(&s, "sink_wakes") > 0.0, "{point}");
