@@ -98,6 +98,28 @@ core::arch::global_asm!(
 .Lion_end\@:
 .endm
 
+# One halt of an armed consumer (interrupts off, SLEEP set and the inputs re-checked):
+# counts it in \sleeps, halts with interrupts on (IVB_PATH_IRQ_ON_HLT), adds the cycles
+# spent to \halted (\hlt_t is scratch), turns interrupts off again and, when our
+# interrupt woke it (STAMP set), EOIs it and counts it in \wakes. Interrupts only ever
+# arrive at that HLT, so every one is EOIed. Clobbers rax, rcx, rdx.
+.macro IVB_PATH_HALT sleeps, wakes, hlt_t, halted
+    movq $0, IVB_ST_STAMP(%r15)
+    incq \sleeps
+    IVB_PATH_NOW
+    mov %rax, \hlt_t
+    IVB_PATH_IRQ_ON_HLT
+    IVB_PATH_NOW
+    sub \hlt_t, %rax
+    add %rax, \halted
+    IVB_IRQ_OFF
+    cmpq $0, IVB_ST_STAMP(%r15)
+    je .Lhalt_end\@                     # woken without our interrupt: the caller looks again
+    IVB_EOI
+    incq \wakes
+.Lhalt_end\@:
+.endm
+
 # After a head (or DONE) store: notify the sink as NOTIFY says (clobbers rax, rcx, rdx).
 .macro IVB_PATH_KICK_PEER
     mov IVB_PATH_NOTIFY(%r9), %rax
@@ -564,19 +586,7 @@ ivb_path_sink:
     jne .Ls_disarm
     cmpq $0, IVB_ST_STOP(%r15)
     jne .Ls_disarm
-    movq $0, IVB_ST_STAMP(%r15)
-    incq IVB_PATH_SLEEPS(%r9)
-    IVB_PATH_NOW
-    mov %rax, IVB_PATH_S_HLT_T(%r9)
-    IVB_PATH_IRQ_ON_HLT
-    IVB_PATH_NOW
-    sub IVB_PATH_S_HLT_T(%r9), %rax
-    add %rax, IVB_PATH_HALTED(%r9)
-    IVB_IRQ_OFF                         # interrupts only ever arrive at the HLT: each is EOIed
-    cmpq $0, IVB_ST_STAMP(%r15)
-    je .Ls_disarm                       # woken without our interrupt: look again
-    IVB_EOI
-    incq IVB_PATH_WAKES(%r9)
+    IVB_PATH_HALT IVB_PATH_SLEEPS(%r9), IVB_PATH_WAKES(%r9), IVB_PATH_S_HLT_T(%r9), IVB_PATH_HALTED(%r9)
 .Ls_disarm:
     movq $0, IVB_CTRL_SLEEP(%rbp)
     movq $0, IVB_PATH_S_EMPTY_RUN(%r9)
@@ -800,19 +810,7 @@ ivb_path_fwd:
     jnz .Lf_disarm
     cmpq $0, IVB_ST_STOP(%r15)
     jne .Lf_disarm
-    movq $0, IVB_ST_STAMP(%r15)
-    incq IVB_FWD_SLEEPS(%r9)
-    IVB_PATH_NOW
-    mov %rax, IVB_FWD_S_HLT_T(%r9)
-    IVB_PATH_IRQ_ON_HLT
-    IVB_PATH_NOW
-    sub IVB_FWD_S_HLT_T(%r9), %rax
-    add %rax, IVB_FWD_HALTED(%r9)
-    IVB_IRQ_OFF
-    cmpq $0, IVB_ST_STAMP(%r15)
-    je .Lf_disarm
-    IVB_EOI
-    incq IVB_FWD_WAKES(%r9)
+    IVB_PATH_HALT IVB_FWD_SLEEPS(%r9), IVB_FWD_WAKES(%r9), IVB_FWD_S_HLT_T(%r9), IVB_FWD_HALTED(%r9)
 .Lf_disarm:
     xor %esi, %esi
     call .Lf_arm
@@ -917,6 +915,7 @@ ivb_path_end:
 .purgem IVB_FWD_KICK
 .purgem IVB_PATH_DESC
 .purgem IVB_PATH_IRQ_ON_HLT
+.purgem IVB_PATH_HALT
 .purgem IVB_PATH_SAMPLED
 "#,
         asm_postlude!()
