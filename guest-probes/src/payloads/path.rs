@@ -120,24 +120,28 @@ core::arch::global_asm!(
 .Lhalt_end\@:
 .endm
 
-# After a head (or DONE) store: notify the sink as NOTIFY says (clobbers rax, rcx, rdx).
-.macro IVB_PATH_KICK_PEER
-    mov IVB_PATH_NOTIFY(%r9), %rax
+# After a head (or DONE) store into a ring: wake its consumer as \notify says (poll:
+# nothing; exit: always exit to the VMM through \port; otherwise fence, and kick through
+# \port only when the consumer armed SLEEP in the control lines at \ctrl, clearing it);
+# counts the kicks in \kicks. Clobbers rax, rcx, rdx.
+.macro IVB_PATH_KICK notify, ctrl, port, kicks
+    mov \notify, %rax
     cmp $IVB_PATH_NOTIFY_POLL, %rax
-    je .Lnotify_end\@
+    je .Lkick_end\@
     cmp $IVB_PATH_NOTIFY_EXIT, %rax
-    je .Lnotify_kick\@
+    je .Lkick_out\@
     mfence                              # head / DONE visible before SLEEP is read
-    mov IVB_PATH_CTRL(%r9), %rcx
+    mov \ctrl, %rcx
     cmpq $0, IVB_CTRL_SLEEP(%rcx)
-    je .Lnotify_end\@
+    je .Lkick_end\@
     movq $0, IVB_CTRL_SLEEP(%rcx)
-.Lnotify_kick\@:
-    mov IVB_PATH_KICK_PORT(%r9), %rdx
+.Lkick_out\@:
+    mov \port, %rdx
     out %al, (%dx)
-    incq IVB_PATH_KICKS(%r9)
-.Lnotify_end\@:
+    incq \kicks
+.Lkick_end\@:
 .endm
+
 
 # Jumps to \target once the packet budget LIMIT is reached: packets offered (rbx) at a
 # paced rate, packets that entered the ring (r14) at max (`Generator::counted`).
@@ -184,26 +188,6 @@ core::arch::global_asm!(
     cmp \hi, %rax
     ja \bad
     add \ring, %rsi                     # the frame
-.endm
-
-# After publishing the output of the port record at r13: wake its consumer as NOTIFY
-# says (clobbers rax, rcx, rdx).
-.macro IVB_FWD_KICK
-    mov IVB_FWD_NOTIFY(%r9), %rax
-    cmp $IVB_PATH_NOTIFY_POLL, %rax
-    je .Lfk_end\@
-    cmp $IVB_PATH_NOTIFY_EXIT, %rax
-    je .Lfk_kick\@
-    mfence
-    mov IVB_FWD_P_OUT_CTRL(%r13), %rcx
-    cmpq $0, IVB_CTRL_SLEEP(%rcx)
-    je .Lfk_end\@
-    movq $0, IVB_CTRL_SLEEP(%rcx)
-.Lfk_kick\@:
-    mov IVB_FWD_P_KICK_PORT(%r13), %rdx
-    out %al, (%dx)
-    incq IVB_FWD_KICKS(%r9)
-.Lfk_end\@:
 .endm
 
 .globl ivb_path_start
@@ -320,7 +304,7 @@ ivb_path_gen:
     mov %r11d, %r13d
     incq IVB_PATH_PUBLICATIONS(%r9)
     push %rdx
-    IVB_PATH_KICK_PEER
+    IVB_PATH_KICK IVB_PATH_NOTIFY(%r9), IVB_PATH_CTRL(%r9), IVB_PATH_KICK_PORT(%r9), IVB_PATH_KICKS(%r9)
     pop %rdx
 .Lg_account:
     mov IVB_PATH_S_NOW(%r9), %rax
@@ -343,7 +327,7 @@ ivb_path_gen:
 6:
     mov IVB_PATH_CTRL(%r9), %rcx
     movq $1, IVB_CTRL_DONE(%rcx)
-    IVB_PATH_KICK_PEER
+    IVB_PATH_KICK IVB_PATH_NOTIFY(%r9), IVB_PATH_CTRL(%r9), IVB_PATH_KICK_PORT(%r9), IVB_PATH_KICKS(%r9)
     mov %rbx, IVB_PATH_SENT(%r9)
     IVB_PATH_NOW
     mov %rax, IVB_PATH_T_LAST(%r9)
@@ -829,7 +813,7 @@ ivb_path_fwd:
     cmpq $0, IVB_FWD_P_OUT_RING(%r13)
     je 10f
     movq $1, IVB_CTRL_DONE(%rax)
-    IVB_FWD_KICK
+    IVB_PATH_KICK IVB_FWD_NOTIFY(%r9), IVB_FWD_P_OUT_CTRL(%r13), IVB_FWD_P_KICK_PORT(%r13), IVB_FWD_KICKS(%r9)
 10:
     add $IVB_FWD_PORT_SIZE, %r13
     dec %r11
@@ -857,7 +841,7 @@ ivb_path_fwd:
     je 12f
     mov %eax, IVB_RING_HEAD(%rcx)       # publish (x86 stores are release)
     mov %eax, IVB_FWD_P_OUT_PUBLISHED(%r13)
-    IVB_FWD_KICK
+    IVB_PATH_KICK IVB_FWD_NOTIFY(%r9), IVB_FWD_P_OUT_CTRL(%r13), IVB_FWD_P_KICK_PORT(%r13), IVB_FWD_KICKS(%r9)
 12:
     add $IVB_FWD_PORT_SIZE, %r13
     dec %r11
@@ -909,10 +893,9 @@ ivb_path_fwd:
 ivb_path_end:
 
 .purgem IVB_PATH_NOW
-.purgem IVB_PATH_KICK_PEER
+.purgem IVB_PATH_KICK
 .purgem IVB_PATH_AT_LIMIT
 .purgem IVB_PATH_COPY16
-.purgem IVB_FWD_KICK
 .purgem IVB_PATH_DESC
 .purgem IVB_PATH_IRQ_ON_HLT
 .purgem IVB_PATH_HALT
