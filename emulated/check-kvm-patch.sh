@@ -9,11 +9,17 @@
 #   1. its stock kvm-intel.ko: the stock KVM selftest userspace_io_test must pass
 #      (kvm_intel 6.12 works on this emulated CPU) and vmfunc_views_test must
 #      skip (stock KVM has no views API);
+#      and ivbench must report vm.view.vmfunc `unsupported:` with the stock
+#      module's reason;
 #   2. the patched kvm-intel.ko: the parameter vmfunc_views must read Y, every
-#      vmfunc_views_test case must pass, userspace_io_test must still pass, and
-#      the kernel log must show no WARNING/BUG/Oops.
+#      vmfunc_views_test case must pass, userspace_io_test must still pass,
+#      `ivbench run vm.view.vmfunc vm.view.hypercall` must give `ok` rows (the
+#      guest finds the view by CPUID + hypercall, switches with VMFUNC, reads the
+#      protected page only inside it, no #UD, no fault), and the kernel log must
+#      show no WARNING/BUG/Oops.
 # BUILD_DIR is what kvm-patch/check leaves (kvm-intel.ko, vmfunc_views_test,
-# userspace_io_test). Prints one line per check and `emulated-kvm-patch: N passed,
+# userspace_io_test); the static ivbench is IVBENCH_BINARY or built as in
+# emulated/check.sh. Prints one line per check and `emulated-kvm-patch: N passed,
 # M failed`; exits 1 if any check failed.
 #
 # Functional only: timings inside Bochs mean nothing.
@@ -44,6 +50,9 @@ build_image() {
     done
     emu_check_static "$BUILD/vmfunc_views_test"
     emu_check_static "$BUILD/userspace_io_test"
+    local bin
+    if [ -n "${IVBENCH_BINARY:-}" ]; then bin=$IVBENCH_BINARY; emu_check_static "$bin"
+    else bin=$(emu_static_ivbench) || emu_die "no static ivbench"; fi
     ktree=$(emu_kernel_tree "$KVER")
     stage=$(mktemp -d)
     mkdir -p "$stage"/{bin,proc,sys,dev,tmp,lib/modules}
@@ -52,6 +61,9 @@ build_image() {
             || emu_die "no $m.ko.xz in linux-image-$KVER"
     done
     mv "$stage/lib/modules/kvm-intel.ko" "$stage/lib/modules/kvm-intel-stock.ko"
+    # msr: ivbench's Intel backend names the VMX capability MSRs in its reasons.
+    xz -dc "$ktree/lib/modules/$KVER/kernel/arch/x86/kernel/msr.ko.xz" > "$stage/lib/modules/msr.ko" \
+        || emu_die "no msr.ko.xz in linux-image-$KVER"
     cp "$BUILD/kvm-intel.ko" "$stage/lib/modules/kvm-intel.ko"
     # Debug info is ~9 MB of the module; Bochs unpacks the initramfs slowly.
     strip --strip-debug "$stage/lib/modules/kvm-intel.ko"
@@ -60,7 +72,8 @@ build_image() {
     if [ ! -x "$bb_tree/bin/busybox" ]; then rm -rf "$bb_tree"; mkdir -p "$bb_tree"; dpkg -x "$bb_deb" "$bb_tree"; fi
     cp "$bb_tree/bin/busybox" "$stage/bin/busybox"
     cp "$BUILD/vmfunc_views_test" "$BUILD/userspace_io_test" "$stage/bin/"
-    strip "$stage/bin/vmfunc_views_test" "$stage/bin/userspace_io_test" 2>/dev/null || true
+    cp "$bin" "$stage/bin/ivbench"
+    strip "$stage/bin/vmfunc_views_test" "$stage/bin/userspace_io_test" "$stage/bin/ivbench" 2>/dev/null || true
     cp "$EMU_DIR/kvm-patch-init" "$stage/init"
     chmod 0755 "$stage/init" "$stage/bin/"*
     mkdir -p "$img"
@@ -90,6 +103,12 @@ grep -q "^kernel: $KVER" <(tr -d '\r' < "$LOG") && ok "kernel $KVER" || bad "ker
 [ "$(section_rc "$LOG" stock-views-test)" = 4 ] && section "$LOG" stock-views-test | has 'SKIP.*no VMFUNC views API' \
     && ok "stock module: vmfunc_views_test skips (no views API)" \
     || bad "stock module: vmfunc_views_test did not skip: rc=$(section_rc "$LOG" stock-views-test)"
+# ivbench with the stock module: vm.view.vmfunc is unsupported, for the stock module's reason.
+row=$(section "$LOG" stock-ivbench-list | awk '$1 == "vm.view.vmfunc"')
+case "$row" in
+    *"unsupported:"*"stock module"*) ok "stock module: ivbench lists vm.view.vmfunc as unsupported: stock module" ;;
+    *) bad "stock module: ivbench list says '${row:-no row}' for vm.view.vmfunc" ;;
+esac
 [ "$(section_rc "$LOG" patched-insmod)" = 0 ] && ok "patched kvm-intel.ko loads" || bad "patched kvm-intel.ko does not load"
 [ "$(section "$LOG" patched-param | tr -d ' ')" = Y ] && ok "patched module: vmfunc_views=Y" \
     || bad "patched module: vmfunc_views is '$(section "$LOG" patched-param)'"
@@ -110,6 +129,19 @@ fi
     || bad "patched module: vmfunc_views_test rc=$(section_rc "$LOG" patched-views-test)"
 [ "$(section_rc "$LOG" patched-selftest)" = 0 ] && ok "patched module: userspace_io_test passes" \
     || bad "patched module: userspace_io_test rc=$(section_rc "$LOG" patched-selftest)"
+# ivbench on the patched module: both view probes run and pass their own validation.
+[ "$(section_rc "$LOG" patched-ivbench-run)" = 0 ] && ok "patched module: ivbench run exits 0" \
+    || bad "patched module: ivbench run rc=$(section_rc "$LOG" patched-ivbench-run): $(section "$LOG" patched-ivbench-run | grep -iE 'error|failed|unsupported' | head -n2 | tr '\n' ' ')"
+rows=$(section "$LOG" patched-ivbench-show | sed 's/┆/│/g' | awk -F'│' 'NF > 5 { p = $2; m = $4; s = $5; gsub(/^ +| +$/, "", p); gsub(/^ +| +$/, "", m); gsub(/^ +| +$/, "", s); if (p ~ /^vm\./) print p "\t" m "\t" s }')
+for p in vm.view.vmfunc vm.view.hypercall; do
+    st=$(echo "$rows" | awk -F'\t' -v p="$p" '$1 == p { print $3 }' | sort -u | paste -sd, -)
+    [ "$st" = ok ] && ok "patched module: ivbench $p: ok ($(echo "$rows" | awk -F'\t' -v p="$p" '$1 == p { print $2 }' | paste -sd, -))" \
+        || bad "patched module: ivbench $p: '${st:-no row}'"
+done
+notes=$(section "$LOG" patched-summary-csv | grep '^vm\.view\.vmfunc,' | head -n1)
+if echo "$notes" | has 'no #UD, no fault in the view' && echo "$notes" | has 'never saw the secret'; then
+    ok "patched module: vm.view.vmfunc notes: the guest found the view by tag, the default view never saw the secret, no #UD, no fault"
+else bad "patched module: vm.view.vmfunc notes lack the view checks: '${notes:0:200}'"; fi
 if section "$LOG" dmesg | has -E 'WARNING:|BUG:|Oops|Call Trace'; then
     bad "kernel log shows a WARNING/BUG/Oops (see $LOG)"
 else ok "kernel log: no WARNING/BUG/Oops"; fi

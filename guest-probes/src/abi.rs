@@ -186,6 +186,9 @@ guest_abi! {
         /// Sink: TSC cycles it spins after each poll that found frames (0: none); a
         /// deliberately slow sink for the tests.
         SINK_DELAY: u64 = 0x98;
+        /// Generator: the VMFUNC view (kvm-patch) that maps the ring and its control
+        /// lines, entered around every step that touches them; 0: the ring is a memslot.
+        VIEW: u64 = 0xa0;
         /// Packets offered (generator).
         SENT: u64 = 0x100;
         /// Offered packets that found the ring full (generator).
@@ -204,6 +207,8 @@ guest_abi! {
         CORRUPTED: u64 = 0x140;
         POLLS: u64 = 0x148;
         EMPTY_POLLS: u64 = 0x150;
+        /// Generator: VMFUNC entries into VIEW (each one with its return).
+        VIEW_ENTRIES: u64 = 0x158;
         LOST: u64 = 0x168;
         DUPLICATED: u64 = 0x170;
         REORDERED: u64 = 0x178;

@@ -1,5 +1,5 @@
 //! The guest side's layers use only the layers before them (no import cycle):
-//! abi (abi, layout, error) -> backend (backend, host, arch) -> image (payloads) ->
+//! abi (abi, layout, error) -> backend (backend, host, arch, views) -> image (payloads) ->
 //! vm/vcpu (vm, vcpu, run, sampling, shared, watchdog) -> helpers (irqchip, kvmstats,
 //! native) -> worker -> probes. Reads every source file's `crate::` / `super::` paths.
 
@@ -10,7 +10,7 @@ fn layer(path: &[String]) -> Option<u32> {
     let s: Vec<&str> = path.iter().map(String::as_str).collect();
     Some(match s.as_slice() {
         ["abi", ..] | ["vmm", "layout", ..] | ["vmm", "error", ..] => 0,
-        ["vmm", "backend", ..] | ["vmm", "host", ..] | ["vmm", "arch", ..] => 1,
+        ["vmm", "backend", ..] | ["vmm", "host", ..] | ["vmm", "arch", ..] | ["vmm", "views", ..] => 1,
         ["payloads", ..] => 2,
         ["vmm", "vm" | "vcpu" | "run" | "sampling" | "shared" | "watchdog", ..] => 3,
         ["vmm", "irqchip" | "kvmstats" | "native", ..] => 4,

@@ -72,6 +72,23 @@ payload_args! {
         /// The word stored at `protected`.
         secret: rbp,
     }
+    /// `vmfunc_discover`: finds the view by tag, reads the protected GPA in both views.
+    VmfuncDiscover => VMFUNC_DISCOVER {
+        results: r9,
+        tag: r10,
+        /// `KVM_HC_VMFUNC_VIEW_QUERY`.
+        hypercall: r11,
+        protected: r15,
+        /// The highest view index the guest may VMFUNC to.
+        max_view: rbp,
+    }
+    /// `vmfunc_switch` (sampling): VMFUNC round trips into a view.
+    VmfuncSwitch => VMFUNC_SWITCH {
+        view: r10,
+        protected: r15,
+        /// The word the protected page holds.
+        secret: rbp,
+    }
     /// `poll_ping` (sampling): the timed side of the ping-pong.
     PollPing => POLL_PING {
         lines: r10,

@@ -40,6 +40,7 @@ mod ring;
 mod syscall;
 mod tsc;
 mod view;
+mod vmfunc;
 
 use std::collections::HashMap;
 
@@ -240,6 +241,8 @@ pub mod entry {
     pub const SYS_ENTRY: Entry = Entry("sys_entry");
     pub const TSC_OVERHEAD: Entry = Entry("tsc_overhead");
     pub const VIEW_SWITCH: Entry = Entry("view_switch");
+    pub const VMFUNC_DISCOVER: Entry = Entry("vmfunc_discover");
+    pub const VMFUNC_SWITCH: Entry = Entry("vmfunc_switch");
     pub const TOKEN_RING: Entry = Entry("token_ring");
     pub const PATH_GEN: Entry = Entry("path_gen");
     pub const PATH_SINK: Entry = Entry("path_sink");
@@ -272,6 +275,8 @@ pub mod entry {
         SYS_ENTRY,
         TSC_OVERHEAD,
         VIEW_SWITCH,
+        VMFUNC_DISCOVER,
+        VMFUNC_SWITCH,
         TOKEN_RING,
         PATH_GEN,
         PATH_SINK,
@@ -308,6 +313,7 @@ fn all() -> Vec<Payload> {
         cpuid::payload(),
         syscall::payload(),
         view::payload(),
+        vmfunc::payload(),
         hang::payload(),
         irq::payload(),
         notify::payload(),
@@ -320,12 +326,15 @@ fn all() -> Vec<Payload> {
 pub struct Image {
     pub bytes: Vec<u8>,
     entries: HashMap<Entry, u64>,
+    /// Payload name -> (first GPA, length in bytes).
+    ranges: HashMap<&'static str, (u64, u64)>,
 }
 
 impl Image {
     pub fn build(backend: &dyn Backend) -> Result<Image, String> {
         let mut bytes = Vec::new();
         let mut entries = HashMap::new();
+        let mut ranges = HashMap::new();
         let insn = backend.hypercall_insn();
         for p in all() {
             while bytes.len() % 64 != 0 {
@@ -333,6 +342,7 @@ impl Image {
             }
             let base = bytes.len();
             bytes.extend_from_slice(p.bytes());
+            ranges.insert(p.name, (layout::IMAGE + base as u64, (p.end - p.start) as u64));
             for (name, addr) in &p.entries {
                 if *addr < p.start || *addr >= p.end {
                     return Err(format!("payload {}: entry {name} outside the payload", p.name));
@@ -360,13 +370,18 @@ impl Image {
         if bytes.len() as u64 > layout::IMAGE_MAX {
             return Err(format!("guest image is {} bytes, more than {}", bytes.len(), layout::IMAGE_MAX));
         }
-        Ok(Image { bytes, entries })
+        Ok(Image { bytes, entries, ranges })
     }
 
     /// GPA of a payload entry point (None only for an entry no payload defines, which
     /// `every_entry_constant_is_in_the_image` rules out).
     pub fn entry(&self, e: Entry) -> Option<u64> {
         self.entries.get(&e).copied()
+    }
+
+    /// `(gpa, len)` of payload `name` in the guest (to map its code into a memory view).
+    pub fn payload_range(&self, name: &str) -> Option<(u64, u64)> {
+        self.ranges.get(name).copied()
     }
 }
 
@@ -390,7 +405,8 @@ mod tests {
             // the only vmcall left is the deliberate one of the hang test (unless the
             // backend's hypercall is vmcall itself)
             let vmcalls = img.bytes.windows(3).filter(|w| *w == [0x0f, 0x01, 0xc1]).count();
-            let want = if b.hypercall_insn() == [0x0f, 0x01, 0xc1] { 3 } else { 1 };
+            let sites: usize = all().iter().map(|p| p.hypercall_sites.len()).sum();
+            let want = if b.hypercall_insn() == [0x0f, 0x01, 0xc1] { 1 + sites } else { 1 };
             assert_eq!(vmcalls, want, "{}", b.name());
         }
     }

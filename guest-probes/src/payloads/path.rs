@@ -143,6 +143,30 @@ core::arch::global_asm!(
 .endm
 
 
+# Generator, transport=vmfunc: VMFUNC leaf 0 into the view VIEW, which maps the ring and
+# its control lines (nowhere else in this VM), this code, the path block and the stack
+# page at their own addresses; nothing when VIEW = 0 (the ring is a memslot). An exit
+# taken inside the view (a kick) returns the vCPU to the default view: after a kick only
+# the path block and the stack are touched until IVB_PATH_VIEW_LEAVE, whose VMFUNC to view
+# 0 is then a no-op switch. Clobbers rax, rcx.
+.macro IVB_PATH_VIEW_ENTER
+    mov IVB_PATH_VIEW(%r9), %rcx
+    test %rcx, %rcx
+    jz .Lview_enter\@
+    xor %eax, %eax
+    vmfunc
+    incq IVB_PATH_VIEW_ENTRIES(%r9)
+.Lview_enter\@:
+.endm
+.macro IVB_PATH_VIEW_LEAVE
+    cmpq $0, IVB_PATH_VIEW(%r9)
+    je .Lview_leave\@
+    xor %eax, %eax
+    xor %ecx, %ecx
+    vmfunc
+.Lview_leave\@:
+.endm
+
 # Jumps to \target once the packet budget LIMIT is reached: packets offered (rbx) at a
 # paced rate, packets that entered the ring (r14) at max (`Generator::counted`).
 .macro IVB_PATH_AT_LIMIT target
@@ -230,6 +254,7 @@ ivb_path_gen:
 1:
     shl $16, %rcx
     mov %rcx, IVB_PATH_S_ELAPSED(%r9)
+    IVB_PATH_VIEW_ENTER                 # transport=vmfunc: the ring is reachable from here
     xor %edx, %edx
 .Lg_offer:
     cmp IVB_PATH_BATCH(%r9), %rdx
@@ -307,6 +332,7 @@ ivb_path_gen:
     IVB_PATH_KICK IVB_PATH_NOTIFY(%r9), IVB_PATH_CTRL(%r9), IVB_PATH_KICK_PORT(%r9), IVB_PATH_KICKS(%r9)
     pop %rdx
 .Lg_account:
+    IVB_PATH_VIEW_LEAVE                 # ... to here
     mov IVB_PATH_S_NOW(%r9), %rax
     test %rdx, %rdx
     jnz 5f
@@ -319,6 +345,7 @@ ivb_path_gen:
     IVB_PATH_AT_LIMIT .Lg_finish
     jmp .Lg_top
 .Lg_finish:
+    IVB_PATH_VIEW_ENTER
     cmp %r13d, %r11d
     je 6f
     mov %r11d, IVB_RING_HEAD(%r10)
@@ -328,6 +355,7 @@ ivb_path_gen:
     mov IVB_PATH_CTRL(%r9), %rcx
     movq $1, IVB_CTRL_DONE(%rcx)
     IVB_PATH_KICK IVB_PATH_NOTIFY(%r9), IVB_PATH_CTRL(%r9), IVB_PATH_KICK_PORT(%r9), IVB_PATH_KICKS(%r9)
+    IVB_PATH_VIEW_LEAVE
     mov %rbx, IVB_PATH_SENT(%r9)
     IVB_PATH_NOW
     mov %rax, IVB_PATH_T_LAST(%r9)
@@ -900,6 +928,8 @@ ivb_path_end:
 .purgem IVB_PATH_IRQ_ON_HLT
 .purgem IVB_PATH_HALT
 .purgem IVB_PATH_SAMPLED
+.purgem IVB_PATH_VIEW_ENTER
+.purgem IVB_PATH_VIEW_LEAVE
 "#,
         asm_postlude!()
     ),

@@ -8,7 +8,10 @@
 //! offered), `batch` (packets per index publication and per sink poll), `notify` (poll |
 //! hybrid | halt | exit | mwait; see `worker::path` for the wiring), `poll_us` (hybrid:
 //! how long the sink polls an empty ring before it halts), `sink_delay_us` (fault
-//! injection: the sink pauses this long after each poll that found frames).
+//! injection: the sink pauses this long after each poll that found frames), `transport`
+//! (path.a: `memslot`, both VMs map the ring; `vmfunc`, the seed's protected memory view:
+//! VM1 has no memslot for the ring and enters a VMFUNC view that maps it around every
+//! step that writes it, which needs the kvm-patch; see `worker::path::build_view`).
 //!
 //! A trial offers `iterations` packets or runs for the budget's duration, at most
 //! [`MAX_TRIAL`] when the budget sets none. The counters are exact: the generator counts
@@ -43,6 +46,27 @@ const MARK: Duration = Duration::from_millis(10);
 const ASSUMED_MAX_MPPS: f64 = 30.0;
 /// Hybrid's default polling time before the sink halts.
 const DEFAULT_POLL_US: u64 = 50;
+/// The VMFUNC view VM1's generator reaches the ring through (transport=vmfunc).
+const GEN_VIEW: u32 = 2;
+
+/// How VM1 reaches the ring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// A memslot of both VMs maps the ring.
+    Memslot,
+    /// VM1 has no memslot for it: it enters a VMFUNC view that maps it (kvm-patch).
+    Vmfunc,
+}
+
+impl Transport {
+    pub fn parse(s: &str) -> Result<Transport, String> {
+        match s {
+            "memslot" => Ok(Transport::Memslot),
+            "vmfunc" => Ok(Transport::Vmfunc),
+            _ => Err(format!("transport must be memslot or vmfunc, got {s}")),
+        }
+    }
+}
 
 pub(crate) const PATH_A: VmProbe = VmProbe {
     name: NAME,
@@ -53,7 +77,7 @@ pub(crate) const PATH_A: VmProbe = VmProbe {
     support: two_vcpu_support,
     points,
     run,
-    extra_keys: &["poll_us", "sink_delay_us"],
+    extra_keys: &["poll_us", "sink_delay_us", "transport"],
 };
 
 pub(crate) const PATH_B: VmProbe = VmProbe {
@@ -127,6 +151,8 @@ fn points() -> Vec<Point> {
     }
     v.push(p("64", "zero-copy", "poll"));
     v.push(p("imix", "copy", "poll"));
+    v.push(p("64", "copy", "poll").with("transport", "vmfunc"));
+    v.push(p("64", "copy", "hybrid").with("transport", "vmfunc"));
     v
 }
 
@@ -142,6 +168,7 @@ pub struct PathParams {
     pub poll_us: u64,
     /// Fault injection: the sink pauses this long after each poll that found frames.
     pub sink_delay_us: u64,
+    pub transport: Transport,
 }
 
 impl PathParams {
@@ -168,13 +195,19 @@ impl PathParams {
             notify,
             poll_us,
             sink_delay_us,
+            transport: Transport::parse(p.get("transport").unwrap_or("memslot")).map_err(bad)?,
         })
     }
 }
 
 /// Support of one point: the modes whose sink halts need the irqchip; mwait needs an
-/// exit-free MWAIT.
-fn point_support(notify: Option<Notify>) -> Support {
+/// exit-free MWAIT; transport=vmfunc needs the kvm-patch's views.
+fn point_support(notify: Option<Notify>, transport: Transport) -> Support {
+    if transport == Transport::Vmfunc {
+        if let Support::Unsupported(r) = super::view::vmfunc_support() {
+            return Support::Unsupported(format!("transport=vmfunc: {r}"));
+        }
+    }
     match notify {
         None => match mwait_support() {
             Support::Supported => Support::Unsupported(
@@ -339,7 +372,12 @@ fn run(p: &VmProbe, point: &Point, budget: &Budget) -> Result<Samples, ProbeErro
     let name = p.name;
     let topo = Topology::of(name, point)?;
     let params = PathParams::parse(point)?;
-    if let Support::Unsupported(r) = point_support(params.notify) {
+    if params.transport == Transport::Vmfunc && topo != Topology::A {
+        return Err(ProbeError::Failed(format!(
+            "{name}: transport=vmfunc is path.a's (VM1 -> VM2); {name} has memslots"
+        )));
+    }
+    if let Support::Unsupported(r) = point_support(params.notify, params.transport) {
         return Err(ProbeError::Unsupported(r));
     }
     let asked = params.notify.expect("mwait is unsupported above");
@@ -400,6 +438,7 @@ fn run(p: &VmProbe, point: &Point, budget: &Budget) -> Result<Samples, ProbeErro
         mark_ns: MARK.as_nanos() as u64,
         sink_delay_ns: params.sink_delay_us * 1000,
         eventfd: k as usize,
+        view: 0,
     };
     let input = |k: u32| Some((gpa(plan.ring(k)), gpa(plan.ctrl(k)), k as usize));
     let output = |k: u32| Some((gpa(plan.ring(k)), gpa(plan.ctrl(k)), KICK_BASE + k as u16, k as usize));
@@ -415,7 +454,8 @@ fn run(p: &VmProbe, point: &Point, budget: &Budget) -> Result<Samples, ProbeErro
     };
     let cpus = placement(budget, topo.middle_boxes());
     let spec = |who: String, cpu, role| WorkerSpec { name: who, cpu, role, stops_when_done: vec![], deadline: None };
-    let mut specs = vec![spec("VM1 (generator)".into(), cpus[0], Role::PathGen(Box::new(end(0))))];
+    let gen_end = PathEnd { view: if params.transport == Transport::Vmfunc { GEN_VIEW } else { 0 }, ..end(0) };
+    let mut specs = vec![spec("VM1 (generator)".into(), cpus[0], Role::PathGen(Box::new(gen_end)))];
     match topo {
         Topology::A => {}
         Topology::B => specs.push(spec(
@@ -727,8 +767,24 @@ fn assemble(p: &VmProbe, t: &Trial, reports: &[Report]) -> Result<Samples, Probe
             )
         })
         .collect();
+    let mapping = match t.params.transport {
+        Transport::Memslot => "memslot 1 of every VM maps".to_string(),
+        Transport::Vmfunc => format!(
+            "transport=vmfunc: VM1 has no memslot for it and writes it only inside VMFUNC view {GEN_VIEW} (kvm-patch: \
+             the ring and control lines R+W, its code R+X, its path block and stack page), entered {} times ({:.3} per \
+             packet sent), each with its VMFUNC back; memslot 1 of VM2 maps",
+            word(gen, "VIEW_ENTRIES"),
+            word(gen, "VIEW_ENTRIES") as f64 / sent.max(1) as f64
+        ),
+    };
+    if t.params.transport == Transport::Vmfunc {
+        s.metrics.push(Metric::new("view_entries", word(gen, "VIEW_ENTRIES") as f64, "VMFUNC round trips"));
+        if word(gen, "VIEW_ENTRIES") == 0 {
+            return Err(invalid(name, "transport=vmfunc, but the generator never entered its view"));
+        }
+    }
     s.notes.push(format!(
-        "{} VMs in {} worker processes, one vCPU each: {}; memslot 1 of every VM maps one {} MiB memfd holding {} ring(s) of \
+        "{} VMs in {} worker processes, one vCPU each: {}; {mapping} one {} MiB memfd holding {} ring(s) of \
          {} slots x {} B (ring k at k MiB, control lines at {:#x}); notify={}{}",
         reports.len(),
         reports.len(),
@@ -812,7 +868,18 @@ mod tests {
         assert_eq!(p.notify, Some(Notify::Poll));
         assert_eq!((p.batch, p.poll_us), (32, DEFAULT_POLL_US));
         assert_eq!(PathParams::parse(&Point::parse("notify=mwait").unwrap()).unwrap().notify, None);
-        for bad in ["size=63", "copy=maybe", "rate=0", "batch=0", "notify=napi", "poll_us=x", "poll_us=2000000"] {
+        assert_eq!(p.transport, Transport::Memslot);
+        assert_eq!(PathParams::parse(&Point::parse("transport=vmfunc").unwrap()).unwrap().transport, Transport::Vmfunc);
+        for bad in [
+            "size=63",
+            "copy=maybe",
+            "rate=0",
+            "batch=0",
+            "notify=napi",
+            "poll_us=x",
+            "poll_us=2000000",
+            "transport=ept",
+        ] {
             assert!(PathParams::parse(&Point::parse(bad).unwrap()).is_err(), "{bad}");
         }
     }
@@ -836,9 +903,19 @@ mod tests {
     #[test]
     fn mwait_is_unsupported_with_a_reason_here() {
         // No host this runs on has an exit-free MWAIT path in path_sink.
-        match point_support(None) {
+        match point_support(None, Transport::Memslot) {
             Support::Unsupported(r) => assert!(r.starts_with("notify=mwait: "), "{r}"),
             Support::Supported => panic!("mwait cannot be supported"),
+        }
+    }
+
+    #[test]
+    fn vmfunc_transport_names_its_reason_when_the_host_lacks_views() {
+        if let Support::Unsupported(why) = crate::probes::view::vmfunc_support() {
+            match point_support(Some(Notify::Poll), Transport::Vmfunc) {
+                Support::Unsupported(r) => assert_eq!(r, format!("transport=vmfunc: {why}")),
+                Support::Supported => panic!("transport=vmfunc supported without views"),
+            }
         }
     }
 }

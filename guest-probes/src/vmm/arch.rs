@@ -88,6 +88,17 @@ pub fn set_apic_id(entries: &mut [kvm_cpuid_entry2], id: u32) {
     }
 }
 
+/// Sets feature bit `bit` in EAX of CPUID leaf `leaf` (KVM's feature leaf 0x40000001 for
+/// paravirtual features). Returns false when the table has no such leaf.
+pub fn set_feature_eax(entries: &mut [kvm_cpuid_entry2], leaf: u32, bit: u32) -> bool {
+    let mut found = false;
+    for e in entries.iter_mut().filter(|e| e.function == leaf) {
+        e.eax |= 1 << bit;
+        found = true;
+    }
+    found
+}
+
 /// The SYSCALL MSRs every vCPU gets (LSTAR is the syscall probe's).
 pub fn syscall_msrs() -> [(u32, u64); 2] {
     [(MSR_STAR, STAR), (MSR_SFMASK, SFMASK)]
@@ -162,5 +173,16 @@ mod tests {
         set_apic_id(&mut e, 3);
         assert_eq!(e[0].ebx, 0x0312_3456);
         assert_eq!(e[1].ebx, 0xffff_ffff);
+    }
+
+    #[test]
+    fn feature_bit_goes_to_eax_of_its_leaf_only() {
+        let mut e = [
+            kvm_cpuid_entry2 { function: 0x4000_0001, eax: 0x1, ..Default::default() },
+            kvm_cpuid_entry2 { function: 1, eax: 0x10, ..Default::default() },
+        ];
+        assert!(set_feature_eax(&mut e, 0x4000_0001, 28));
+        assert_eq!((e[0].eax, e[1].eax), (0x1000_0001, 0x10));
+        assert!(!set_feature_eax(&mut e[1..], 0x4000_0001, 28));
     }
 }

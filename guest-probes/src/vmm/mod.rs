@@ -10,7 +10,8 @@
 //!   time.
 //! - [`backend`] (a leaf: native-mode set-up, hypercall instruction, VMFUNC support) and
 //!   [`host`] ([`KvmHost`]: the one place that opens `/dev/kvm` and answers which backend,
-//!   API version, capabilities, TSC rate; the harness fingerprint asks it too).
+//!   API version, capabilities, TSC rate; the harness fingerprint asks it too);
+//!   [`views`]: the kvm-patch's VMFUNC views API (its uapi mirrored in one place).
 //! - `crate::payloads`: the guest image (payloads patched for the backend), typed entry
 //!   constants (`payloads::entry`) and typed arguments (`payloads::args`).
 //! - [`vm`], [`vcpu`], [`run`], [`sampling`], [`shared`] (set-up values from the pure
@@ -80,7 +81,8 @@
 //! The payload register convention and the sample-loop macros are documented in
 //! `crate::payloads`.
 
-// Layers, each using only those before it: abi (crate::abi, layout) -> backend (host)
+// Layers, each using only those before it: abi (crate::abi, layout) -> backend (host,
+// views: the kvm-patch's VMFUNC views API)
 // -> image (crate::payloads) -> vm / vcpu / run / sampling -> helpers (irqchip,
 // kvmstats, native) -> worker -> probes.
 pub mod arch;
@@ -95,6 +97,7 @@ pub mod run;
 pub mod sampling;
 pub mod shared;
 pub mod vcpu;
+pub mod views;
 pub mod vm;
 pub mod watchdog;
 

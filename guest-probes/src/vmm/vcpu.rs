@@ -54,6 +54,15 @@ impl Vm {
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(|e| VmmError::ioctl(label, "KVM_GET_SUPPORTED_CPUID", e))?;
         arch::set_apic_id(cpuid.as_mut_slice(), id);
+        if self.views_enabled() {
+            use super::views::uapi::{FEATURE_VMFUNC_VIEWS, KVM_CPUID_FEATURES};
+            if !arch::set_feature_eax(cpuid.as_mut_slice(), KVM_CPUID_FEATURES, FEATURE_VMFUNC_VIEWS) {
+                return Err(VmmError::setup(
+                    label,
+                    format!("vCPU {id}: KVM_GET_SUPPORTED_CPUID has no leaf {KVM_CPUID_FEATURES:#x} for the VMFUNC views bit"),
+                ));
+            }
+        }
         fd.set_cpuid2(&cpuid).map_err(|e| VmmError::ioctl(label, "KVM_SET_CPUID2", e))?;
         let s = fd.get_sregs().map_err(|e| VmmError::ioctl(label, "KVM_GET_SREGS", e))?;
         fd.set_sregs(&arch::long_mode_sregs(s)).map_err(|e| VmmError::ioctl(label, "KVM_SET_SREGS", e))?;

@@ -1,6 +1,7 @@
 //! [`Vm`]: one KVM VM, its main memory (slot 0) and extra memslots (shared regions, the
 //! protected view). vCPUs are in `vcpu.rs`, the run loop in `run.rs`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use kvm_bindings::kvm_userspace_memory_region;
@@ -16,6 +17,7 @@ use super::error::VmmError;
 use super::host::host;
 use super::layout::{self, GuestLayout};
 use super::shared::SharedMemory;
+use super::views;
 use crate::payloads::{Entry, Image};
 
 /// The guest image for this host's backend (assembled once).
@@ -41,6 +43,8 @@ struct VmInner {
     memory: GuestMemoryMmap,
     extra: Mutex<Vec<ExtraSlot>>,
     image: &'static Image,
+    /// KVM_VMFUNC_ENABLE succeeded: vCPUs get the views CPUID bit.
+    views_enabled: AtomicBool,
 }
 
 /// A VM: identity-mapped main memory in slot 0 with all payloads loaded, plus optional
@@ -101,6 +105,7 @@ impl Vm {
                 memory,
                 extra: Mutex::new(Vec::new()),
                 image,
+                views_enabled: AtomicBool::new(false),
             }),
         };
         for (gpa, bytes) in arch::identity_page_tables() {
@@ -130,6 +135,14 @@ impl Vm {
     /// GPA of a payload entry point (see `payloads`).
     pub fn entry(&self, e: Entry) -> Result<u64, VmmError> {
         self.inner.image.entry(e).ok_or_else(|| VmmError::setup(self.label(), format!("no payload entry `{e}`")))
+    }
+
+    /// `(gpa, len)` of a payload's code in the guest.
+    pub fn payload_range(&self, name: &str) -> Result<(u64, u64), VmmError> {
+        self.inner
+            .image
+            .payload_range(name)
+            .ok_or_else(|| VmmError::setup(self.label(), format!("no payload `{name}`")))
     }
 
     pub fn write_bytes(&self, gpa: u64, data: &[u8]) -> Result<(), VmmError> {
@@ -239,4 +252,143 @@ impl Vm {
             .write_slice(data, MemoryRegionAddress(offset))
             .map_err(|e| VmmError::memory(&self.inner.label, s.region.start_addr().0 + offset, e))
     }
+
+    /// Turns VMFUNC views on for this VM (the ivbench kvm-patch, [`views`]): QUERY must
+    /// answer the API version with the HW flag, then ENABLE. Only before the first vCPU.
+    /// A host without the API is `VmmError::Unsupported` with the reason.
+    pub fn enable_views(&self) -> Result<views::Query, VmmError> {
+        let q = views::check_query(views::query(self.fd())).map_err(VmmError::Unsupported)?;
+        views::enable(self.fd()).map_err(|e| self.view_error(e))?;
+        self.inner.views_enabled.store(true, Ordering::Release);
+        Ok(q)
+    }
+    /// Whether [`Vm::enable_views`] succeeded.
+    pub fn views_enabled(&self) -> bool {
+        self.inner.views_enabled.load(Ordering::Acquire)
+    }
+    fn view_error(&self, e: views::CmdError) -> VmmError {
+        VmmError::ioctl(self.label(), format!("KVM_MEMORY_ENCRYPT_OP({})", views::cmd_name(e.cmd)), e.errno)
+    }
+    pub fn view_create(&self, index: u32, tag: u64) -> Result<(), VmmError> {
+        views::create(self.fd(), index, tag).map_err(|e| self.view_error(e))
+    }
+    pub fn view_publish(&self, index: u32) -> Result<(), VmmError> {
+        views::publish(self.fd(), index).map_err(|e| self.view_error(e))
+    }
+    pub fn view_destroy(&self, index: u32) -> Result<(), VmmError> {
+        views::destroy(self.fd(), index).map_err(|e| self.view_error(e))
+    }
+    pub fn view_stats(&self, vcpu: u32) -> Result<views::Stats, VmmError> {
+        views::vcpu_stats(self.fd(), vcpu).map_err(|e| self.view_error(e))
+    }
+
+    /// Maps `len` bytes of this VM's main memory at `gpa` into view `index` at the same
+    /// GPA (the guest's own pages: its page tables, its code) with `perm`.
+    pub fn view_map_main(&self, index: u32, gpa: u64, len: u64, perm: u32) -> Result<(), VmmError> {
+        check_pages(self.label(), gpa, len)?;
+        if gpa + len > self.layout().mem_size() as u64 {
+            return Err(VmmError::memory(
+                self.label(),
+                gpa,
+                format!("{len} bytes for view {index} run past main memory"),
+            ));
+        }
+        let host = self
+            .inner
+            .memory
+            .get_host_address(GuestAddress(gpa))
+            .map_err(|e| VmmError::memory(self.label(), gpa, e))?;
+        let m = views::Map { index, perm, gpa, uaddr: host as u64, npages: len / PAGE };
+        // SAFETY: `host .. host + len` is inside slot 0's mapping, owned by this VM and
+        // alive for the call (and as long as the VM).
+        unsafe { views::map(self.fd(), m) }.map_err(|e| self.view_error(e))
+    }
+
+    /// Maps payload `payload`'s code and the page tables into view `index`
+    /// ([`views::trampoline_pages`]): what its code needs to run inside the view.
+    pub fn view_map_trampoline(&self, index: u32, payload: &str) -> Result<(), VmmError> {
+        for (gpa, len, perm) in views::trampoline_pages(self.payload_range(payload)?) {
+            self.view_map_main(index, gpa, len, perm)?;
+        }
+        Ok(())
+    }
+
+    /// Maps `len` bytes at `offset` of extra memslot `slot` (mapped into the guest or not)
+    /// into view `index` at `gpa` with `perm`.
+    pub fn view_map_slot(
+        &self,
+        index: u32,
+        slot: u32,
+        offset: u64,
+        len: u64,
+        gpa: u64,
+        perm: u32,
+    ) -> Result<(), VmmError> {
+        let extra = self.inner.extra.lock().unwrap_or_else(|e| e.into_inner());
+        let s = extra
+            .iter()
+            .find(|s| s.slot == slot)
+            .ok_or_else(|| VmmError::setup(&self.inner.label, format!("no memslot {slot}")))?;
+        let region = (s.region.as_ptr() as u64, s.region.len());
+        // the lock keeps the slot (and its mapping) for the call
+        self.view_map_host(index, region, (offset, len), gpa, perm, &format!("slot {slot}"))
+    }
+
+    /// Maps `len` bytes at `offset` of `shared` (memory another VM may have as a memslot)
+    /// into view `index` at `gpa` with `perm`.
+    pub fn view_map_shared(
+        &self,
+        index: u32,
+        shared: &SharedMemory,
+        offset: u64,
+        len: u64,
+        gpa: u64,
+        perm: u32,
+    ) -> Result<(), VmmError> {
+        let region = (shared.host_addr() as u64, shared.size() as u64);
+        self.view_map_host(index, region, (offset, len), gpa, perm, "shared memory")
+    }
+
+    /// `VIEW_MAP` of `range` = (offset, len) of the host mapping `region` = (address,
+    /// size), after checking that it is whole pages inside it.
+    fn view_map_host(
+        &self,
+        index: u32,
+        region: (u64, u64),
+        range: (u64, u64),
+        gpa: u64,
+        perm: u32,
+        what: &str,
+    ) -> Result<(), VmmError> {
+        let (offset, len) = range;
+        check_pages(self.label(), gpa, len)?;
+        if !offset.is_multiple_of(PAGE) || offset.checked_add(len).is_none_or(|end| end > region.1) {
+            return Err(VmmError::memory(
+                self.label(),
+                gpa,
+                format!("{what}: {len} bytes at +{offset:#x} are not whole pages inside it"),
+            ));
+        }
+        let m = views::Map { index, perm, gpa, uaddr: region.0 + offset, npages: len / PAGE };
+        // SAFETY: the range lies inside a mapping of this process (checked above) that the
+        // caller borrows for the call (a memslot region the VM keeps, or a SharedMemory);
+        // KVM pins the pages it maps.
+        unsafe { views::map(self.fd(), m) }.map_err(|e| self.view_error(e))
+    }
+}
+
+const PAGE: u64 = 0x1000;
+
+fn check_pages(label: &str, gpa: u64, len: u64) -> Result<(), VmmError> {
+    if len == 0 || !gpa.is_multiple_of(PAGE) || !len.is_multiple_of(PAGE) {
+        return Err(VmmError::memory(
+            label,
+            gpa,
+            format!(
+                "a view maps whole 4 KiB pages; got {len:#x} bytes at an address that is {}page aligned",
+                if gpa.is_multiple_of(PAGE) { "" } else { "not " }
+            ),
+        ));
+    }
+    Ok(())
 }

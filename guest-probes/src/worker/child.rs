@@ -111,8 +111,13 @@ fn run(job: &Job, mut fds: Vec<OwnedFd>, sock: UnixStream) -> Result<Report, Vmm
     for (spec, fd) in job.shared.iter().zip(fds) {
         let backing = if spec.huge { Backing::Huge2M } else { Backing::Pages4K };
         let shm = SharedMemory::from_fd(fd, spec.size as usize, backing)?;
-        vm.add_shared(spec.slot, spec.gpa, &shm)?;
+        if path::view_of(&job.role).is_none() {
+            vm.add_shared(spec.slot, spec.gpa, &shm)?;
+        }
         regions.push(shm);
+    }
+    if let Some(view) = path::view_of(&job.role) {
+        path::build_view(&vm, view, &regions, &job.shared)?;
     }
     let barrier = regions
         .first()

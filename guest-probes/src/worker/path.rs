@@ -9,6 +9,9 @@
 //! - exit: the sink as above; the generator's kick port has no ioeventfd, so every kick
 //!   exits to this VMM, which reads the sink's SLEEP word in shared memory and signals the
 //!   eventfd when it is set (clearing it), the mediated path.
+//!
+//! Transport: the ring is a memslot of both VMs, or (transport=vmfunc, [`build_view`]) the
+//! generator's VM has no memslot for it and reaches it only inside a VMFUNC view.
 
 use std::collections::BTreeMap;
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
@@ -22,6 +25,7 @@ use super::path_block::{self, Notify};
 use super::proto::{Role, SharedSpec};
 use crate::abi::{ctrl, path as p};
 use crate::payloads::args::{PathFwd, PathGen, PathSink};
+use crate::vmm::views::uapi::{PERM_R, PERM_W};
 use crate::vmm::{irqchip, layout, Exit, Handled, SharedMemory, Vcpu, Vm, VmmError};
 
 /// The first GSI of the irqfds (one per ring the VM takes frames from).
@@ -118,6 +122,35 @@ impl Wiring {
     }
 }
 
+/// The tag of the generator's view (the guest gets the index in its path block).
+const GEN_VIEW_TAG: u64 = 0x6976_6267_656e_0001;
+
+/// Whether the role reaches the shared regions through a VMFUNC view instead of memslots.
+pub(super) fn view_of(role: &Role) -> Option<u32> {
+    match role {
+        Role::PathGen(e) if e.view != 0 => Some(e.view),
+        _ => None,
+    }
+}
+
+/// transport=vmfunc, before the vCPU exists: views on for this VM and view `view` with
+/// what `path_gen` touches between its VMFUNCs, at the same addresses as in the default
+/// view: the path payload's code (R+X) and the page tables, the path block and the stack
+/// page (R+W; the VM's own memory), and every shared region (R+W; the ring and its control
+/// lines, which this VM has no memslot for).
+pub(super) fn build_view(vm: &Vm, view: u32, regions: &[SharedMemory], specs: &[SharedSpec]) -> Result<(), VmmError> {
+    const PAGE: u64 = 0x1000;
+    vm.enable_views()?;
+    vm.view_create(view, GEN_VIEW_TAG)?;
+    vm.view_map_trampoline(view, "path")?;
+    vm.view_map_main(view, layout::PATH_BLOCK, layout::PATH_BLOCK_SIZE, PERM_R | PERM_W)?;
+    vm.view_map_main(view, layout::stack_top(0) - PAGE, PAGE, PERM_R | PERM_W)?;
+    for (r, s) in regions.iter().zip(specs) {
+        vm.view_map_shared(view, r, 0, s.size, s.gpa, PERM_R | PERM_W)?;
+    }
+    vm.view_publish(view)
+}
+
 /// Writes the path (or forwarder) block of the role into the VM.
 pub(super) fn write_block(vcpu: &Vcpu, role: &Role, tsc_khz: u64) -> Result<(), VmmError> {
     let vif = irqchip::irq_flag_addr(vcpu);
@@ -172,7 +205,17 @@ pub(super) fn run(
     }
     let mut signals = 0u64;
     let mut signal_errors = 0u64;
+    // transport=vmfunc: the ring has no memslot in this VM; an access outside the view
+    // exits as MMIO (KVM returned the vCPU to the default view inside the step).
+    let in_view_only = view_of(role).is_some();
+    let mut escaped: Option<u64> = None;
     let mut handler = |exit: Exit<'_>| match exit {
+        Exit::MmioRead { addr, .. } | Exit::MmioWrite { addr, .. }
+            if in_view_only && specs.iter().any(|s| (s.gpa..s.gpa + s.size).contains(&addr)) =>
+        {
+            escaped = Some(addr);
+            Handled::No
+        }
         Exit::IoOut { port, .. } => match routes.iter().find(|r| r.0 == port) {
             Some((_, sleep, evt)) => {
                 if sleep.swap(0, Ordering::SeqCst) != 0 {
@@ -194,7 +237,17 @@ pub(super) fn run(
         Role::PathFwd(_) => vcpu.enter(&PathFwd { block: layout::PATH_BLOCK, status, samples: samples_at })?,
         _ => return Err(VmmError::setup(vcpu.label(), "not a path role")),
     }
-    vcpu.run(deadline, &mut handler)?;
+    let ran = vcpu.run(deadline, &mut handler);
+    if let (Err(e), Some(addr)) = (&ran, escaped) {
+        return Err(VmmError::setup(
+            vcpu.label(),
+            format!(
+                "the generator touched shared memory at {addr:#x} outside its VMFUNC view (KVM had returned the \
+                 vCPU to the default view, where that memory has no memslot): {e}"
+            ),
+        ));
+    }
+    ran?;
     if signal_errors > 0 {
         return Err(VmmError::setup(vcpu.label(), format!("{signal_errors} eventfd writes to a consumer failed")));
     }

@@ -126,6 +126,10 @@ pub struct PathEnd {
     /// kicks it.
     #[serde(default)]
     pub eventfd: usize,
+    /// Generator, transport=vmfunc: the VMFUNC view (kvm-patch) through which it reaches
+    /// the ring, which its VM then has no memslot for; 0: the ring is a memslot.
+    #[serde(default)]
+    pub view: u32,
 }
 
 /// One port of a middle box: the ring it takes frames from (if any), the ring it sends
@@ -281,6 +285,7 @@ pub fn build(end: &PathEnd, tsc_khz: u64, vif: u64) -> Result<Vec<u8>, String> {
     put(p::BUF_HI, ring.region_size as u64);
     put(p::MARK_CYCLES, cycles(end.mark_ns, tsc_khz).max(1));
     put(p::SINK_DELAY, cycles(end.sink_delay_ns, tsc_khz));
+    put(p::VIEW, u64::from(end.view));
     let templates: Vec<(u16, u64, Template)> = kinds
         .iter()
         .enumerate()
@@ -356,6 +361,7 @@ mod tests {
             mark_ns: 10_000_000,
             sink_delay_ns: 0,
             eventfd: 0,
+            view: 0,
         }
     }
 

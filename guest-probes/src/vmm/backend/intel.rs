@@ -1,12 +1,14 @@
 //! kvm_intel (VMX): ordinary 64-bit long mode at CPL0, hypercall `vmcall`.
 //!
-//! Not exercised on the development machines (they run kvm_pvm); written from the KVM API
-//! and the VMX rules for 64-bit guests.
+//! Not exercised on the development machines (they run kvm_pvm); run in Bochs by the
+//! emulated tier (`emulated/`), with the stock module and with the kvm-patch module, whose
+//! VMFUNC views this backend reports through `vmfunc_views` ([`views`]).
 
 use kvm_ioctls::{VcpuFd, VmFd};
 use probe_api::Support;
 
 use super::{host_vmx_svm, read_host_msr, Backend, BackendKind};
+use crate::vmm::views;
 
 pub struct Intel;
 
@@ -39,35 +41,38 @@ impl Backend for Intel {
         -1000 // -KVM_ENOSYS (include/uapi/linux/kvm_para.h)
     }
     fn vmfunc_support(&self) -> Support {
-        let (vmx, _) = host_vmx_svm();
-        if !vmx {
-            return Support::Unsupported("kvm_intel is loaded but CPUID.1:ECX.VMX = 0 on this host".into());
+        match views::host_support(&views::module_param(), &cpu_vmfunc()) {
+            Ok(()) => Support::Supported,
+            Err(reason) => Support::Unsupported(reason),
         }
-        let hw = match (
-            read_host_msr(MSR_VMX_PROCBASED_CTLS),
-            read_host_msr(MSR_VMX_PROCBASED_CTLS2),
-            read_host_msr(MSR_VMX_VMFUNC),
-        ) {
-            (Ok(ctls), Ok(ctls2), Ok(vmfunc)) => {
-                let secondary = ctls >> 63 & 1 == 1;
-                let enable_vmfunc = ctls2 >> (32 + 13) & 1 == 1;
-                let eptp_switching = vmfunc & 1 == 1;
-                if !(secondary && enable_vmfunc && eptp_switching) {
-                    return Support::Unsupported(format!(
-                        "the CPU lacks VMFUNC EPTP switching (secondary controls {secondary}, \
-                         MSR 0x48B enable-VM-functions {enable_vmfunc}, MSR 0x491 EPTP switching {eptp_switching})"
-                    ));
-                }
-                "the CPU supports VMFUNC leaf 0 (MSR 0x48B bit 45, MSR 0x491 bit 0)".to_string()
+    }
+}
+
+/// What the CPU's VMX capability MSRs say about VMFUNC EPTP switching (for reasons only:
+/// the patched module decides, and says so in its parameter).
+fn cpu_vmfunc() -> String {
+    let (vmx, _) = host_vmx_svm();
+    if !vmx {
+        return "CPUID.1:ECX.VMX = 0 on this host".into();
+    }
+    match (read_host_msr(MSR_VMX_PROCBASED_CTLS), read_host_msr(MSR_VMX_PROCBASED_CTLS2), read_host_msr(MSR_VMX_VMFUNC))
+    {
+        (Ok(ctls), Ok(ctls2), Ok(vmfunc)) => {
+            let secondary = ctls >> 63 & 1 == 1;
+            let enable_vmfunc = ctls2 >> (32 + 13) & 1 == 1;
+            let eptp_switching = vmfunc & 1 == 1;
+            if secondary && enable_vmfunc && eptp_switching {
+                "the CPU supports VMFUNC leaf 0 (MSR 0x48B bit 45, MSR 0x491 bit 0)".into()
+            } else {
+                format!(
+                    "the CPU lacks VMFUNC EPTP switching (secondary controls {secondary}, \
+                     MSR 0x48B enable-VM-functions {enable_vmfunc}, MSR 0x491 EPTP switching {eptp_switching})"
+                )
             }
-            (a, b, c) => {
-                let err = [a.err(), b.err(), c.err()].into_iter().flatten().next().unwrap_or_default();
-                format!("VMX capability MSRs unreadable ({err})")
-            }
-        };
-        Support::Unsupported(format!(
-            "{hw}, but upstream KVM never enables VMFUNC for its guests: this needs the ivbench \
-             kvm-patch capability, which does not exist yet"
-        ))
+        }
+        (a, b, c) => {
+            let err = [a.err(), b.err(), c.err()].into_iter().flatten().next().unwrap_or_default();
+            format!("VMX capability MSRs unreadable ({err})")
+        }
     }
 }
