@@ -209,6 +209,8 @@ guest_abi! {
         EMPTY_POLLS: u64 = 0x150;
         /// Generator: VMFUNC entries into VIEW (each one with its return).
         VIEW_ENTRIES: u64 = 0x158;
+        /// Generator scratch: non-zero while it is inside VIEW.
+        S_IN_VIEW: u64 = 0x160;
         LOST: u64 = 0x168;
         DUPLICATED: u64 = 0x170;
         REORDERED: u64 = 0x178;

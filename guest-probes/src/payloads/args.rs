@@ -79,8 +79,9 @@ payload_args! {
         /// `KVM_HC_VMFUNC_VIEW_QUERY`.
         hypercall: r11,
         protected: r15,
-        /// The highest view index the guest may VMFUNC to.
-        max_view: rbp,
+        /// The view the VMM published: the guest enters only the index the hypercall
+        /// answered, and only when it is this one.
+        expected_view: rbp,
     }
     /// `vmfunc_switch` (sampling): VMFUNC round trips into a view.
     VmfuncSwitch => VMFUNC_SWITCH {

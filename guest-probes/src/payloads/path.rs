@@ -145,25 +145,31 @@ core::arch::global_asm!(
 
 # Generator, transport=vmfunc: VMFUNC leaf 0 into the view VIEW, which maps the ring and
 # its control lines (nowhere else in this VM), this code, the path block and the stack
-# page at their own addresses; nothing when VIEW = 0 (the ring is a memslot). An exit
-# taken inside the view (a kick) returns the vCPU to the default view: after a kick only
-# the path block and the stack are touched until IVB_PATH_VIEW_LEAVE, whose VMFUNC to view
-# 0 is then a no-op switch. Clobbers rax, rcx.
+# page at their own addresses; nothing when VIEW = 0 (the ring is a memslot) or when this
+# step already entered (S_IN_VIEW). A step enters at its first ring access, so a pacing
+# step with nothing due stays outside. An exit taken inside the view (a kick) returns the
+# vCPU to the default view: after a kick only the path block and the stack are touched
+# until IVB_PATH_VIEW_LEAVE, whose VMFUNC to view 0 is then a no-op switch. Clobbers rax,
+# rcx.
 .macro IVB_PATH_VIEW_ENTER
     mov IVB_PATH_VIEW(%r9), %rcx
     test %rcx, %rcx
     jz .Lview_enter\@
+    cmpq $0, IVB_PATH_S_IN_VIEW(%r9)
+    jne .Lview_enter\@
     xor %eax, %eax
     vmfunc
+    movq $1, IVB_PATH_S_IN_VIEW(%r9)
     incq IVB_PATH_VIEW_ENTRIES(%r9)
 .Lview_enter\@:
 .endm
 .macro IVB_PATH_VIEW_LEAVE
-    cmpq $0, IVB_PATH_VIEW(%r9)
+    cmpq $0, IVB_PATH_S_IN_VIEW(%r9)
     je .Lview_leave\@
     xor %eax, %eax
     xor %ecx, %ecx
     vmfunc
+    movq $0, IVB_PATH_S_IN_VIEW(%r9)
 .Lview_leave\@:
 .endm
 
@@ -254,7 +260,6 @@ ivb_path_gen:
 1:
     shl $16, %rcx
     mov %rcx, IVB_PATH_S_ELAPSED(%r9)
-    IVB_PATH_VIEW_ENTER                 # transport=vmfunc: the ring is reachable from here
     xor %edx, %edx
 .Lg_offer:
     cmp IVB_PATH_BATCH(%r9), %rdx
@@ -267,6 +272,7 @@ ivb_path_gen:
     ja .Lg_step_end                     # the next packet is not due yet
     add %rax, %r8
 2:
+    IVB_PATH_VIEW_ENTER                 # transport=vmfunc: the ring is reachable from here
     inc %rbx                            # offered
     inc %rdx
     mov %r11d, %eax
@@ -325,6 +331,7 @@ ivb_path_gen:
     test %rdx, %rdx
     jnz .Lg_account                     # a partial batch waits while packets flow
 4:
+    IVB_PATH_VIEW_ENTER                 # (a batch left from an earlier step)
     mov %r11d, IVB_RING_HEAD(%r10)      # publish (x86 stores are release)
     mov %r11d, %r13d
     incq IVB_PATH_PUBLICATIONS(%r9)

@@ -10,7 +10,7 @@
 //!
 //! `vmfunc_discover` (run once): the guest finds the view the way any guest would.
 //! In: r9 = result words, r10 = the view's tag, r11 = the query hypercall's number,
-//!     r15 = the protected GPA, rbp = the highest valid view index.
+//!     r15 = the protected GPA, rbp = the view the VMM published.
 //! Out: res[0] = EAX of CPUID 0x40000001 (the VMM sets the views bit),
 //!      res[1] = the hypercall's answer for the tag (the view index),
 //!      res[2] = its answer for tag + 1 (no such view: -KVM_ENOENT_VIEW),
@@ -18,7 +18,8 @@
 //!               the VMM answers with poison),
 //!      res[4] = the same read inside the view (the protected page's word),
 //!      res[5] = the read in the default view again.
-//! It enters the view only when res[1] is a valid index (1..=rbp).
+//! It enters the view only when res[1] is rbp: a wrong answer is left for the VMM to report
+//! (a VMFUNC to an empty index would raise #UD, and this guest has no IDT).
 //!
 //! `vmfunc_switch` (sampling): one operation = VMFUNC into view r10, a load of the
 //! protected word (compared with rbp), VMFUNC back to view 0.
@@ -52,10 +53,8 @@ ivb_vmfunc_discover:
     mov (%r15), %rax
     mov %rax, 24(%r9)
     mov 8(%r9), %rcx
-    cmp $1, %rcx
-    jl 1f
     cmp %rbp, %rcx
-    jg 1f
+    jne 1f
     xor %eax, %eax
     vmfunc
     mov (%r15), %rdx

@@ -10,8 +10,8 @@
 //! how long the sink polls an empty ring before it halts), `sink_delay_us` (fault
 //! injection: the sink pauses this long after each poll that found frames), `transport`
 //! (path.a: `memslot`, both VMs map the ring; `vmfunc`, the seed's protected memory view:
-//! VM1 has no memslot for the ring and enters a VMFUNC view that maps it around every
-//! step that writes it, which needs the kvm-patch; see `worker::path::build_view`).
+//! VM1 has no memslot for the ring and enters a VMFUNC view that maps it in every step
+//! that touches it, which needs the kvm-patch; see `worker::path::build_view`).
 //!
 //! A trial offers `iterations` packets or runs for the budget's duration, at most
 //! [`MAX_TRIAL`] when the budget sets none. The counters are exact: the generator counts
@@ -779,8 +779,19 @@ fn assemble(p: &VmProbe, t: &Trial, reports: &[Report]) -> Result<Samples, Probe
     };
     if t.params.transport == Transport::Vmfunc {
         s.metrics.push(Metric::new("view_entries", word(gen, "VIEW_ENTRIES") as f64, "VMFUNC round trips"));
+        s.metrics.push(Metric::new("view_forced_default", word(gen, "VIEW_FORCED_DEFAULT") as f64, "returns"));
         if word(gen, "VIEW_ENTRIES") == 0 {
             return Err(invalid(name, "transport=vmfunc, but the generator never entered its view"));
+        }
+        if word(gen, "VIEW_UD") != 0 || word(gen, "VIEW_FAULTS") != 0 {
+            return Err(invalid(
+                name,
+                format!(
+                    "KVM_VMFUNC_VCPU_STATS of VM1: {} VMFUNC #UDs and {} faults in its view (both must be 0)",
+                    word(gen, "VIEW_UD"),
+                    word(gen, "VIEW_FAULTS")
+                ),
+            ));
         }
     }
     s.notes.push(format!(
@@ -910,11 +921,13 @@ mod tests {
     }
 
     #[test]
-    fn vmfunc_transport_names_its_reason_when_the_host_lacks_views() {
-        if let Support::Unsupported(why) = crate::probes::view::vmfunc_support() {
-            match point_support(Some(Notify::Poll), Transport::Vmfunc) {
-                Support::Unsupported(r) => assert_eq!(r, format!("transport=vmfunc: {why}")),
-                Support::Supported => panic!("transport=vmfunc supported without views"),
+    fn vmfunc_transport_is_supported_exactly_where_views_are() {
+        match (crate::probes::view::vmfunc_support(), point_support(Some(Notify::Poll), Transport::Vmfunc)) {
+            (Support::Unsupported(why), Support::Unsupported(r)) => assert_eq!(r, format!("transport=vmfunc: {why}")),
+            // a host with views: only the two-vCPU requirement may still refuse the point
+            (Support::Supported, got) => assert_eq!(got, two_vcpu_support()),
+            (Support::Unsupported(why), Support::Supported) => {
+                panic!("transport=vmfunc supported without views: {why}")
             }
         }
     }

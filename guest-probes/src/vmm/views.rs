@@ -5,7 +5,8 @@
 //! own EPT) into a *view* (a small EPT hierarchy built only from pages the VMM approved)
 //! and back with `VMFUNC` leaf 0, without a VM exit. Every command is the VM ioctl
 //! `KVM_MEMORY_ENCRYPT_OP` with a [`Cmd`] whose first word is [`uapi::MAGIC`]; a stock
-//! kernel answers `ENOTTY`.
+//! kvm_intel or kvm_pvm answers `ENOTTY` (a kvm_amd with SEV reads the struct as its own
+//! command and answers `EINVAL`: "unusable", never reached past the backend's check).
 //!
 //! What a host can do is decided in this order (each step's failure is an
 //! `unsupported: <reason>`, see [`host_support`] and [`check_query`]): the module parameter
@@ -171,8 +172,8 @@ fn issue(vm: &VmFd, mut c: Cmd) -> Result<Cmd, CmdError> {
     let cmd = c.cmd;
     // SAFETY: `c` is a valid, initialised `struct kvm_vmfunc_cmd` (layout tied to the
     // header by the tests) that lives across the call; the kernel reads and writes at most
-    // its 80 bytes. A kernel without the series rejects the ioctl (ENOTTY) without touching
-    // it; the pointer never escapes the call.
+    // its 80 bytes (kvm_amd's SEV handler, the only other user of this ioctl, reads and
+    // writes at most its 24-byte `struct kvm_sev_cmd`); the pointer never escapes the call.
     unsafe { vm.encrypt_op(&mut c as *mut Cmd) }.map_err(|errno| CmdError { cmd, errno })?;
     Ok(c)
 }

@@ -380,15 +380,11 @@ impl Vm {
 const PAGE: u64 = 0x1000;
 
 fn check_pages(label: &str, gpa: u64, len: u64) -> Result<(), VmmError> {
-    if len == 0 || !gpa.is_multiple_of(PAGE) || !len.is_multiple_of(PAGE) {
-        return Err(VmmError::memory(
-            label,
-            gpa,
-            format!(
-                "a view maps whole 4 KiB pages; got {len:#x} bytes at an address that is {}page aligned",
-                if gpa.is_multiple_of(PAGE) { "" } else { "not " }
-            ),
-        ));
+    if !gpa.is_multiple_of(PAGE) {
+        return Err(VmmError::memory(label, gpa, "a view maps whole 4 KiB pages; the address is not page aligned"));
+    }
+    if len == 0 || !len.is_multiple_of(PAGE) {
+        return Err(VmmError::memory(label, gpa, format!("a view maps whole 4 KiB pages; got {len:#x} bytes")));
     }
     Ok(())
 }

@@ -239,11 +239,14 @@ pub(super) fn run(
     }
     let ran = vcpu.run(deadline, &mut handler);
     if let (Err(e), Some(addr)) = (&ran, escaped) {
+        let forced =
+            vcpu.vm().view_stats(vcpu.id()).map(|s| s.forced_default.to_string()).unwrap_or_else(|e| e.to_string());
         return Err(VmmError::setup(
             vcpu.label(),
             format!(
-                "the generator touched shared memory at {addr:#x} outside its VMFUNC view (KVM had returned the \
-                 vCPU to the default view, where that memory has no memslot): {e}"
+                "the generator touched shared memory at {addr:#x} outside its VMFUNC view, where it has no memslot \
+                 (KVM had returned the vCPU to the default view {forced} times in this run: an exit inside the \
+                 view other than an external interrupt or the preemption timer): {e}"
             ),
         ));
     }
@@ -265,6 +268,14 @@ pub(super) fn run(
         }
     };
     counters.insert("VMM_SIGNALS".into(), signals);
+    if view_of(role).is_some() {
+        // What KVM saw of the view: #UDs and faults must be 0; forced returns explain
+        // nothing here (an access after one would have failed the run above).
+        let v = vm.view_stats(vcpu.id())?;
+        counters.insert("VIEW_UD".into(), v.vmfunc_ud);
+        counters.insert("VIEW_FAULTS".into(), v.view_faults);
+        counters.insert("VIEW_FORCED_DEFAULT".into(), v.forced_default);
+    }
     let (buf, cap) = layout::samples(0);
     let n = counters.get("NSAMPLES").copied().unwrap_or(0).min(cap);
     let samples = if matches!(role, Role::PathGen(_)) { Vec::new() } else { vm.read_u64s(buf, n as usize)? };

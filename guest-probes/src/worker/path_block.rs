@@ -323,7 +323,7 @@ pub fn build(end: &PathEnd, tsc_khz: u64, vif: u64) -> Result<Vec<u8>, String> {
 pub fn counters(words: &[u64]) -> BTreeMap<String, u64> {
     p::ASM
         .iter()
-        .filter(|(_, off)| (p::SENT..p::S_PREV).contains(off))
+        .filter(|(sym, off)| (p::SENT..p::S_PREV).contains(off) && !sym.starts_with("IVB_PATH_S_"))
         .filter_map(|(sym, off)| {
             let name = sym.trim_start_matches("IVB_PATH_").to_string();
             words.get((*off / 8) as usize).map(|w| (name, *w))
@@ -425,6 +425,7 @@ mod tests {
         assert_eq!(c["SENT"], 7);
         assert_eq!(c["RECEIVED"], 5);
         assert!(c.contains_key("NMARKS") && !c.contains_key("S_PREV") && !c.contains_key("RING"));
+        assert!(c.contains_key("VIEW_ENTRIES") && !c.contains_key("S_IN_VIEW"));
     }
 
     #[test]
