@@ -187,6 +187,34 @@ fn vmfunc_transport_moves_packets_or_is_unsupported_with_the_reason() {
     }
 }
 
+#[test]
+fn ctrl_c_stops_the_generator_and_keeps_a_balanced_partial_row() {
+    if !have_kvm() {
+        return;
+    }
+    let _g = serial();
+    // A paced trial that would run 5 s; the stop flag (what Ctrl-C sets) comes after 0.3 s.
+    let mut b = budget(1_000_000_000);
+    b.stop = probe_api::StopFlag::new();
+    let flag = b.stop.clone();
+    let t0 = std::time::Instant::now();
+    let stopper = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        flag.request();
+    });
+    let s = probe("path.a")
+        .run(&Point::parse("size=64,rate=0.2,batch=1,notify=poll").unwrap(), &b)
+        .unwrap_or_else(|e| panic!("interrupted path.a: {e}"));
+    stopper.join().unwrap();
+    let took = t0.elapsed();
+    let t = s.throughput.clone().expect("a throughput row");
+    assert!(took < Duration::from_secs(4), "the stop did not end the trial early: {took:?}");
+    let why = s.partial.clone().expect("an interrupted trial is partial");
+    assert!(why.starts_with("interrupted: the generator was stopped"), "{why}");
+    assert_eq!(t.sent, t.received + t.dropped, "{t:?}");
+    assert!(t.received > 0, "{t:?}");
+}
+
 /// Pids of this process's children whose command line contains `needle`.
 fn children_with(needle: &str) -> Vec<i32> {
     let me = std::process::id().to_string();

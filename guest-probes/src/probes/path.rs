@@ -504,9 +504,12 @@ fn run(p: &VmProbe, point: &Point, budget: &Budget) -> Result<Samples, ProbeErro
     let shared = [Shared { memory: &shm, slot: 1, gpa: layout::SHARED_GPA }];
     let mut group = Group::spawn_with_fds(name, &shared, &extra, plan.barrier, specs, deadline)?;
     let pids = group.pids();
-    let reports = group.supervise(&|| budget.stop.is_requested())?;
+    // Ctrl-C stops the generator only: it publishes what it has and sets DONE, the path
+    // drains, every end reports and the counts still balance (a partial row).
+    let reports = group.supervise_with(&|| budget.stop.is_requested(), Some(&[0]))?;
+    let interrupted = group.interrupted();
     drop(group);
-    let ctx = Trial { topo, params, notify, fallback, stride, cpus, pids, free_at_start, plan };
+    let ctx = Trial { topo, params, notify, fallback, stride, cpus, pids, free_at_start, plan, interrupted };
     assemble(p, &ctx, &reports)
 }
 
@@ -525,6 +528,8 @@ struct Trial {
     pids: Vec<i32>,
     free_at_start: usize,
     plan: SharedPlan,
+    /// Ctrl-C stopped the generator early.
+    interrupted: bool,
 }
 
 /// Frames a middle box dropped (full output, unknown destination, bad descriptor).
@@ -866,6 +871,12 @@ fn assemble(p: &VmProbe, t: &Trial, reports: &[Report]) -> Result<Samples, Probe
         ));
     }
     s.throughput = Some(tp);
+    if t.interrupted {
+        s.partial = Some(format!(
+            "interrupted: the generator was stopped after {sent} packets offered; the path drained, so the counts \
+             still balance"
+        ));
+    }
     Ok(s)
 }
 

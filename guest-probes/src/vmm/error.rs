@@ -82,6 +82,7 @@ impl From<VmmError> for ProbeError {
             VmmError::Worker { timeout: true, .. } | VmmError::WorkerHung { .. } => {
                 ProbeError::Timeout(Duration::ZERO, e.to_string())
             }
+            e @ VmmError::Interrupted { .. } => ProbeError::Interrupted(e.to_string()),
             e => ProbeError::Failed(e.to_string()),
         }
     }

@@ -78,7 +78,12 @@ pub struct Group {
     deadline: Instant,
     /// Per worker: the workers to stop once it reported.
     stops: Vec<Vec<usize>>,
+    /// The run was cancelled and the group stopped early (see [`Group::supervise_with`]).
+    interrupted: bool,
 }
+
+/// How long stopped workers get to report after a cancel before they are torn down.
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// Text for an exit status: "exit status 3", "killed by signal 9 (SIGKILL)".
 pub fn describe_status(status: std::process::ExitStatus) -> String {
@@ -139,8 +144,15 @@ impl Group {
             shared.iter().map(|s| s.memory.fd().as_raw_fd()).chain(extra.iter().map(|f| f.as_raw_fd())).collect();
         let (tx, events) = mpsc::channel();
         let stops = specs.iter().map(|s| s.stops_when_done.clone()).collect();
-        let mut group =
-            Group { name: name.to_string(), workers: Vec::new(), events, readers: Vec::new(), deadline, stops };
+        let mut group = Group {
+            name: name.to_string(),
+            workers: Vec::new(),
+            events,
+            readers: Vec::new(),
+            deadline,
+            stops,
+            interrupted: false,
+        };
         let parties = specs.len() as u64;
         for (index, spec) in specs.iter().enumerate() {
             let own = spec.deadline.map_or(deadline, |d| d.min(deadline));
@@ -260,15 +272,47 @@ impl Group {
     /// A worker that reported makes the parent stop its `stops_when_done`; `cancel` is
     /// polled every 10 ms.
     pub fn supervise(&mut self, cancel: &dyn Fn() -> bool) -> Result<Vec<Report>, VmmError> {
-        let result = self.supervise_inner(cancel);
+        self.supervise_with(cancel, None)
+    }
+
+    /// [`Group::supervise`], where a cancel first stops only the workers `on_cancel`
+    /// (their STOP words; e.g. a path's generator, after which the path drains and every
+    /// worker reports on its own) and waits up to [`STOP_GRACE`] for the reports, which
+    /// then come back with [`Group::interrupted`] set; without `on_cancel`, or when the
+    /// reports do not come, a cancel ends the group with `VmmError::Interrupted`.
+    pub fn supervise_with(
+        &mut self,
+        cancel: &dyn Fn() -> bool,
+        on_cancel: Option<&[usize]>,
+    ) -> Result<Vec<Report>, VmmError> {
+        let result = self.supervise_inner(cancel, on_cancel);
         self.teardown();
         result
     }
 
-    fn supervise_inner(&mut self, cancel: &dyn Fn() -> bool) -> Result<Vec<Report>, VmmError> {
-        let hard_deadline = self.deadline + GRACE;
+    /// Whether a cancel stopped the group early (its reports are of a shortened run).
+    pub fn interrupted(&self) -> bool {
+        self.interrupted
+    }
+
+    fn supervise_inner(
+        &mut self,
+        cancel: &dyn Fn() -> bool,
+        on_cancel: Option<&[usize]>,
+    ) -> Result<Vec<Report>, VmmError> {
+        let mut hard_deadline = self.deadline + GRACE;
         while self.workers.iter().any(|w| w.report.is_none()) {
-            if cancel() {
+            if !self.interrupted && cancel() {
+                let Some(first) = on_cancel else {
+                    return Err(VmmError::Interrupted { group: self.name.clone() });
+                };
+                self.interrupted = true;
+                for &i in first {
+                    self.stop(i);
+                }
+                hard_deadline = hard_deadline.min(Instant::now() + STOP_GRACE);
+            }
+            if self.interrupted && Instant::now() >= hard_deadline {
                 return Err(VmmError::Interrupted { group: self.name.clone() });
             }
             if Instant::now() >= hard_deadline {
