@@ -163,6 +163,7 @@ fn vmfunc_transport_moves_packets_or_is_unsupported_with_the_reason() {
     if !have_kvm() {
         return;
     }
+    let _g = serial(); // on a host with views this runs a trial that spins both CPUs
     let pt = Point::parse("size=64,notify=poll,transport=vmfunc").unwrap();
     let p = probe("path.a");
     match p.run(&pt, &budget(20_000)) {
